@@ -1,0 +1,165 @@
+//! The request head, parsed with `httparse` straight from the read buffer.
+//!
+//! Only the fields the server acts on are kept, as slices borrowing the buffer: no
+//! allocation per request. The head is bounded in bytes (`max_head`) and in header count
+//! (`MAX_HEADERS`); past either the answer is 431.
+
+use super::response::Reject;
+
+/// Headers accepted in one request head; more → 431.
+pub const MAX_HEADERS: usize = 48;
+
+/// A parsed request head. Header values are raw bytes (HTTP allows non-UTF-8 values).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// Path and query as sent (`/chat?x=1`).
+    pub target: &'a str,
+    /// The minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub minor_version: u8,
+    pub host: Option<&'a [u8]>,
+    pub upgrade: Option<&'a [u8]>,
+    pub connection: Option<&'a [u8]>,
+    pub sec_websocket_key: Option<&'a [u8]>,
+    pub sec_websocket_version: Option<&'a [u8]>,
+    pub origin: Option<&'a [u8]>,
+    /// Bytes the head occupies; what follows it belongs to the next protocol.
+    pub head_len: usize,
+}
+
+impl<'a> Request<'a> {
+    /// Parses a head from the front of `buf`. `Ok(None)`: incomplete, read more (the
+    /// caller keeps at most `max_head` bytes).
+    pub fn parse(buf: &'a [u8], max_head: usize) -> Result<Option<Request<'a>>, Reject> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let head_len = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                return if buf.len() >= max_head {
+                    Err(Reject::HeadersTooLarge)
+                } else {
+                    Ok(None)
+                };
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(Reject::HeadersTooLarge),
+            Err(httparse::Error::Version) => {
+                return Err(Reject::BadRequest("unsupported HTTP version"));
+            }
+            Err(_) => return Err(Reject::BadRequest("malformed request")),
+        };
+        if head_len > max_head {
+            return Err(Reject::HeadersTooLarge);
+        }
+        let mut req = Request {
+            method: parsed.method.unwrap_or(""),
+            target: parsed.path.unwrap_or(""),
+            minor_version: parsed.version.unwrap_or(0),
+            head_len,
+            ..Request::default()
+        };
+        for h in parsed.headers.iter() {
+            let slot = match h.name.len() {
+                4 if h.name.eq_ignore_ascii_case("host") => &mut req.host,
+                6 if h.name.eq_ignore_ascii_case("origin") => &mut req.origin,
+                7 if h.name.eq_ignore_ascii_case("upgrade") => &mut req.upgrade,
+                10 if h.name.eq_ignore_ascii_case("connection") => &mut req.connection,
+                17 if h.name.eq_ignore_ascii_case("sec-websocket-key") => {
+                    &mut req.sec_websocket_key
+                }
+                21 if h.name.eq_ignore_ascii_case("sec-websocket-version") => {
+                    &mut req.sec_websocket_version
+                }
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(h.value);
+            }
+        }
+        Ok(Some(req))
+    }
+
+    /// The path without the query string.
+    pub fn path(&self) -> &'a str {
+        self.target.split('?').next().unwrap_or("")
+    }
+}
+
+/// Whether a comma-separated header value holds `token` (ASCII case-insensitive).
+pub fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPGRADE: &[u8] =
+        b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\nOrigin: http://example.com\r\n\r\n";
+
+    #[test]
+    fn parses_an_upgrade_head_and_reports_its_length() {
+        let mut buf = UPGRADE.to_vec();
+        buf.extend_from_slice(b"\x81\x80tail");
+        let r = Request::parse(&buf, 8192).unwrap().unwrap();
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.target, "/chat?room=1");
+        assert_eq!(r.path(), "/chat");
+        assert_eq!(r.minor_version, 1);
+        assert_eq!(r.host, Some(&b"example.com"[..]));
+        assert_eq!(r.sec_websocket_key, Some(&b"dGhlIHNhbXBsZSBub25jZQ=="[..]));
+        assert_eq!(r.sec_websocket_version, Some(&b"13"[..]));
+        assert!(has_token(r.connection.unwrap(), "upgrade"));
+        assert_eq!(r.head_len, UPGRADE.len());
+    }
+
+    #[test]
+    fn every_prefix_is_incomplete_not_an_error() {
+        for cut in 0..UPGRADE.len() {
+            assert!(
+                matches!(Request::parse(&UPGRADE[..cut], 8192), Ok(None)),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn bounds_give_431() {
+        let big = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 9000]].concat();
+        assert_eq!(
+            Request::parse(&big, 8192).unwrap_err(),
+            Reject::HeadersTooLarge
+        );
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..MAX_HEADERS + 1 {
+            many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(
+            Request::parse(&many, 8192).unwrap_err(),
+            Reject::HeadersTooLarge
+        );
+    }
+
+    #[test]
+    fn garbage_is_400() {
+        let tls_hello = [
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, b'\r', b'\n',
+        ];
+        assert!(matches!(
+            Request::parse(&tls_hello, 8192),
+            Err(Reject::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn tokens_are_case_insensitive_and_trimmed() {
+        assert!(has_token(b"keep-alive, Upgrade", "upgrade"));
+        assert!(has_token(b"UPGRADE", "upgrade"));
+        assert!(!has_token(b"upgrader", "upgrade"));
+    }
+}

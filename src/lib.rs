@@ -1,0 +1,24 @@
+//! Throng: a WebSocket server for Linux built to hold very many connections per core.
+//!
+//! Layers (dependencies point down only; see `../shared/design/ARCHITECTURE.md`):
+//!
+//! ```text
+//!  main.rs / server      binary and public entry points            (L6)
+//!  bench                 the load generator (client side of `ws`)
+//!  app                   what a server does with messages: echo    (L5)
+//!  worker                one per core: connections, phases, timers (L4)
+//!  runtime               Driver seam (epoll via mio), listeners    (L2)
+//!  ws, http              sans-IO protocol cores                    (L1)
+//!  config                every bound in one plain struct           (leaf)
+//! ```
+//!
+//! `tests/layering.rs` checks that each module imports only what its layer allows.
+
+// pub mod app;
+// pub mod bench;
+// pub mod config;
+pub mod http;
+// pub mod runtime;
+// pub mod server;
+// pub mod worker;
+pub mod ws;
