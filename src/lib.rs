@@ -14,11 +14,10 @@
 //!
 //! `tests/layering.rs` checks that each module imports only what its layer allows.
 
-// pub mod app;
-// pub mod bench;
-// pub mod config;
+pub mod app;
+pub mod config;
 pub mod http;
-// pub mod runtime;
-// pub mod server;
-// pub mod worker;
+pub mod runtime;
+pub mod server;
+pub mod worker;
 pub mod ws;

@@ -1,1 +1,142 @@
-fn main() {}
+//! The `throng` binary: flags → `Config` → `server::serve` (or the load generator).
+//! No logic of its own.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use throng::config::{AppKind, Config, DriverKind, Limits};
+
+#[derive(Parser)]
+#[command(
+    name = "throng",
+    version,
+    about = "A WebSocket server built for very many connections per core"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AppArg {
+    /// Echo every text and binary message back unchanged, at any path.
+    Echo,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DriverArg {
+    /// epoll, through mio.
+    Epoll,
+    /// io_uring (not built yet: issue E).
+    Uring,
+    /// io_uring when the kernel supports it, else epoll (epoll until issue E lands).
+    Auto,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0", env = "THRONG_HOST")]
+    host: IpAddr,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8080, env = "THRONG_PORT")]
+    port: u16,
+    /// What the server does with messages.
+    #[arg(long, value_enum, default_value = "echo")]
+    app: AppArg,
+    /// Worker threads, one event loop and listener each (default: one per allowed CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Kernel interface for socket I/O.
+    #[arg(long, value_enum, default_value = "epoll")]
+    driver: DriverArg,
+    /// Largest WebSocket message in bytes, over all its fragments (larger: close 1009).
+    #[arg(long, default_value_t = Limits::default().max_message)]
+    max_message_size: usize,
+    /// Seconds of silence before a ping; as long again without input closes (1001).
+    #[arg(long, default_value_t = 120)]
+    idle_timeout: u64,
+    /// Seconds a client has to send its request head (408 after).
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Seconds to wait for clients to finish closing on SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 10)]
+    drain_timeout: u64,
+    /// Bytes queued for one slow reader before the server stops reading from it.
+    #[arg(long, default_value_t = Limits::default().max_queued_bytes)]
+    max_queued_bytes: usize,
+    /// Connections held at most, over all workers (default: what the open-file limit allows).
+    #[arg(long)]
+    max_connections: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let driver = match args.driver {
+        DriverArg::Epoll => DriverKind::Epoll,
+        DriverArg::Auto => {
+            tracing::info!("--driver auto: using epoll (the io_uring driver is not built yet)");
+            DriverKind::Epoll
+        }
+        DriverArg::Uring => {
+            eprintln!(
+                "error: --driver uring is not available yet (io_uring driver: issue E); use --driver epoll"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if args.max_message_size == 0 || args.idle_timeout == 0 || args.handshake_timeout == 0 {
+        eprintln!("error: --max-message-size, --idle-timeout and --handshake-timeout must be > 0");
+        return ExitCode::from(2);
+    }
+    let workers = args
+        .workers
+        .unwrap_or_else(|| throng::runtime::system::allowed_cpus().len().max(1));
+    let config = Config {
+        addr: SocketAddr::new(args.host, args.port),
+        app: match args.app {
+            AppArg::Echo => AppKind::Echo,
+        },
+        workers,
+        driver,
+        limits: Limits {
+            max_message: args.max_message_size,
+            handshake_timeout: Duration::from_secs(args.handshake_timeout),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            drain_timeout: Duration::from_secs(args.drain_timeout),
+            max_queued_bytes: args.max_queued_bytes,
+            ..Limits::default()
+        },
+    };
+    match throng::server::serve(config, args.max_connections) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Every bound the server enforces, in one plain struct. A leaf module: nothing here
+//! depends on the rest of the crate, and every other layer reads its limits from here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What the server does with the messages it receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppKind {
+    /// Send every text and binary message back unchanged.
+    Echo,
+}
+
+/// Which kernel interface moves the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverKind {
+    Epoll,
+}
+
+/// Bounds on everything that grows with input, and the timeouts that end idle states.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest WebSocket message, summed over fragments; larger → close 1009.
+    pub max_message: usize,
+    /// Largest HTTP request head; larger → 431.
+    pub max_head: usize,
+    /// A request head must arrive within this; else 408 and close (slowloris).
+    pub handshake_timeout: Duration,
+    /// A connection silent this long is pinged; silent as long again, it is closed (1001).
+    pub idle_timeout: Duration,
+    /// How long to wait for the peer's close reply, or for its FIN after ours.
+    pub close_timeout: Duration,
+    /// On shutdown, how long connections get to finish their close handshake.
+    pub drain_timeout: Duration,
+    /// Queued outbound bytes per connection past which the server stops reading from it
+    /// until the peer drains them (echo backpressure).
+    pub max_queued_bytes: usize,
+    /// Connections one worker holds at most; more are refused at accept.
+    pub max_connections_per_worker: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message: 16 << 20,
+            max_head: 8 << 10,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            close_timeout: Duration::from_secs(3),
+            drain_timeout: Duration::from_secs(10),
+            max_queued_bytes: 4 << 20,
+            max_connections_per_worker: usize::MAX,
+        }
+    }
+}
+
+/// The whole server configuration, built by `main.rs` from flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub app: AppKind,
+    pub workers: usize,
+    pub driver: DriverKind,
+    pub limits: Limits,
+}

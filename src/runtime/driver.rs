@@ -1,0 +1,49 @@
+//! The kernel seam. A `Driver` waits for the kernel and reports to a `Sink`; the worker is
+//! the sink. Connection logic lives once, in `worker/`, generic over `D: Driver`.
+//!
+//! A backend's duties:
+//! - `turn` reports accepts, data, writability and hang-ups, and never writes itself.
+//!   Data is lent for the call only (`&mut [u8]` into a per-worker buffer): the sink
+//!   parses it in place and copies only what it must keep.
+//! - A sink that returns `false` from `data` is not read from again until
+//!   `resume_read`; this is how backpressure stops a connection from growing its queue.
+//! - `write` takes what it can now and says how much; the caller queues the rest and
+//!   offers it again after `writable`.
+//! - Ids are checked against their generation: a stale id is ignored by every method.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::conn_id::ConnId;
+
+pub trait Driver {
+    /// Waits up to `timeout` (forever if `None`), then reports what happened to `sink`.
+    fn turn(&mut self, timeout: Option<Duration>, sink: &mut impl Sink) -> io::Result<()>;
+    /// Writes `bufs` in order as far as the kernel takes them; returns the bytes taken.
+    /// `Err` means the connection is broken and should be closed.
+    fn write(&mut self, conn: ConnId, bufs: &[Bytes]) -> io::Result<usize>;
+    /// Sends FIN after everything written so far (the close handshake's last step).
+    fn shutdown_write(&mut self, conn: ConnId);
+    /// Closes the socket; no further events are reported for `conn`.
+    fn close(&mut self, conn: ConnId);
+    /// Reads from `conn` again (after `Sink::data` returned `false`).
+    fn resume_read(&mut self, conn: ConnId);
+    /// Stops accepting and closes the listener (graceful shutdown).
+    fn stop_accepting(&mut self);
+}
+
+pub trait Sink {
+    /// A new connection. `None` refuses it (at capacity); the driver then closes it.
+    fn accepted(&mut self, peer: SocketAddr) -> Option<ConnId>;
+    /// Bytes read from `conn`, lent for this call. Return `false` to stop reading.
+    fn data(&mut self, conn: ConnId, bytes: &mut [u8]) -> bool;
+    /// The socket can take more bytes.
+    fn writable(&mut self, conn: ConnId);
+    /// The peer closed or the socket failed; the sink should release `conn`.
+    fn hangup(&mut self, conn: ConnId);
+    /// Another thread woke this worker.
+    fn woken(&mut self);
+}

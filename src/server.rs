@@ -1,0 +1,145 @@
+//! Starting and stopping a server: bind every worker's listener first (so that "port in
+//! use" is one clear error before anything runs), size against the open-file limit, start
+//! one pinned thread per worker, and turn SIGINT/SIGTERM into a graceful drain.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::app::Echo;
+use crate::config::{AppKind, Config, DriverKind};
+use crate::runtime::epoll::Epoll;
+use crate::runtime::{listener, system};
+use crate::worker::{Stats, Worker};
+
+/// File descriptors kept back for listeners, wakers, logs and the like.
+const RESERVED_FDS: u64 = 32;
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug)]
+pub enum ServeError {
+    Bind(std::net::SocketAddr, std::io::Error),
+    FdLimit { requested: usize, limit: u64 },
+    Setup(String),
+    Worker(usize, std::io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServeError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            ServeError::FdLimit { requested, limit } => write!(
+                f,
+                "--max-connections {requested} needs more file descriptors than the open-file \
+                 limit allows ({limit}; at most {} connections): raise it with `ulimit -n` \
+                 or LimitNOFILE",
+                limit.saturating_sub(RESERVED_FDS)
+            ),
+            ServeError::Setup(what) => write!(f, "{what}"),
+            ServeError::Worker(i, e) => write!(f, "worker {i} failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Runs the server until SIGINT/SIGTERM and a completed drain.
+pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats, ServeError> {
+    let fd_limit = system::raise_fd_limit().map_err(|e| ServeError::Setup(e.to_string()))?;
+    let fd_room = fd_limit.saturating_sub(RESERVED_FDS) as usize;
+    let total = match max_connections {
+        Some(n) if n as u64 > fd_limit.saturating_sub(RESERVED_FDS) => {
+            return Err(ServeError::FdLimit {
+                requested: n,
+                limit: fd_limit,
+            });
+        }
+        Some(n) => n,
+        None => fd_room,
+    };
+    let workers = config.workers.max(1);
+    config.limits.max_connections_per_worker = total.div_ceil(workers).max(1);
+
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        listeners.push(listener::bind(config.addr).map_err(|e| ServeError::Bind(config.addr, e))?);
+    }
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let cpus = system::allowed_cpus();
+    let mut wakers = Vec::with_capacity(workers);
+    let mut handles = Vec::with_capacity(workers);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let driver = match config.driver {
+            DriverKind::Epoll => Epoll::new(listener),
+        }
+        .map_err(|e| ServeError::Setup(format!("cannot create the event loop: {e}")))?;
+        wakers.push(driver.waker());
+        let app = match config.app {
+            AppKind::Echo => Echo,
+        };
+        let mut worker = Worker::new(driver, app, config.limits, Arc::clone(&shutdown));
+        let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
+        let handle = thread::Builder::new()
+            .name(format!("throng-w{index}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    if let Err(e) = system::pin_current_thread(cpu) {
+                        tracing::warn!(worker = index, cpu, error = %e, "cannot pin worker");
+                    }
+                }
+                worker.run()
+            })
+            .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;
+        handles.push(handle);
+    }
+
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| ServeError::Setup(format!("cannot install signal handlers: {e}")))?;
+    let signal_flag = Arc::clone(&shutdown);
+    thread::Builder::new()
+        .name("throng-signals".into())
+        .spawn(move || {
+            for (count, signal) in signals.forever().enumerate() {
+                if count > 0 {
+                    tracing::warn!(signal, "second signal: exiting without draining");
+                    std::process::exit(1);
+                }
+                tracing::info!(signal, "shutting down: closing connections with 1001");
+                signal_flag.store(true, Ordering::Relaxed);
+                for waker in &wakers {
+                    let _ = waker.wake();
+                }
+            }
+        })
+        .map_err(|e| ServeError::Setup(format!("cannot start signal thread: {e}")))?;
+
+    tracing::info!(
+        "listening on {} (workers {workers}, driver {:?}, app {:?}, max connections {total}, \
+         open-file limit {fd_limit})",
+        config.addr,
+        config.driver,
+        config.app,
+    );
+
+    let mut sum = Stats::default();
+    for (index, handle) in handles.into_iter().enumerate() {
+        let stats = handle
+            .join()
+            .map_err(|_| ServeError::Setup(format!("worker {index} panicked")))?
+            .map_err(|e| ServeError::Worker(index, e))?;
+        sum.accepted += stats.accepted;
+        sum.refused_at_capacity += stats.refused_at_capacity;
+        sum.handshakes_rejected += stats.handshakes_rejected;
+        sum.protocol_errors += stats.protocol_errors;
+        sum.idle_closed += stats.idle_closed;
+        sum.closed += stats.closed;
+        sum.messages_in += stats.messages_in;
+    }
+    tracing::info!(?sum, "stopped");
+    Ok(sum)
+}

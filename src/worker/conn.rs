@@ -1,0 +1,69 @@
+//! One connection's record: its phase, its lazily allocated out-queue, a deadline.
+//!
+//! Phases and what ends them:
+//! - `Handshake(head)`: reading the request head (`head` only holds a partial head, and
+//!   is empty when the head arrives in one read). Ends in `Open`, or a refusal → `Linger`.
+//!   Deadline: the handshake timeout (→ 408).
+//! - `Open(reader)`: frames flow. Deadline: idle timeout (→ ping, then → close 1001).
+//! - `Closing(reader)`: we sent a close and wait for the peer's (data is discarded).
+//!   Deadline: close timeout (→ TCP close).
+//! - `Linger`: the close handshake is done or the connection failed. Once the out-queue
+//!   drains we send FIN and wait for the peer's FIN, discarding input. Deadline: close
+//!   timeout (→ TCP close).
+//!
+//! An idle open connection owns no heap memory: the reader's buffers and the out-queue
+//! are empty until a partial frame or a refused write needs them.
+
+use crate::ws::Reader;
+
+use super::outbox::OutQueue;
+
+pub enum Phase {
+    Handshake(Vec<u8>),
+    Open(Reader),
+    Closing(Reader),
+    Linger,
+}
+
+pub struct Conn {
+    pub phase: Phase,
+    pub out: OutQueue,
+    pub generation: u32,
+    /// When the phase's timeout fires, in worker ticks.
+    pub deadline: u32,
+    pub flags: u8,
+}
+
+/// A ping was sent for idleness and no input has come since.
+pub const PINGED: u8 = 1;
+/// Reading is paused until the out-queue drains.
+pub const READ_PAUSED: u8 = 2;
+/// FIN has been sent.
+pub const SHUT: u8 = 4;
+
+// The budget that keeps an idle connection small: checked at compile time.
+const _: () = assert!(std::mem::size_of::<Conn>() <= 112);
+
+impl Conn {
+    pub fn new(generation: u32, deadline: u32) -> Conn {
+        Conn {
+            phase: Phase::Handshake(Vec::new()),
+            out: OutQueue::default(),
+            generation,
+            deadline,
+            flags: 0,
+        }
+    }
+
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    pub fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+}
