@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the tests need, only what is missing: python3 + pip (for the Autobahn
+# runner), node + npm (for the interop tests), and the npm packages in tests/node.
+# Idempotent; uses apt-get when run as root, otherwise says what to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: apt-get install ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "setup: missing ${need[*]}: install them (sudo apt-get install ${need[*]})" >&2
+    exit 2
+  fi
+fi
+
+if [ -f tests/node/package-lock.json ] && [ ! -d tests/node/node_modules ]; then
+  echo "setup: npm ci in tests/node"
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+fi
