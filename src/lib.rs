@@ -15,6 +15,7 @@
 //! `tests/layering.rs` checks that each module imports only what its layer allows.
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod http;
 pub mod runtime;

@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Load generator against a server on this machine (loopback only).
+    #[command(subcommand)]
+    Bench(throng::bench::BenchCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(cmd) => throng::bench::run(cmd),
     }
 }
 

@@ -65,21 +65,32 @@ fn modules_import_only_lower_layers() {
             continue;
         }
         let Some((_, allowed)) = ALLOWED.iter().find(|(m, _)| *m == top) else {
-            violations.push(format!("{}: module `{top}` missing from ALLOWED", rel.display()));
+            violations.push(format!(
+                "{}: module `{top}` missing from ALLOWED",
+                rel.display()
+            ));
             continue;
         };
         let text = fs::read_to_string(&file).expect("read file");
         for name in crate_refs(&text) {
             if name != top && !allowed.contains(&name.as_str()) {
-                violations.push(format!("{}: `{top}` imports `crate::{name}`", rel.display()));
+                violations.push(format!(
+                    "{}: `{top}` imports `crate::{name}`",
+                    rel.display()
+                ));
             }
         }
     }
-    assert!(violations.is_empty(), "layering violations:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "layering violations:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
 fn the_checker_sees_imports() {
-    let refs = crate_refs("use crate::ws::frame;\nlet x = crate::http::Reject::NotFound; // crate::no");
+    let refs =
+        crate_refs("use crate::ws::frame;\nlet x = crate::http::Reject::NotFound; // crate::no");
     assert_eq!(refs, vec!["ws", "http"]);
 }
