@@ -87,10 +87,10 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
         let handle = thread::Builder::new()
             .name(format!("throng-w{index}"))
             .spawn(move || {
-                if let Some(cpu) = cpu {
-                    if let Err(e) = system::pin_current_thread(cpu) {
-                        tracing::warn!(worker = index, cpu, error = %e, "cannot pin worker");
-                    }
+                if let Some(cpu) = cpu
+                    && let Err(e) = system::pin_current_thread(cpu)
+                {
+                    tracing::warn!(worker = index, cpu, error = %e, "cannot pin worker");
                 }
                 worker.run()
             })

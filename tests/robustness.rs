@@ -36,7 +36,7 @@ fn bad_clients_do_not_disturb_good_ones() {
                 let mut n = 0u32;
                 while Instant::now() < stop_at {
                     let msg = format!("good {i} {n}");
-                    p.echo(if n % 2 == 0 { 1 } else { 2 }, msg.as_bytes());
+                    p.echo(if n.is_multiple_of(2) { 1 } else { 2 }, msg.as_bytes());
                     n += 1;
                 }
                 n

@@ -132,7 +132,7 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            let mut data = &mut scratch[..n];
+            let data = &mut scratch[..n];
             if self.phase == Phase::Handshaking {
                 self.head.extend_from_slice(data);
                 let Some(end) = find_head_end(&self.head) else {
@@ -151,7 +151,7 @@ impl Client {
                 continue;
             }
             self.reader
-                .feed(&mut data, &CLIENT_READ, visitor)
+                .feed(data, &CLIENT_READ, visitor)
                 .map_err(|v| io::Error::other(format!("server broke the protocol: {v}")))?;
             if n < scratch.len() {
                 return Ok(true);

@@ -201,10 +201,10 @@ impl Driver for Epoll {
             let left = until.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
-        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
+        if let Err(e) = self.poll.poll(&mut self.events, timeout)
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            return Err(e);
         }
         // Take the event list out so that handlers may borrow `self` mutably.
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));

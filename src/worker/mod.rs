@@ -138,10 +138,10 @@ impl<A: App> Core<A> {
         let outcome = match Request::parse(buf, limits.max_head) {
             Ok(None) => {
                 // Keep the partial head (bounded: parse refuses past max_head).
-                if let Phase::Handshake(head) = &mut conn.phase {
-                    if head.is_empty() {
-                        head.extend_from_slice(buf);
-                    }
+                if let Phase::Handshake(head) = &mut conn.phase
+                    && head.is_empty()
+                {
+                    head.extend_from_slice(buf);
                 }
                 return;
             }

@@ -2,7 +2,10 @@
 //!
 //! Each piece is checked as soon as it arrives (simdutf8), so an invalid sequence fails the
 //! connection at once rather than at the end of the message (Autobahn 6.4.*). A multi-byte
-//! character cut by a piece boundary leaves at most three bytes of carry.
+//! character cut by a piece boundary leaves at most three bytes of carry. Errors are
+//! `Violation::InvalidUtf8`, which the connection answers with close 1007.
+
+use super::close::Violation;
 
 /// Validation state between pieces: the bytes of a character not yet complete.
 #[derive(Clone, Copy, Debug, Default)]
@@ -21,9 +24,9 @@ fn sequence_len(lead: u8) -> usize {
 }
 
 impl Utf8Stream {
-    /// Checks the next piece. `Err(())` as soon as the bytes seen so far cannot be the
+    /// Checks the next piece. `Err(InvalidUtf8)` as soon as the bytes seen so far cannot be the
     /// start of valid UTF-8.
-    pub fn feed(&mut self, mut piece: &[u8]) -> Result<(), ()> {
+    pub fn feed(&mut self, mut piece: &[u8]) -> Result<(), Violation> {
         if self.carry_len > 0 {
             let need = sequence_len(self.carry[0]);
             let mut have = usize::from(self.carry_len);
@@ -37,7 +40,7 @@ impl Utf8Stream {
                 Ok(_) => self.carry_len = 0,
                 // Still a valid prefix of a character: wait for more.
                 Err(e) if e.error_len().is_none() => return Ok(()),
-                Err(_) => return Err(()),
+                Err(_) => return Err(Violation::InvalidUtf8),
             }
         }
         match simdutf8::compat::from_utf8(piece) {
@@ -48,23 +51,27 @@ impl Utf8Stream {
                 self.carry_len = tail.len() as u8;
                 Ok(())
             }
-            Err(_) => Err(()),
+            Err(_) => Err(Violation::InvalidUtf8),
         }
     }
 
     /// Ends the message: valid only if no character was left incomplete.
-    pub fn finish(&mut self) -> Result<(), ()> {
+    pub fn finish(&mut self) -> Result<(), Violation> {
         let complete = self.carry_len == 0;
         *self = Utf8Stream::default();
-        if complete { Ok(()) } else { Err(()) }
+        if complete {
+            Ok(())
+        } else {
+            Err(Violation::InvalidUtf8)
+        }
     }
 }
 
 /// Whole-buffer validation for a message that arrived in one piece.
-pub fn validate(bytes: &[u8]) -> Result<(), ()> {
+pub fn validate(bytes: &[u8]) -> Result<(), Violation> {
     simdutf8::basic::from_utf8(bytes)
         .map(|_| ())
-        .map_err(|_| ())
+        .map_err(|_| Violation::InvalidUtf8)
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ impl Server {
             "--app",
             "echo",
         ];
-        if !extra.iter().any(|a| *a == "--workers") {
+        if !extra.contains(&"--workers") {
             args.extend(["--workers", "2"]);
         }
         args.extend_from_slice(extra);
