@@ -229,6 +229,12 @@ pub fn run(args: &ConnectArgs) -> Result<bool, String> {
     if let Some(e) = &pool.first_error {
         eprintln!("connect: first error: {e}");
     }
+    if cpu_percent > 90.0 {
+        eprintln!(
+            "connect: the generator used {cpu_percent:.0}% CPU: the connect rate may be its \
+             own limit, not the server's"
+        );
+    }
     println!(
         "{}",
         serde_json::json!({

@@ -261,6 +261,12 @@ pub fn run(args: &EchoArgs) -> Result<bool, String> {
     if let Some(e) = &total.first_error {
         eprintln!("echo: first error: {e}");
     }
+    if cpu_percent > 90.0 * threads as f64 {
+        eprintln!(
+            "echo: the generator used {cpu_percent:.0}% CPU with {threads} thread(s): it may be \
+             the bottleneck (try --threads, or compare the server's CPU use)"
+        );
+    }
     if measured + 0.5 < args.secs as f64 {
         eprintln!(
             "echo: the run ended {measured:.1} s into the measured window: no connection was left"
@@ -406,20 +412,17 @@ fn run_thread(
                 continue;
             };
             let was_open = conn.client.phase == Phase::Open;
-            match turn(conn, &setup, &mut scratch, &mut rng, &mut out) {
-                Ok(()) => {
-                    if !was_open && conn.client.phase == Phase::Open {
-                        dialer.in_progress -= 1;
-                    }
+            let result = turn(conn, &setup, &mut scratch, &mut rng, &mut out);
+            let now_open = conn.client.phase == Phase::Open;
+            if !was_open && (now_open || result.is_err()) {
+                dialer.in_progress -= 1;
+            }
+            if let Err(e) = result {
+                if !now_open {
+                    out.connect_failed += 1;
                 }
-                Err(e) => {
-                    if !was_open {
-                        dialer.in_progress -= 1;
-                        out.connect_failed += 1;
-                    }
-                    out.error(e);
-                    live.remove(key);
-                }
+                out.error(e);
+                live.remove(key);
             }
         }
         let now = Instant::now();
