@@ -13,7 +13,8 @@
 //! - The server's pings are answered with pongs (queued with the next flush), so a long
 //!   hold is not closed by the server's idle timeout.
 //! - [`Dialer`] bounds connects in progress and, optionally, their start rate, and binds
-//!   each socket to its source address with port 0 before connecting.
+//!   each socket to its source address with port 0 (and `IP_BIND_ADDRESS_NO_PORT`, so
+//!   the port is picked at connect time) before connecting.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -96,6 +97,9 @@ impl Client {
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
         if let Some(src) = source {
+            if src.port() == 0 {
+                bind_address_no_port(&socket)?;
+            }
             socket.bind(&src.into())?;
         }
         match socket.connect(&target.addr.into()) {
@@ -311,6 +315,31 @@ pub fn parse_response_head(
         return Err("wrong or missing Sec-WebSocket-Accept".into());
     }
     Ok(Some(end))
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT`: a bind to (ip, 0) then leaves the port to `connect`,
+/// which picks it per destination. Without it, each bind searches for a port that no
+/// socket on that address holds, TIME_WAIT ones included, and slows down badly after a
+/// few large runs.
+fn bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: the fd is open for the duration of the call (we borrow its owner), and
+    // `on` is a valid c_int whose size is passed as the option length.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn encode_key(nonce: &[u8; 16]) -> [u8; 24] {

@@ -1,7 +1,8 @@
 //! `throng bench echo`: round trips with K messages in flight per connection.
 //!
 //! Each thread runs its own mio loop over its share of the connections and opens them
-//! through a [`Dialer`] (at most 256 handshakes in progress per thread). Once a
+//! through a [`Dialer`] (at most 256 handshakes in progress per thread, source addresses
+//! 127.0.0.2.. round robin unless `--sources 0`). Once a
 //! connection is open it sends K messages; every reply is checked and answered with the
 //! next message, so K stay in flight until the run ends.
 //!
@@ -69,6 +70,10 @@ pub struct EchoArgs {
     /// Generator threads, each with its own event loop and share of the connections.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Source addresses to spread over: 127.0.0.2 .. 127.0.0.(K+1); 0 lets the kernel
+    /// pick (127.0.0.1, whose ephemeral ports TIME_WAIT from earlier runs may use up).
+    #[arg(long, default_value_t = 4)]
+    pub sources: usize,
 }
 
 /// The payload of message `seq`: its sequence number as (up to) 16 lowercase hex digits,
@@ -185,6 +190,9 @@ pub fn run(args: &EchoArgs) -> Result<bool, String> {
     }
     if args.secs + args.warmup > 24 * 3600 {
         return Err("--secs plus --warmup must stay under a day".into());
+    }
+    if args.sources > 250 {
+        return Err("--sources must be 0..=250".into());
     }
     if args.conns > super::connect::MAX_CONNS {
         return Err(format!(
@@ -353,7 +361,7 @@ fn run_thread(
         window,
     };
     let mut out = Outcome::new();
-    let mut dialer = Dialer::new(target, 0, CONCURRENCY, None);
+    let mut dialer = Dialer::new(target, args.sources, CONCURRENCY, None);
     let mut live: Slab<Conn> = Slab::with_capacity(conns);
     let mut scratch = vec![0u8; 256 << 10];
     let mut next_sweep = Instant::now();
