@@ -1,16 +1,32 @@
-//! One client connection of the load generator: non-blocking connect, the opening
-//! handshake (the server's `Sec-WebSocket-Accept` is checked), masked frames out, the
-//! codec's `Reader` in client role for frames in.
+//! One client connection of the load generator, and the dialer that opens them.
+//!
+//! A [`Client`] is a non-blocking mio `TcpStream` plus the client side of the codec: it
+//! sends the opening handshake, checks the server's response head (status 101, `Upgrade`,
+//! `Connection`, `Sec-WebSocket-Accept`) with [`parse_response_head`], masks every frame
+//! it sends, and reads server frames with the codec's `Reader` in `Role::Client`.
+//!
+//! Invariants:
+//! - Nothing read from the network can panic: a malformed or refused head, a protocol
+//!   violation or an oversized response is an `io::Error` that fails this connection only.
+//! - Frames queued in one turn go out with one `write` ([`Client::flush`]); only what the
+//!   kernel refuses stays in `out`, and it is offered again on the next turn.
+//! - The server's pings are answered with pongs (queued with the next flush), so a long
+//!   hold is not closed by the server's idle timeout.
+//! - [`Dialer`] bounds connects in progress and, optionally, their start rate, and binds
+//!   each socket to its source address with port 0 (and `IP_BIND_ADDRESS_NO_PORT`, so
+//!   the port is picked at connect time) before connecting.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
+use crate::ws::CloseCode;
 use crate::ws::frame::{FrameHead, OpCode};
 use crate::ws::handshake::accept_key;
 use crate::ws::mask::apply_mask;
-use crate::ws::reader::{ReadConfig, Reader, Role, Visitor};
+use crate::ws::reader::{Payload, ReadConfig, Reader, Role, Visitor};
 
 use super::report::Target;
 
@@ -20,13 +36,21 @@ pub const CLIENT_READ: ReadConfig = ReadConfig {
     max_message: 64 << 20,
 };
 
+/// A response head longer than this fails the connection.
+const MAX_HEAD: usize = 16 << 10;
+
 /// A fast, non-cryptographic generator for mask keys and handshake nonces (a load
 /// generator needs varied masks, not secret ones).
+#[derive(Debug)]
 pub struct XorShift(u64);
 
 impl XorShift {
-    pub fn seeded(seed: u64) -> XorShift {
-        XorShift(seed | 1)
+    /// Seeds from `salt` and the clock, so parallel threads and runs differ.
+    pub fn from_time(salt: u64) -> XorShift {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        XorShift((nanos ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1)
     }
 
     pub fn next(&mut self) -> u64 {
@@ -39,20 +63,26 @@ impl XorShift {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum Phase {
     Handshaking,
     Open,
 }
 
+/// One connection: socket, phase, codec reader and unsent bytes.
+#[derive(Debug)]
 pub struct Client {
     pub stream: TcpStream,
     pub phase: Phase,
-    pub reader: Reader,
+    /// When the connect started (for the handshake timeout).
+    pub started: Instant,
+    reader: Reader,
     /// Bytes not yet taken by the kernel.
-    pub out: Vec<u8>,
+    out: Vec<u8>,
+    /// The response head read so far; empty once open.
     head: Vec<u8>,
     expected_accept: [u8; 28],
+    closed_by_peer: bool,
 }
 
 impl Client {
@@ -67,6 +97,9 @@ impl Client {
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
         if let Some(src) = source {
+            if src.port() == 0 {
+                bind_address_no_port(&socket)?;
+            }
             socket.bind(&src.into())?;
         }
         match socket.connect(&target.addr.into()) {
@@ -75,36 +108,46 @@ impl Client {
             Err(e) => return Err(e),
         }
         let stream = TcpStream::from_std(socket.into());
-        let nonce = [rng.next().to_le_bytes(), rng.next().to_le_bytes()].concat();
-        let key = base64_16(&nonce);
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            target.path,
-            target.host_header,
-            std::str::from_utf8(&key).unwrap_or_default()
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&rng.next().to_le_bytes());
+        nonce[8..].copy_from_slice(&rng.next().to_le_bytes());
+        let key = encode_key(&nonce);
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"GET ");
+        out.extend_from_slice(target.path.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        out.extend_from_slice(target.host_header.as_bytes());
+        out.extend_from_slice(
+            b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: ",
         );
+        out.extend_from_slice(&key);
+        out.extend_from_slice(b"\r\n\r\n");
         Ok(Client {
             stream,
             phase: Phase::Handshaking,
+            started: Instant::now(),
             reader: Reader::default(),
-            out: request.into_bytes(),
+            out,
             head: Vec::new(),
             expected_accept: accept_key(&key),
+            closed_by_peer: false,
         })
     }
 
-    /// Appends one masked frame to the out buffer.
-    pub fn queue_frame(&mut self, op: OpCode, payload: &[u8], rng: &mut XorShift) {
-        let key = (rng.next() as u32).to_ne_bytes();
-        let head = FrameHead::new(true, op, payload.len(), Some(key));
-        self.out.extend_from_slice(head.as_bytes());
-        let start = self.out.len();
-        self.out.extend_from_slice(payload);
-        apply_mask(&mut self.out[start..], key, 0);
+    /// The buffer frames are queued into: callers append a frame header with a mask key,
+    /// then the payload masked with that key. It is written by [`Client::flush`].
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
     }
 
-    /// Writes what the kernel takes. `Err` on a broken connection.
+    /// Whether the server sent its close frame.
+    pub fn closed_by_peer(&self) -> bool {
+        self.closed_by_peer
+    }
+
+    /// Writes what the kernel takes, in one `write` when it takes it all. `Err` on a
+    /// broken connection.
     pub fn flush(&mut self) -> io::Result<()> {
         let mut written = 0;
         while written < self.out.len() {
@@ -113,7 +156,8 @@ impl Client {
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => break, // still connecting
+                // The connect has not finished yet: try again on the writable event.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
                 Err(e) => return Err(e),
             }
         }
@@ -121,9 +165,14 @@ impl Client {
         Ok(())
     }
 
-    /// Reads everything available into `scratch` and hands frames to `visitor`.
-    /// Returns `Ok(false)` on EOF.
-    pub fn read<V: Visitor>(&mut self, scratch: &mut [u8], visitor: &mut V) -> io::Result<bool> {
+    /// Reads everything available through `scratch`, completing the handshake first and
+    /// then handing frames to `visitor`. Returns `Ok(false)` on EOF.
+    pub fn read<V: Visitor>(
+        &mut self,
+        scratch: &mut [u8],
+        rng: &mut XorShift,
+        visitor: &mut V,
+    ) -> io::Result<bool> {
         loop {
             let n = match self.stream.read(scratch) {
                 Ok(0) => return Ok(false),
@@ -132,83 +181,362 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            let data = &mut scratch[..n];
             if self.phase == Phase::Handshaking {
-                self.head.extend_from_slice(data);
-                let Some(end) = find_head_end(&self.head) else {
-                    if self.head.len() > 16 << 10 {
-                        return Err(io::Error::other("handshake response too long"));
-                    }
+                self.head.extend_from_slice(&scratch[..n]);
+                let Some(end) = parse_response_head(&self.head, &self.expected_accept)
+                    .map_err(io::Error::other)?
+                else {
                     continue;
                 };
-                self.check_response(&self.head[..end])?;
                 self.phase = Phase::Open;
+                self.out.shrink_to(256);
                 let mut rest = self.head.split_off(end);
                 self.head = Vec::new();
-                self.reader
-                    .feed(&mut rest, &CLIENT_READ, visitor)
-                    .map_err(|v| io::Error::other(format!("server broke the protocol: {v}")))?;
+                self.feed(&mut rest, rng, visitor)?;
                 continue;
             }
-            self.reader
-                .feed(data, &CLIENT_READ, visitor)
-                .map_err(|v| io::Error::other(format!("server broke the protocol: {v}")))?;
+            self.feed(&mut scratch[..n], rng, visitor)?;
             if n < scratch.len() {
                 return Ok(true);
             }
         }
     }
 
-    fn check_response(&self, head: &[u8]) -> io::Result<()> {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            _ => return Err(io::Error::other("malformed handshake response")),
-        }
-        if resp.code != Some(101) {
-            return Err(io::Error::other(format!(
-                "handshake refused: HTTP {}",
-                resp.code.unwrap_or(0)
-            )));
-        }
-        let accept = resp
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
-            .map(|h| h.value);
-        if accept != Some(&self.expected_accept[..]) {
-            return Err(io::Error::other("wrong Sec-WebSocket-Accept"));
-        }
-        Ok(())
+    fn feed<V: Visitor>(
+        &mut self,
+        data: &mut [u8],
+        rng: &mut XorShift,
+        visitor: &mut V,
+    ) -> io::Result<()> {
+        let mut tee = Tee {
+            inner: visitor,
+            out: &mut self.out,
+            rng,
+            closed: false,
+        };
+        let result = self.reader.feed(data, &CLIENT_READ, &mut tee);
+        self.closed_by_peer |= tee.closed;
+        result.map_err(|v| io::Error::other(format!("server broke the protocol: {v}")))
     }
 }
 
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+/// Passes messages on to the caller's visitor and answers pings itself.
+struct Tee<'a, V> {
+    inner: &'a mut V,
+    out: &'a mut Vec<u8>,
+    rng: &'a mut XorShift,
+    closed: bool,
 }
 
-fn base64_16(bytes: &[u8]) -> [u8; 24] {
+impl<V: Visitor> Visitor for Tee<'_, V> {
+    fn message(&mut self, text: bool, payload: Payload<'_>) {
+        self.inner.message(text, payload);
+    }
+    fn ping(&mut self, payload: &[u8]) {
+        queue_masked(self.out, OpCode::Pong, payload, self.rng);
+        self.inner.ping(payload);
+    }
+    fn pong(&mut self, payload: &[u8]) {
+        self.inner.pong(payload);
+    }
+    fn close(&mut self, code: Option<CloseCode>, reason: &str) {
+        self.closed = true;
+        self.inner.close(code, reason);
+    }
+}
+
+/// A visitor that ignores everything (the connect mode's idle connections).
+#[derive(Debug)]
+pub struct Ignore;
+
+impl Visitor for Ignore {
+    fn message(&mut self, _: bool, _: Payload<'_>) {}
+    fn ping(&mut self, _: &[u8]) {}
+    fn pong(&mut self, _: &[u8]) {}
+    fn close(&mut self, _: Option<CloseCode>, _: &str) {}
+}
+
+fn queue_masked(out: &mut Vec<u8>, op: OpCode, payload: &[u8], rng: &mut XorShift) {
+    let key = (rng.next() as u32).to_ne_bytes();
+    out.extend_from_slice(FrameHead::new(true, op, payload.len(), Some(key)).as_bytes());
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], key, 0);
+}
+
+/// Checks the server's response to the opening handshake in `buf`.
+///
+/// `Ok(None)`: the head is not complete yet. `Ok(Some(n))`: a valid 101 whose head is
+/// the first `n` bytes (frames may follow). `Err`: refused, malformed or too long.
+pub fn parse_response_head(
+    buf: &[u8],
+    expected_accept: &[u8; 28],
+) -> Result<Option<usize>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let end = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) => {
+            return Err(format!("handshake response head over {MAX_HEAD} bytes"));
+        }
+        Err(e) => return Err(format!("malformed handshake response: {e}")),
+    };
+    if end > MAX_HEAD {
+        return Err(format!("handshake response head over {MAX_HEAD} bytes"));
+    }
+    match resp.code {
+        Some(101) => {}
+        code => {
+            return Err(format!(
+                "handshake refused: HTTP {} {}",
+                code.unwrap_or(0),
+                resp.reason.unwrap_or("")
+            ));
+        }
+    }
+    let header = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    if !header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket")) {
+        return Err("handshake response lacks `Upgrade: websocket`".into());
+    }
+    let has_upgrade_token = header("connection").is_some_and(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    });
+    if !has_upgrade_token {
+        return Err("handshake response lacks `Connection: Upgrade`".into());
+    }
+    if header("sec-websocket-accept").map(<[u8]>::trim_ascii) != Some(&expected_accept[..]) {
+        return Err("wrong or missing Sec-WebSocket-Accept".into());
+    }
+    Ok(Some(end))
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT`: a bind to (ip, 0) then leaves the port to `connect`,
+/// which picks it per destination. Without it, each bind searches for a port that no
+/// socket on that address holds, TIME_WAIT ones included, and slows down badly after a
+/// few large runs.
+fn bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: the fd is open for the duration of the call (we borrow its owner), and
+    // `on` is a valid c_int whose size is passed as the option length.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn encode_key(nonce: &[u8; 16]) -> [u8; 24] {
     use base64::Engine;
     let mut out = [0u8; 24];
-    let _ = base64::engine::general_purpose::STANDARD.encode_slice(&bytes[..16], &mut out);
+    // 16 bytes always encode to exactly 24 characters.
+    let _ = base64::engine::general_purpose::STANDARD.encode_slice(nonce, &mut out);
     out
+}
+
+/// The source address of the `i`-th connection: 127.0.0.2 .. 127.0.0.(sources+1), round
+/// robin. `None` when `sources` is 0 or the target is not IPv4 (the kernel picks).
+pub fn source_for(i: usize, sources: usize, target: SocketAddr) -> Option<SocketAddr> {
+    if sources == 0 || !target.is_ipv4() {
+        return None;
+    }
+    let host = 2 + (i % sources) as u8;
+    Some(SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)),
+        0,
+    ))
+}
+
+/// Opens connections: at most `concurrency` handshakes in progress, at most `rate` new
+/// connects per second when set, source addresses round robin (see [`source_for`]).
+#[derive(Debug)]
+pub struct Dialer {
+    target: Target,
+    sources: usize,
+    concurrency: usize,
+    rate: Option<f64>,
+    began: Instant,
+    /// Connects started so far.
+    pub started: usize,
+    /// Handshakes in progress.
+    pub in_progress: usize,
+}
+
+impl Dialer {
+    pub fn new(target: Target, sources: usize, concurrency: usize, rate: Option<f64>) -> Dialer {
+        Dialer {
+            target,
+            sources,
+            concurrency: concurrency.max(1),
+            rate: rate.filter(|r| *r > 0.0),
+            began: Instant::now(),
+            started: 0,
+            in_progress: 0,
+        }
+    }
+
+    /// Whether another connect may start now; if only the rate holds it back, also how
+    /// long until it may.
+    pub fn ready(&self, now: Instant) -> Result<(), Option<Duration>> {
+        if self.in_progress >= self.concurrency {
+            return Err(None);
+        }
+        match self.rate {
+            None => Ok(()),
+            Some(rate) => {
+                let due = self.began + Duration::from_secs_f64(self.started as f64 / rate);
+                if now >= due {
+                    Ok(())
+                } else {
+                    Err(Some(due - now))
+                }
+            }
+        }
+    }
+
+    /// Starts the next connect. A failure to even start counts as started, not in progress.
+    pub fn dial(&mut self, rng: &mut XorShift) -> io::Result<Client> {
+        let source = source_for(self.started, self.sources, self.target.addr);
+        self.started += 1;
+        let client = Client::connect(&self.target, source, rng)?;
+        self.in_progress += 1;
+        Ok(client)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn head_end_is_found_after_the_blank_line() {
-        assert_eq!(find_head_end(b"HTTP/1.1 101 x\r\n\r\n\x81\x00"), Some(18));
-        assert_eq!(find_head_end(b"HTTP/1.1 101 x\r\n"), None);
+    const KEY: &[u8] = b"dGhlIHNhbXBsZSBub25jZQ==";
+    const ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    fn accept() -> [u8; 28] {
+        let a = accept_key(KEY);
+        assert_eq!(&a[..], ACCEPT, "RFC 6455 section 1.3 example");
+        a
     }
 
     #[test]
-    fn nonce_is_a_valid_key() {
-        let key = base64_16(&[7u8; 16]);
-        assert_eq!(key.len(), 24);
+    fn a_valid_101_is_accepted_and_its_length_returned() {
+        let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\n\
+                     Connection: keep-alive, Upgrade\r\n\
+                     Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        let mut with_frame = head.to_vec();
+        with_frame.extend_from_slice(b"\x81\x02hi");
+        assert_eq!(
+            parse_response_head(&with_frame, &accept()),
+            Ok(Some(head.len()))
+        );
+    }
+
+    #[test]
+    fn an_incomplete_head_waits_for_more() {
+        let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n";
+        for cut in 0..head.len() {
+            assert_eq!(
+                parse_response_head(&head[..cut], &accept()),
+                Ok(None),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_and_bad_heads_fail() {
+        let cases: &[&[u8]] = &[
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            b"HTTP/1.1 101 x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
+            b"HTTP/1.1 101 x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"HTTP/1.1 101 x\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            b"HTTP/1.1 101 x\r\nUpgrade: websocket\r\nConnection: close\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            b"SSH-2.0-OpenSSH\r\n\r\n",
+            b"\x81\x05hello",
+        ];
+        for case in cases {
+            assert!(
+                parse_response_head(case, &accept()).is_err(),
+                "{}",
+                String::from_utf8_lossy(case)
+            );
+        }
+    }
+
+    #[test]
+    fn an_endless_head_fails_at_the_bound() {
+        let mut head = b"HTTP/1.1 101 x\r\n".to_vec();
+        while head.len() <= MAX_HEAD {
+            head.extend_from_slice(b"X-Pad: aaaaaaaaaaaaaaaa\r\n");
+        }
+        assert!(parse_response_head(&head, &accept()).is_err());
+    }
+
+    #[test]
+    fn keys_are_24_base64_characters() {
+        let key = encode_key(&[7u8; 16]);
         assert!(key.ends_with(b"=="));
+        assert!(
+            key.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(b))
+        );
+    }
+
+    #[test]
+    fn sources_go_round_robin_from_127_0_0_2() {
+        let v4: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        let ip = |i| source_for(i, 3, v4).map(|a| a.ip().to_string());
+        assert_eq!(ip(0).as_deref(), Some("127.0.0.2"));
+        assert_eq!(ip(2).as_deref(), Some("127.0.0.4"));
+        assert_eq!(ip(3).as_deref(), Some("127.0.0.2"));
+        assert_eq!(source_for(5, 3, v4).map(|a| a.port()), Some(0));
+        assert_eq!(source_for(0, 0, v4), None);
+        assert_eq!(source_for(0, 3, v6), None);
+    }
+
+    #[test]
+    fn the_dialer_bounds_concurrency_and_rate() {
+        let target = Target {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            host_header: "127.0.0.1:9".into(),
+            path: "/".into(),
+        };
+        let mut d = Dialer::new(target.clone(), 0, 2, None);
+        let now = Instant::now();
+        d.in_progress = 2;
+        assert_eq!(d.ready(now), Err(None));
+        d.in_progress = 1;
+        assert_eq!(d.ready(now), Ok(()));
+
+        let mut d = Dialer::new(target, 0, 100, Some(10.0));
+        let t0 = d.began;
+        assert_eq!(d.ready(t0), Ok(()));
+        d.started = 5; // the 6th is due 0.5 s after the start
+        assert_eq!(
+            d.ready(t0 + Duration::from_millis(200)),
+            Err(Some(Duration::from_millis(300)))
+        );
+        assert_eq!(d.ready(t0 + Duration::from_millis(500)), Ok(()));
     }
 }

@@ -2,67 +2,181 @@
 //! 127.0.0.2 … 127.0.0.(K+1) so that ephemeral ports never run out, held while the
 //! server's RSS (`/proc/PID/status`) and the kernel's slab (`/proc/meminfo`) are read.
 //!
-//! At most `--concurrency` connects are in progress at once. The slab figure is
-//! machine-wide: on loopback it covers both ends of each connection.
+//! Phases: open (bounded: at most `--concurrency` handshakes in progress, at most
+//! `--rate` starts per second, [`CONNECT_TIMEOUT`] per handshake, [`OPEN_BUDGET`] for
+//! all), settle ([`SETTLE`]), measure and report, hold (`--hold` seconds), close all.
+//! The loop keeps running while settling and holding, so the server's pings are
+//! answered and connections it drops are counted.
+//!
+//! Invariants: N stays under this machine's open-file limit ([`MAX_CONNS`]); the slab
+//! figure is machine-wide, so on loopback it covers both ends of each connection (and
+//! anything else the machine did meanwhile).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
 
-use crate::ws::CloseCode;
-use crate::ws::reader::{Payload, Visitor};
-
-use super::client::{Client, Phase, XorShift};
-use super::report::{CpuMeter, parse_target, rss_kb, slab_kb};
+use super::client::{Client, Dialer, Ignore, Phase, XorShift};
+use super::report::{CpuMeter, Target, parse_target, per_conn_bytes, rss_kb, slab_kb};
 
 /// Connections one generator process can hold under this machine's 20,000 fd limit.
 pub const MAX_CONNS: usize = 19_900;
+/// How long connections sit before RSS and slab are read.
 const SETTLE: Duration = Duration::from_secs(1);
-const CONNECT_BUDGET: Duration = Duration::from_secs(120);
+/// Handshakes still unfinished after this are failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The open phase ends after this, whatever is left.
+const OPEN_BUDGET: Duration = Duration::from_secs(300);
+/// Longest `--hold`.
+const MAX_HOLD_SECS: u64 = 3600;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectArgs {
     /// Target, e.g. ws://127.0.0.1:8080/ (loopback only).
     #[arg(long)]
     pub url: String,
-    /// Connections to open and hold.
+    /// Connections to open and hold (at most 19,900).
     #[arg(long, default_value_t = 10_000)]
     pub conns: usize,
     /// Source addresses to spread over: 127.0.0.2 .. 127.0.0.(K+1).
     #[arg(long, default_value_t = 4)]
     pub sources: usize,
-    /// Server process to measure (VmRSS before and after).
+    /// Server process to measure (VmRSS before and after); without it the RSS fields are null.
     #[arg(long)]
     pub server_pid: Option<u32>,
     /// Seconds to hold the connections after measuring.
     #[arg(long, default_value_t = 2)]
     pub hold: u64,
-    /// Connects in progress at once.
+    /// New connects started per second at most (default: as fast as --concurrency allows).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Handshakes in progress at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
 }
 
-struct Ignore;
-
-impl Visitor for Ignore {
-    fn message(&mut self, _: bool, _: Payload<'_>) {}
-    fn ping(&mut self, _: &[u8]) {}
-    fn pong(&mut self, _: &[u8]) {}
-    fn close(&mut self, _: Option<CloseCode>, _: &str) {}
+/// The open connections and the loop that serves them.
+struct Pool {
+    poll: Poll,
+    events: Events,
+    scratch: Vec<u8>,
+    rng: XorShift,
+    clients: Slab<Client>,
+    held: usize,
+    failed: usize,
+    first_error: Option<String>,
 }
 
+impl Pool {
+    fn fail(&mut self, what: String) {
+        tracing::debug!(error = %what, "connection failed");
+        self.failed += 1;
+        self.first_error.get_or_insert(what);
+    }
+
+    /// Polls once (up to `timeout`) and serves the events. Returns how many handshakes
+    /// finished or failed (so the dialer may start more).
+    fn turn(&mut self, timeout: Duration) -> io::Result<usize> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
+            Err(e) => return Err(e),
+        }
+        let mut settled = 0;
+        let keys: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
+        for key in keys {
+            let Some(c) = self.clients.get_mut(key) else {
+                continue;
+            };
+            let was_open = c.phase == Phase::Open;
+            let result = c
+                .flush()
+                .and_then(|()| c.read(&mut self.scratch, &mut self.rng, &mut Ignore))
+                .and_then(|alive| c.flush().map(|()| alive));
+            let failure = match result {
+                Ok(true) if c.closed_by_peer() => Some("the server sent close".to_string()),
+                Ok(true) => None,
+                Ok(false) => Some("the server closed the connection (EOF)".to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            let opened = !was_open && c.phase == Phase::Open;
+            match failure {
+                None if opened => {
+                    self.held += 1;
+                    settled += 1;
+                }
+                None => {}
+                Some(e) => {
+                    self.clients.remove(key);
+                    if was_open {
+                        self.held -= 1;
+                    } else {
+                        settled += 1;
+                    }
+                    self.fail(e);
+                }
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Fails handshakes older than [`CONNECT_TIMEOUT`]; returns how many.
+    fn expire(&mut self, now: Instant) -> usize {
+        let late: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Handshaking && now - c.started > CONNECT_TIMEOUT)
+            .map(|(k, _)| k)
+            .collect();
+        for &key in &late {
+            self.clients.remove(key);
+            self.fail(format!("no handshake response within {CONNECT_TIMEOUT:?}"));
+        }
+        late.len()
+    }
+
+    /// Serves the open connections until `until` (answering pings, counting drops).
+    fn idle_until(&mut self, until: Instant) -> io::Result<()> {
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            self.turn((until - now).min(Duration::from_millis(200)))?;
+        }
+    }
+}
+
+/// Checks the arguments, runs the phases, reports. `Ok(false)` when not every
+/// connection was held.
 pub fn run(args: &ConnectArgs) -> Result<bool, String> {
     let target = parse_target(&args.url)?;
     if args.conns == 0 || args.conns > MAX_CONNS {
         return Err(format!(
-            "--conns must be 1..={MAX_CONNS} (the open-file limit is 20,000 per process here)"
+            "--conns must be 1..={MAX_CONNS}: this process may open at most 20,000 files \
+             (use several generator processes for more)"
         ));
     }
     if !(1..=250).contains(&args.sources) {
         return Err("--sources must be 1..=250".into());
+    }
+    if args.hold > MAX_HOLD_SECS {
+        return Err(format!("--hold must be at most {MAX_HOLD_SECS} seconds"));
+    }
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err("--rate must be a positive number of connects per second".into());
+    }
+    if args.concurrency == 0 {
+        return Err("--concurrency must be > 0".into());
+    }
+    if let Some(pid) = args.server_pid
+        && rss_kb(pid).is_none()
+    {
+        return Err(format!(
+            "--server-pid {pid}: cannot read VmRSS from /proc/{pid}/status"
+        ));
     }
     let limit = crate::runtime::system::raise_fd_limit().map_err(|e| e.to_string())?;
     if (args.conns as u64) + 64 > limit {
@@ -71,41 +185,63 @@ pub fn run(args: &ConnectArgs) -> Result<bool, String> {
             args.conns
         ));
     }
+    let mut pool = Pool {
+        poll: Poll::new().map_err(|e| e.to_string())?,
+        events: Events::with_capacity(1024),
+        scratch: vec![0u8; 16 << 10],
+        rng: XorShift::from_time(0xC0FF_EE00),
+        clients: Slab::with_capacity(args.conns),
+        held: 0,
+        failed: 0,
+        first_error: None,
+    };
     let rss_before = args.server_pid.and_then(rss_kb);
     let slab_before = slab_kb();
     let cpu = CpuMeter::start();
-    let (held, failed, connect_secs, mut clients) =
-        open_all(args, &target).map_err(|e| e.to_string())?;
-    thread::sleep(SETTLE);
+    let connect_secs = open_all(args, target, &mut pool).map_err(|e| e.to_string())?;
+    // Over the open phase only: that is where the generator could be the bottleneck.
+    let cpu_percent = cpu.percent();
+    pool.idle_until(Instant::now() + SETTLE)
+        .map_err(|e| e.to_string())?;
     let rss_after = args.server_pid.and_then(rss_kb);
     let slab_after = slab_kb();
-    let cpu_percent = cpu.percent();
-    let per_conn = |before: Option<u64>, after: Option<u64>| match (before, after) {
-        (Some(b), Some(a)) if held > 0 => Some((a.saturating_sub(b) * 1024) as f64 / held as f64),
-        _ => None,
-    };
-    let rss_per_conn = per_conn(rss_before, rss_after);
-    let slab_per_conn = per_conn(slab_before, slab_after);
+    let held = pool.held;
+    let rss_per_conn = per_conn_bytes(rss_before, rss_after, held);
+    let slab_per_conn = per_conn_bytes(slab_before, slab_after, held);
     let rate = held as f64 / connect_secs.max(1e-6);
+    let kb = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
+    let bytes = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.0}"));
     eprintln!(
-        "connect {}: {held} of {} held ({failed} failed) in {connect_secs:.2} s = {rate:.0}/s; \
-         server RSS {:?} -> {:?} KiB = {} B/conn; kernel slab {:?} -> {:?} KiB = {} B/conn \
-         (both ends, machine-wide); generator CPU {cpu_percent:.0}%",
+        "connect {}: {held} of {} held ({} failed) from {} source address(es) in {connect_secs:.2} s \
+         = {rate:.0} connects/s; server RSS {} -> {} KiB = {} B/conn; kernel slab {} -> {} KiB \
+         = {} B/conn (both ends, machine-wide); generator CPU {cpu_percent:.0}%",
         args.url,
         args.conns,
-        rss_before,
-        rss_after,
-        rss_per_conn.map_or("?".into(), |v| format!("{v:.0}")),
-        slab_before,
-        slab_after,
-        slab_per_conn.map_or("?".into(), |v| format!("{v:.0}")),
+        pool.failed,
+        args.sources,
+        kb(rss_before),
+        kb(rss_after),
+        bytes(rss_per_conn),
+        kb(slab_before),
+        kb(slab_after),
+        bytes(slab_per_conn),
     );
+    if let Some(e) = &pool.first_error {
+        eprintln!("connect: first error: {e}");
+    }
+    if cpu_percent > 90.0 {
+        eprintln!(
+            "connect: the generator used {cpu_percent:.0}% CPU: the connect rate may be its \
+             own limit, not the server's"
+        );
+    }
     println!(
         "{}",
         serde_json::json!({
             "mode": "connect", "url": args.url, "conns_requested": args.conns,
-            "conns_held": held, "failed": failed, "connect_secs": connect_secs,
-            "connects_per_sec": rate.round(),
+            "conns_held": held, "failed": pool.failed,
+            "connect_secs": (connect_secs * 1000.0).round() / 1000.0,
+            "connects_per_sec": rate.round(), "sources": args.sources,
             "server_rss_before_kb": rss_before, "server_rss_after_kb": rss_after,
             "rss_per_conn_bytes": rss_per_conn.map(f64::round),
             "slab_before_kb": slab_before, "slab_after_kb": slab_after,
@@ -113,72 +249,72 @@ pub fn run(args: &ConnectArgs) -> Result<bool, String> {
             "cpu_percent": cpu_percent.round(),
         })
     );
-    thread::sleep(Duration::from_secs(args.hold));
-    clients.clear();
-    Ok(held == args.conns)
+    let before_hold = pool.held;
+    pool.idle_until(Instant::now() + Duration::from_secs(args.hold))
+        .map_err(|e| e.to_string())?;
+    if pool.held < before_hold {
+        eprintln!(
+            "connect: {} connection(s) dropped while held for {} s",
+            before_hold - pool.held,
+            args.hold
+        );
+    }
+    let all_held = pool.held == args.conns;
+    drop(pool); // closes every socket
+    Ok(all_held)
 }
 
-/// Opens the connections with bounded concurrency; returns (held, failed, seconds, clients).
-fn open_all(
-    args: &ConnectArgs,
-    target: &super::report::Target,
-) -> io::Result<(usize, usize, f64, Vec<Option<Client>>)> {
-    let mut rng = XorShift::seeded(0xC0FF_EE00_D15E_A5E5);
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(1024);
-    let mut scratch = vec![0u8; 16 << 10];
-    let mut clients: Vec<Option<Client>> = Vec::with_capacity(args.conns);
-    let (mut started, mut held, mut failed, mut in_progress) = (0usize, 0usize, 0usize, 0usize);
+/// Opens the connections; returns the seconds it took.
+fn open_all(args: &ConnectArgs, target: Target, pool: &mut Pool) -> io::Result<f64> {
+    let mut dialer = Dialer::new(target, args.sources, args.concurrency, args.rate);
     let start = Instant::now();
-    while held + failed < args.conns {
-        if start.elapsed() > CONNECT_BUDGET {
-            failed += args.conns - held - failed;
+    let mut next_sweep = start;
+    while pool.held + pool.failed < args.conns {
+        let now = Instant::now();
+        if now - start > OPEN_BUDGET {
+            let left = args.conns - pool.held - pool.failed;
+            for _ in 0..left {
+                pool.fail(format!("not open within {OPEN_BUDGET:?}"));
+            }
             break;
         }
-        while started < args.conns && in_progress < args.concurrency {
-            let source_ip = Ipv4Addr::new(127, 0, 0, 2 + (started % args.sources) as u8);
-            let source = target
-                .addr
-                .is_ipv4()
-                .then(|| SocketAddr::new(IpAddr::V4(source_ip), 0));
-            started += 1;
-            match Client::connect(target, source, &mut rng) {
+        let mut wait = Duration::from_millis(100);
+        while dialer.started < args.conns {
+            match dialer.ready(now) {
+                Ok(()) => {}
+                Err(due) => {
+                    wait = due.map_or(wait, |d| d.min(wait));
+                    break;
+                }
+            }
+            match dialer.dial(&mut pool.rng) {
                 Ok(mut c) => {
-                    poll.registry().register(
-                        &mut c.stream,
-                        Token(clients.len()),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    clients.push(Some(c));
-                    in_progress += 1;
+                    let entry = pool.clients.vacant_entry();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    match pool
+                        .poll
+                        .registry()
+                        .register(&mut c.stream, Token(entry.key()), interest)
+                    {
+                        Ok(()) => {
+                            entry.insert(c);
+                        }
+                        Err(e) => {
+                            dialer.in_progress -= 1;
+                            pool.fail(format!("register: {e}"));
+                        }
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "connect failed");
-                    failed += 1;
-                }
+                Err(e) => pool.fail(format!("connect: {e}")),
             }
         }
-        poll.poll(&mut events, Some(Duration::from_millis(100)))?;
-        for event in events.iter() {
-            let i = event.token().0;
-            let Some(c) = clients[i].as_mut() else {
-                continue;
-            };
-            let was_open = c.phase == Phase::Open;
-            let ok = c.flush().is_ok() && c.read(&mut scratch, &mut Ignore).unwrap_or(false);
-            if !was_open && c.phase == Phase::Open && ok {
-                held += 1;
-                in_progress -= 1;
-            } else if !ok {
-                if was_open {
-                    held -= 1;
-                } else {
-                    in_progress -= 1;
-                }
-                failed += 1;
-                clients[i] = None;
-            }
+        let settled = pool.turn(wait)?;
+        dialer.in_progress -= settled;
+        let now = Instant::now();
+        if now >= next_sweep {
+            next_sweep = now + Duration::from_millis(250);
+            dialer.in_progress -= pool.expire(now);
         }
     }
-    Ok((held, failed, start.elapsed().as_secs_f64(), clients))
+    Ok(start.elapsed().as_secs_f64())
 }

@@ -1,9 +1,22 @@
 //! `throng bench echo`: round trips with K messages in flight per connection.
 //!
-//! Each thread runs its own mio loop over its share of the connections. A reply must
-//! match what was sent in type, length and content (echo keeps order, so in-flight send
-//! times form a FIFO per connection). Only replies that arrive inside the measured
-//! window (after `--warmup`) count.
+//! Each thread runs its own mio loop over its share of the connections and opens them
+//! through a [`Dialer`] (at most 256 handshakes in progress per thread, source addresses
+//! 127.0.0.2.. round robin unless `--sources 0`). Once a
+//! connection is open it sends K messages; every reply is checked and answered with the
+//! next message, so K stay in flight until the run ends.
+//!
+//! Invariants:
+//! - Echo keeps order, so a connection's send times form a FIFO and its replies must come
+//!   back in sequence: each payload carries its sequence number as hex digits in front of
+//!   a fixed ASCII pattern ([`Pattern`]), and a reply of the wrong type, length, sequence
+//!   or content counts as a bad reply.
+//! - Only replies that arrive inside the measured window (after `--warmup`) count
+//!   towards messages and latency.
+//! - Everything is bounded in time: handshakes get [`CONNECT_TIMEOUT`], a connection
+//!   whose oldest message waits [`REPLY_TIMEOUT`] is failed, and the run ends at
+//!   warmup + secs, or earlier when no connection is left.
+//! - All frames a connection queues in one turn leave in one `write`.
 
 use std::collections::VecDeque;
 use std::io;
@@ -12,13 +25,24 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
 
 use crate::ws::CloseCode;
-use crate::ws::frame::OpCode;
+use crate::ws::frame::{FrameHead, OpCode};
+use crate::ws::mask::apply_mask;
 use crate::ws::reader::{Payload, Visitor};
 
-use super::client::{Client, Phase, XorShift};
-use super::report::{CpuMeter, Target, parse_target};
+use super::client::{Client, Dialer, Phase, XorShift};
+use super::report::{CpuMeter, Percentiles, Target, latency_histogram, parse_target};
+
+/// Handshakes still unfinished after this are failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection whose oldest message has had no reply for this long is failed.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once, per thread.
+const CONCURRENCY: usize = 256;
+/// Largest message accepted for `--size` (the reader's limit is 64 MiB).
+const MAX_SIZE: usize = 16 << 20;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EchoArgs {
@@ -43,243 +67,558 @@ pub struct EchoArgs {
     /// Send binary messages (default: text).
     #[arg(long)]
     pub binary: bool,
-    /// Generator threads, each with its own event loop.
+    /// Generator threads, each with its own event loop and share of the connections.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Source addresses to spread over: 127.0.0.2 .. 127.0.0.(K+1); 0 lets the kernel
+    /// pick (127.0.0.1, whose ephemeral ports TIME_WAIT from earlier runs may use up).
+    #[arg(long, default_value_t = 4)]
+    pub sources: usize,
 }
 
+/// The payload of message `seq`: its sequence number as (up to) 16 lowercase hex digits,
+/// then an ASCII pattern; valid UTF-8 either way, so text and binary share it.
+#[derive(Debug)]
+pub struct Pattern {
+    bytes: Vec<u8>,
+}
+
+const SEQ_DIGITS: usize = 16;
+
+impl Pattern {
+    pub fn new(size: usize) -> Pattern {
+        Pattern {
+            bytes: (0..size).map(|i| b'a' + (i % 26) as u8).collect(),
+        }
+    }
+
+    fn prefix_len(&self) -> usize {
+        self.bytes.len().min(SEQ_DIGITS)
+    }
+
+    /// The last `prefix_len` hex digits of `seq`.
+    fn seq_digits(&self, seq: u64) -> [u8; SEQ_DIGITS] {
+        let mut digits = [0u8; SEQ_DIGITS];
+        for (i, d) in digits.iter_mut().enumerate() {
+            let nibble = (seq >> (4 * (SEQ_DIGITS - 1 - i))) & 0xf;
+            *d = b"0123456789abcdef"[nibble as usize];
+        }
+        digits
+    }
+
+    /// Appends message `seq` to `out`, masked with `key`, after its frame header.
+    pub fn queue(&self, out: &mut Vec<u8>, op: OpCode, seq: u64, key: [u8; 4]) {
+        out.extend_from_slice(FrameHead::new(true, op, self.bytes.len(), Some(key)).as_bytes());
+        let start = out.len();
+        let n = self.prefix_len();
+        out.extend_from_slice(&self.seq_digits(seq)[SEQ_DIGITS - n..]);
+        out.extend_from_slice(&self.bytes[n..]);
+        apply_mask(&mut out[start..], key, 0);
+    }
+
+    /// Whether `payload` is exactly message `seq`.
+    pub fn matches(&self, payload: &[u8], seq: u64) -> bool {
+        let n = self.prefix_len();
+        payload.len() == self.bytes.len()
+            && payload[..n] == self.seq_digits(seq)[SEQ_DIGITS - n..]
+            && payload[n..] == self.bytes[n..]
+    }
+}
+
+/// What one thread (and, summed, the whole run) saw.
+#[derive(Debug)]
 struct Outcome {
     hist: Histogram<u64>,
     messages: u64,
     bad_replies: u64,
+    /// Connections failed after opening, plus connects that never opened.
     errors: u64,
     connected: usize,
+    connect_failed: usize,
+    /// The first error seen, for the summary.
+    first_error: Option<String>,
 }
 
-/// Connects, runs, reports. `Ok(false)` when replies were wrong or nothing connected.
+impl Outcome {
+    fn new() -> Outcome {
+        Outcome {
+            hist: latency_histogram(),
+            messages: 0,
+            bad_replies: 0,
+            errors: 0,
+            connected: 0,
+            connect_failed: 0,
+            first_error: None,
+        }
+    }
+
+    fn error(&mut self, what: String) {
+        tracing::debug!(error = %what, "connection failed");
+        self.errors += 1;
+        self.first_error.get_or_insert(what);
+    }
+
+    fn add(&mut self, other: Outcome) {
+        let _ = self.hist.add(&other.hist);
+        self.messages += other.messages;
+        self.bad_replies += other.bad_replies;
+        self.errors += other.errors;
+        self.connected += other.connected;
+        self.connect_failed += other.connect_failed;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// The shared schedule of a run.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    measure_from: Instant,
+    until: Instant,
+}
+
+/// Connects, runs, reports. `Ok(false)` when replies were wrong, connections failed or
+/// nothing was measured.
 pub fn run(args: &EchoArgs) -> Result<bool, String> {
     let target = parse_target(&args.url)?;
     if args.conns == 0 || args.inflight == 0 || args.secs == 0 {
         return Err("--conns, --inflight and --secs must be > 0".into());
     }
+    if args.size > MAX_SIZE {
+        return Err(format!("--size must be at most {MAX_SIZE}"));
+    }
+    if args.secs + args.warmup > 24 * 3600 {
+        return Err("--secs plus --warmup must stay under a day".into());
+    }
+    if args.sources > 250 {
+        return Err("--sources must be 0..=250".into());
+    }
     if args.conns > super::connect::MAX_CONNS {
         return Err(format!(
-            "--conns {} exceeds what one process can open here ({})",
+            "--conns {} is over {}: this process may open at most 20,000 files",
             args.conns,
             super::connect::MAX_CONNS
         ));
     }
-    let _ = crate::runtime::system::raise_fd_limit();
+    let limit = crate::runtime::system::raise_fd_limit().map_err(|e| e.to_string())?;
+    if (args.conns as u64) + 64 > limit {
+        return Err(format!(
+            "--conns {} needs more file descriptors than this process may open ({limit})",
+            args.conns
+        ));
+    }
     let threads = args.threads.clamp(1, args.conns);
     let cpu = CpuMeter::start();
-    let start = Instant::now() + Duration::from_millis(200);
+    let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
-    let until = measure_from + Duration::from_secs(args.secs);
+    let window = Window {
+        measure_from,
+        until: measure_from + Duration::from_secs(args.secs),
+    };
     let handles: Vec<_> = (0..threads)
         .map(|i| {
             let share = args.conns / threads + usize::from(i < args.conns % threads);
             let (target, args) = (target.clone(), args.clone());
-            thread::spawn(move || run_thread(&target, &args, share, i as u64, measure_from, until))
+            thread::Builder::new()
+                .name(format!("bench-echo-{i}"))
+                .spawn(move || run_thread(target, &args, share, i as u64, window))
         })
         .collect();
-    let mut total = Outcome {
-        hist: new_histogram(),
-        messages: 0,
-        bad_replies: 0,
-        errors: 0,
-        connected: 0,
-    };
+    let mut total = Outcome::new();
     for h in handles {
+        let h = h.map_err(|e| format!("cannot start a generator thread: {e}"))?;
         let o = h
             .join()
             .map_err(|_| "a generator thread panicked".to_string())?
             .map_err(|e| format!("generator thread failed: {e}"))?;
-        let _ = total.hist.add(&o.hist);
-        total.messages += o.messages;
-        total.bad_replies += o.bad_replies;
-        total.errors += o.errors;
-        total.connected += o.connected;
+        total.add(o);
     }
+    let ended = Instant::now().min(window.until);
     let cpu_percent = cpu.percent();
-    let rate = total.messages as f64 / args.secs as f64;
-    let q = |p: f64| total.hist.value_at_quantile(p);
+    let measured = ended.saturating_duration_since(measure_from).as_secs_f64();
+    let rate = if measured > 0.0 {
+        total.messages as f64 / measured
+    } else {
+        0.0
+    };
+    let p = Percentiles::of(&total.hist);
     eprintln!(
-        "echo {}: {} conns x {} B, {} in flight, {} s: {:.0} msgs/s, p50 {} us, p99 {} us, \
-         p99.9 {} us, max {} us; {} connected, {} bad replies, {} errors; generator CPU {:.0}%",
+        "echo {}: {} conns x {} B {}, {} in flight, {} s (+{} s warmup), {} thread(s): \
+         {:.0} msgs/s, latency p50 {} us, p99 {} us, p99.9 {} us, max {} us; \
+         {} connected, {} connects failed, {} errors, {} bad replies; generator CPU {:.0}%",
         args.url,
         args.conns,
         args.size,
+        if args.binary { "binary" } else { "text" },
         args.inflight,
         args.secs,
+        args.warmup,
+        threads,
         rate,
-        q(0.5),
-        q(0.99),
-        q(0.999),
-        total.hist.max(),
+        p.p50,
+        p.p99,
+        p.p999,
+        p.max,
         total.connected,
-        total.bad_replies,
+        total.connect_failed,
         total.errors,
+        total.bad_replies,
         cpu_percent
     );
+    if let Some(e) = &total.first_error {
+        eprintln!("echo: first error: {e}");
+    }
+    if cpu_percent > 90.0 * threads as f64 {
+        eprintln!(
+            "echo: the generator used {cpu_percent:.0}% CPU with {threads} thread(s): it may be \
+             the bottleneck (try --threads, or compare the server's CPU use)"
+        );
+    }
+    if measured + 0.5 < args.secs as f64 {
+        eprintln!(
+            "echo: the run ended {measured:.1} s into the measured window: no connection was left"
+        );
+    }
     println!(
         "{}",
         serde_json::json!({
             "mode": "echo", "url": args.url, "conns": args.conns, "size": args.size,
-            "inflight": args.inflight, "secs": args.secs, "threads": threads,
+            "inflight": args.inflight, "secs": args.secs, "binary": args.binary,
+            "warmup": args.warmup, "threads": threads,
             "messages": total.messages, "msgs_per_sec": rate.round(),
-            "p50_us": q(0.5), "p99_us": q(0.99), "p999_us": q(0.999), "max_us": total.hist.max(),
-            "connected": total.connected, "errors": total.errors,
-            "bad_replies": total.bad_replies, "cpu_percent": cpu_percent.round(),
+            "p50_us": p.p50, "p99_us": p.p99, "p999_us": p.p999, "max_us": p.max,
+            "connected": total.connected, "connect_failed": total.connect_failed,
+            "errors": total.errors, "bad_replies": total.bad_replies,
+            "cpu_percent": cpu_percent.round(),
         })
     );
-    Ok(total.bad_replies == 0 && total.connected == args.conns && total.messages > 0)
+    Ok(total.bad_replies == 0 && total.errors == 0 && total.messages > 0)
 }
 
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
-}
-
+/// One open or opening connection and its in-flight bookkeeping.
+#[derive(Debug)]
 struct Conn {
     client: Client,
+    /// Send times of the messages in flight, oldest first.
     sent: VecDeque<Instant>,
+    /// Sequence number of the next message to send.
+    next_send: u64,
+    /// Sequence number the next reply must carry.
+    next_reply: u64,
 }
 
-/// Counts and checks replies for one read.
+/// Checks one read's replies against the expected sequence.
 struct Replies<'a> {
+    pattern: &'a Pattern,
     expect_text: bool,
-    payload: &'a [u8],
+    next_reply: u64,
     ok: u32,
     bad: u32,
-    closed: bool,
 }
 
 impl Visitor for Replies<'_> {
     fn message(&mut self, text: bool, payload: Payload<'_>) {
-        if text == self.expect_text && payload.as_slice() == self.payload {
+        if text == self.expect_text && self.pattern.matches(payload.as_slice(), self.next_reply) {
             self.ok += 1;
         } else {
             self.bad += 1;
         }
+        self.next_reply += 1;
     }
     fn ping(&mut self, _: &[u8]) {}
     fn pong(&mut self, _: &[u8]) {}
-    fn close(&mut self, _: Option<CloseCode>, _: &str) {
-        self.closed = true;
-    }
+    fn close(&mut self, _: Option<CloseCode>, _: &str) {}
+}
+
+/// Per-thread constants of the loop.
+struct Setup<'a> {
+    pattern: &'a Pattern,
+    op: OpCode,
+    inflight: usize,
+    window: Window,
 }
 
 fn run_thread(
-    target: &Target,
+    target: Target,
     args: &EchoArgs,
     conns: usize,
-    seed: u64,
-    measure_from: Instant,
-    until: Instant,
+    salt: u64,
+    window: Window,
 ) -> io::Result<Outcome> {
-    let mut rng = XorShift::seeded(0x9E37_79B9_7F4A_7C15 ^ (seed + 1) ^ nanos());
+    let mut rng = XorShift::from_time(salt + 1);
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
-    let payload = vec![b'x'; args.size];
-    let op = if args.binary {
-        OpCode::Binary
-    } else {
-        OpCode::Text
+    let pattern = Pattern::new(args.size);
+    let setup = Setup {
+        pattern: &pattern,
+        op: if args.binary {
+            OpCode::Binary
+        } else {
+            OpCode::Text
+        },
+        inflight: args.inflight,
+        window,
     };
-    let mut out = Outcome {
-        hist: new_histogram(),
-        messages: 0,
-        bad_replies: 0,
-        errors: 0,
-        connected: 0,
-    };
-    let mut conns_v: Vec<Option<Conn>> = Vec::with_capacity(conns);
-    for i in 0..conns {
-        let mut client = Client::connect(target, None, &mut rng)?;
-        poll.registry().register(
-            &mut client.stream,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        conns_v.push(Some(Conn {
-            client,
-            sent: VecDeque::with_capacity(args.inflight),
-        }));
-    }
+    let mut out = Outcome::new();
+    let mut dialer = Dialer::new(target, args.sources, CONCURRENCY, None);
+    let mut live: Slab<Conn> = Slab::with_capacity(conns);
     let mut scratch = vec![0u8; 256 << 10];
-    let connect_deadline = Instant::now() + Duration::from_secs(10);
-    let hard_stop = until + Duration::from_secs(5);
-    let mut open = 0usize;
+    let mut next_sweep = Instant::now();
     loop {
         let now = Instant::now();
-        if now >= until || now >= hard_stop {
+        if now >= window.until {
             break;
         }
-        if open < conns && now >= connect_deadline {
-            return Err(io::Error::other(format!(
-                "only {open} of {conns} connections opened within 10 s"
-            )));
+        while dialer.started < conns && dialer.ready(now).is_ok() {
+            match dialer.dial(&mut rng) {
+                Ok(client) => {
+                    let entry = live.vacant_entry();
+                    let mut conn = Conn {
+                        client,
+                        sent: VecDeque::with_capacity(args.inflight),
+                        next_send: 0,
+                        next_reply: 0,
+                    };
+                    let token = Token(entry.key());
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    match poll
+                        .registry()
+                        .register(&mut conn.client.stream, token, interest)
+                    {
+                        Ok(()) => {
+                            entry.insert(conn);
+                        }
+                        Err(e) => {
+                            dialer.in_progress -= 1;
+                            out.connect_failed += 1;
+                            out.error(format!("register: {e}"));
+                        }
+                    }
+                }
+                Err(e) => {
+                    out.connect_failed += 1;
+                    out.error(format!("connect: {e}"));
+                }
+            }
         }
-        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        if dialer.started == conns && live.is_empty() {
+            break; // every connection failed or was closed
+        }
+        let timeout = window
+            .until
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(50));
+        match poll.poll(&mut events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
         for event in events.iter() {
-            let i = event.token().0;
-            let Some(conn) = conns_v[i].as_mut() else {
+            let key = event.token().0;
+            let Some(conn) = live.get_mut(key) else {
                 continue;
             };
             let was_open = conn.client.phase == Phase::Open;
-            let mut replies = Replies {
-                expect_text: !args.binary,
-                payload: &payload,
-                ok: 0,
-                bad: 0,
-                closed: false,
-            };
-            let alive = match conn.client.read(&mut scratch, &mut replies) {
-                Ok(alive) => alive && !replies.closed,
-                Err(e) => {
-                    tracing::debug!(error = %e, "connection failed");
-                    false
-                }
-            };
-            let now = Instant::now();
-            if !was_open && conn.client.phase == Phase::Open {
-                open += 1;
-                out.connected += 1;
-                for _ in 0..args.inflight {
-                    conn.client.queue_frame(op, &payload, &mut rng);
-                    conn.sent.push_back(now);
-                }
+            let result = turn(conn, &setup, &mut scratch, &mut rng, &mut out);
+            let now_open = conn.client.phase == Phase::Open;
+            if !was_open && (now_open || result.is_err()) {
+                dialer.in_progress -= 1;
             }
-            out.bad_replies += u64::from(replies.bad);
-            for _ in 0..replies.ok + replies.bad {
-                let Some(sent) = conn.sent.pop_front() else {
-                    out.bad_replies += 1; // a reply to nothing
-                    continue;
-                };
-                if now >= measure_from && now < until {
-                    out.messages += 1;
-                    let _ = out
-                        .hist
-                        .record(now.duration_since(sent).as_micros().max(1) as u64);
+            if let Err(e) = result {
+                if !now_open {
+                    out.connect_failed += 1;
                 }
-                if now < until {
-                    conn.client.queue_frame(op, &payload, &mut rng);
-                    conn.sent.push_back(now);
-                }
-            }
-            if !alive || conn.client.flush().is_err() {
-                out.errors += 1;
-                if was_open || conn.client.phase == Phase::Open {
-                    open -= 1;
-                }
-                conns_v[i] = None;
+                out.error(e);
+                live.remove(key);
             }
         }
+        let now = Instant::now();
+        if now >= next_sweep {
+            next_sweep = now + Duration::from_millis(250);
+            sweep(&mut live, &mut dialer, &mut out, now);
+        }
     }
+    // Connects that never finished by the end are failures too.
+    for (_, conn) in live.iter() {
+        if conn.client.phase == Phase::Handshaking {
+            out.connect_failed += 1;
+            out.error("handshake unfinished when the run ended".into());
+        }
+    }
+    let never_started = conns - dialer.started;
+    out.connect_failed += never_started;
+    out.errors += never_started as u64;
     Ok(out)
 }
 
-fn nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+/// Fails handshakes and round trips that have waited too long.
+fn sweep(live: &mut Slab<Conn>, dialer: &mut Dialer, out: &mut Outcome, now: Instant) {
+    let mut expired = Vec::new();
+    for (key, conn) in live.iter() {
+        let late = match conn.client.phase {
+            Phase::Handshaking => now.duration_since(conn.client.started) > CONNECT_TIMEOUT,
+            Phase::Open => conn
+                .sent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > REPLY_TIMEOUT),
+        };
+        if late {
+            expired.push((key, conn.client.phase));
+        }
+    }
+    for (key, phase) in expired {
+        live.remove(key);
+        if phase == Phase::Handshaking {
+            dialer.in_progress -= 1;
+            out.connect_failed += 1;
+            out.error(format!("no handshake response within {CONNECT_TIMEOUT:?}"));
+        } else {
+            out.error(format!("no echo reply within {REPLY_TIMEOUT:?}"));
+        }
+    }
+}
+
+/// One readiness event: read and check replies, queue the next messages, write once.
+fn turn(
+    conn: &mut Conn,
+    setup: &Setup<'_>,
+    scratch: &mut [u8],
+    rng: &mut XorShift,
+    out: &mut Outcome,
+) -> Result<(), String> {
+    let was_open = conn.client.phase == Phase::Open;
+    let mut replies = Replies {
+        pattern: setup.pattern,
+        expect_text: setup.op == OpCode::Text,
+        next_reply: conn.next_reply,
+        ok: 0,
+        bad: 0,
+    };
+    let read = conn.client.read(scratch, rng, &mut replies);
+    conn.next_reply = replies.next_reply;
+    let now = Instant::now();
+    if !was_open && conn.client.phase == Phase::Open {
+        out.connected += 1;
+        for _ in 0..setup.inflight {
+            send(conn, setup, now, rng);
+        }
+    }
+    out.bad_replies += u64::from(replies.bad);
+    let in_window = now >= setup.window.measure_from && now < setup.window.until;
+    for _ in 0..replies.ok + replies.bad {
+        let Some(sent) = conn.sent.pop_front() else {
+            out.bad_replies += 1; // a reply to nothing
+            continue;
+        };
+        if in_window {
+            out.messages += 1;
+            let _ = out
+                .hist
+                .record(now.duration_since(sent).as_micros().max(1) as u64);
+        }
+        if now < setup.window.until {
+            send(conn, setup, now, rng);
+        }
+    }
+    let flushed = conn.client.flush();
+    match read {
+        Ok(true) if !conn.client.closed_by_peer() => {}
+        Ok(true) => return Err("the server closed the connection (close frame)".into()),
+        Ok(false) => return Err("the server closed the connection (EOF)".into()),
+        Err(e) => return Err(e.to_string()),
+    }
+    flushed.map_err(|e| format!("write: {e}"))
+}
+
+fn send(conn: &mut Conn, setup: &Setup<'_>, now: Instant, rng: &mut XorShift) {
+    let key = (rng.next() as u32).to_ne_bytes();
+    setup
+        .pattern
+        .queue(conn.client.out(), setup.op, conn.next_send, key);
+    conn.next_send += 1;
+    conn.sent.push_back(now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::reader::{ReadConfig, Reader, Role};
+
+    /// Unmasks what `queue` wrote, as a server would, and returns the payloads.
+    fn server_view(wire: &mut [u8]) -> Vec<(bool, Vec<u8>)> {
+        struct Collect(Vec<(bool, Vec<u8>)>);
+        impl Visitor for Collect {
+            fn message(&mut self, text: bool, p: Payload<'_>) {
+                self.0.push((text, p.as_slice().to_vec()));
+            }
+            fn ping(&mut self, _: &[u8]) {}
+            fn pong(&mut self, _: &[u8]) {}
+            fn close(&mut self, _: Option<CloseCode>, _: &str) {}
+        }
+        let cfg = ReadConfig {
+            role: Role::Server,
+            max_message: 1 << 20,
+        };
+        let mut c = Collect(Vec::new());
+        Reader::default().feed(wire, &cfg, &mut c).unwrap();
+        c.0
+    }
+
+    #[test]
+    fn messages_carry_their_sequence_and_check_back() {
+        for size in [0usize, 1, 5, 16, 17, 64, 125, 126, 70_000] {
+            let p = Pattern::new(size);
+            let mut wire = Vec::new();
+            for seq in [0u64, 1, 0xabc, u64::MAX] {
+                p.queue(&mut wire, OpCode::Text, seq, [1, 2, 3, 4]);
+            }
+            let got = server_view(&mut wire);
+            assert_eq!(got.len(), 4, "size {size}");
+            for (i, seq) in [0u64, 1, 0xabc, u64::MAX].into_iter().enumerate() {
+                let (text, payload) = &got[i];
+                assert!(*text);
+                assert_eq!(payload.len(), size);
+                assert!(std::str::from_utf8(payload).is_ok());
+                assert!(p.matches(payload, seq), "size {size} seq {seq}");
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_replies_do_not_match() {
+        let p = Pattern::new(64);
+        let mut wire = Vec::new();
+        p.queue(&mut wire, OpCode::Binary, 7, [9, 9, 9, 9]);
+        let (_, good) = server_view(&mut wire).remove(0);
+        assert!(&good[..16] == b"0000000000000007");
+        assert!(p.matches(&good, 7));
+        assert!(!p.matches(&good, 8), "out of sequence");
+        assert!(!p.matches(&good[..63], 7), "short");
+        let mut long = good.clone();
+        long.push(b'a');
+        assert!(!p.matches(&long, 7), "long");
+        let mut flipped = good.clone();
+        flipped[40] ^= 1;
+        assert!(!p.matches(&flipped, 7), "corrupted");
+    }
+
+    #[test]
+    fn replies_count_type_and_sequence() {
+        let p = Pattern::new(20);
+        let mut r = Replies {
+            pattern: &p,
+            expect_text: true,
+            next_reply: 3,
+            ok: 0,
+            bad: 0,
+        };
+        let mut wire = Vec::new();
+        p.queue(&mut wire, OpCode::Text, 3, [0; 4]);
+        let (_, m3) = server_view(&mut wire).remove(0);
+        r.message(true, Payload::Assembled(m3.clone())); // seq 3: ok
+        r.message(true, Payload::Assembled(m3.clone())); // seq 4 expected: bad
+        r.message(false, Payload::Assembled(m3)); // binary: bad
+        assert_eq!((r.ok, r.bad, r.next_reply), (1, 2, 6));
+    }
 }

@@ -1,8 +1,14 @@
-//! What the generator reports and checks around a run: the loopback-only target, its own
-//! CPU use, and /proc readings of the server (RSS) and the kernel (slab).
+//! What the generator reports and checks around a run: the loopback-only target, latency
+//! percentiles, its own CPU use, and /proc readings of the server (RSS) and the kernel (slab).
+//!
+//! Invariants: a [`Target`] always resolves to loopback addresses only (127.0.0.0/8 or
+//! ::1), so no mode can send traffic off this machine; everything here but the /proc and
+//! getrusage readers is a pure function with a unit test.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
+
+use hdrhistogram::Histogram;
 
 /// A `ws://host:port/path` target, resolved and checked to be on this machine.
 #[derive(Clone, Debug)]
@@ -14,15 +20,26 @@ pub struct Target {
 
 /// Parses `url`; refuses anything that does not resolve to loopback only.
 pub fn parse_target(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    let rest = match url.get(..5) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("ws://") => &url[5..],
+        _ => return Err(format!("{url}: only ws:// URLs are supported (no TLS)")),
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
     };
     if authority.is_empty() {
         return Err(format!("{url}: no host"));
+    }
+    if authority.contains('@') {
+        return Err(format!("{url}: user info is not supported"));
+    }
+    if let Some(bad) = path
+        .chars()
+        .find(|c| c.is_ascii_control() || *c == ' ' || *c == '#')
+    {
+        return Err(format!("{url}: {bad:?} in the path"));
     }
     let has_port = match authority.strip_prefix('[') {
         Some(v6) => v6.contains("]:"),
@@ -48,11 +65,56 @@ pub fn parse_target(url: &str) -> Result<Target, String> {
     Ok(Target {
         addr,
         host_header: authority.to_string(),
-        path: path.to_string(),
+        path,
     })
 }
 
-/// CPU time this process used since `start`, as a percentage of one core.
+/// Latency percentiles of one run, in the histogram's unit (microseconds here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Reads p50, p99, p99.9 and max; all zero for an empty histogram.
+    pub fn of(hist: &Histogram<u64>) -> Percentiles {
+        if hist.is_empty() {
+            return Percentiles {
+                p50: 0,
+                p99: 0,
+                p999: 0,
+                max: 0,
+            };
+        }
+        Percentiles {
+            p50: hist.value_at_quantile(0.5),
+            p99: hist.value_at_quantile(0.99),
+            p999: hist.value_at_quantile(0.999),
+            max: hist.max(),
+        }
+    }
+}
+
+/// A latency histogram from 1 us to 60 s with 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// Growth per connection in bytes between two KiB readings; `None` when a reading is
+/// missing or nothing was held. A shrink reads as 0.
+pub fn per_conn_bytes(before_kb: Option<u64>, after_kb: Option<u64>, held: usize) -> Option<f64> {
+    match (before_kb, after_kb) {
+        (Some(b), Some(a)) if held > 0 => Some((a.saturating_sub(b) * 1024) as f64 / held as f64),
+        _ => None,
+    }
+}
+
+/// CPU time (user + system) this process used since `start`, as a percentage of one
+/// core: 100 means one core was busy the whole time, 200 two cores.
+#[derive(Debug)]
 pub struct CpuMeter {
     wall: Instant,
     cpu_us: u64,
@@ -77,7 +139,7 @@ impl CpuMeter {
 
     pub fn percent(&self) -> f64 {
         let wall = self.wall.elapsed().as_micros().max(1) as f64;
-        (process_cpu_us() - self.cpu_us) as f64 * 100.0 / wall
+        process_cpu_us().saturating_sub(self.cpu_us) as f64 * 100.0 / wall
     }
 }
 
@@ -118,6 +180,15 @@ mod tests {
             IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
         );
         assert_eq!(parse_target("ws://127.3.4.5:1/").unwrap().path, "/");
+        assert_eq!(parse_target("WS://127.0.0.1:1").unwrap().path, "/");
+        assert_eq!(parse_target("ws://127.0.0.1:1?a=b").unwrap().path, "/?a=b");
+        assert_eq!(
+            parse_target("ws://127.0.0.1:1/x?a=b").unwrap().path,
+            "/x?a=b"
+        );
+        let local = parse_target("ws://localhost:7/").unwrap();
+        assert!(local.addr.ip().is_loopback());
+        assert_eq!(local.host_header, "localhost:7");
     }
 
     #[test]
@@ -126,6 +197,50 @@ mod tests {
         assert!(parse_target("ws://192.168.1.1/").is_err());
         assert!(parse_target("http://127.0.0.1/").is_err());
         assert!(parse_target("wss://127.0.0.1/").is_err());
+        assert!(parse_target("ws://8.8.8.8:80/").is_err());
+        assert!(parse_target("ws://[2001:db8::1]:80/").is_err());
+        assert!(parse_target("ws://0.0.0.0:80/").is_err());
+        assert!(parse_target("ws://user@127.0.0.1:80/").is_err());
+        assert!(parse_target("ws://127.0.0.1:99999/").is_err());
+        assert!(parse_target("ws:///path").is_err());
+        assert!(parse_target("ws://127.0.0.1:1/a b").is_err());
+        assert!(parse_target("ws://127.0.0.1:1/a\r\nX: y").is_err());
+        assert!(parse_target("ws").is_err());
+    }
+
+    #[test]
+    fn percentiles_come_from_the_histogram() {
+        let mut h = latency_histogram();
+        assert_eq!(
+            Percentiles::of(&h),
+            Percentiles {
+                p50: 0,
+                p99: 0,
+                p999: 0,
+                max: 0
+            }
+        );
+        for v in 1..=10_000u64 {
+            h.record(v).unwrap();
+        }
+        let p = Percentiles::of(&h);
+        // Three significant digits: each value within 0.1% of the exact rank.
+        let near = |got: u64, want: u64| got.abs_diff(want) * 1000 <= want;
+        assert!(near(p.p50, 5_000), "{p:?}");
+        assert!(near(p.p99, 9_900), "{p:?}");
+        assert!(near(p.p999, 9_990), "{p:?}");
+        assert!(near(p.max, 10_000), "{p:?}");
+        h.record(2_000_000).unwrap();
+        assert!(near(Percentiles::of(&h).max, 2_000_000));
+        assert!(near(Percentiles::of(&h).p99, 9_900));
+    }
+
+    #[test]
+    fn growth_per_connection() {
+        assert_eq!(per_conn_bytes(Some(1000), Some(2000), 1024), Some(1000.0));
+        assert_eq!(per_conn_bytes(Some(2000), Some(1000), 10), Some(0.0));
+        assert_eq!(per_conn_bytes(None, Some(1000), 10), None);
+        assert_eq!(per_conn_bytes(Some(1), Some(2), 0), None);
     }
 
     #[test]
