@@ -25,7 +25,10 @@ fn too_many_connections_for_the_fd_limit_is_a_clear_startup_error() {
         .expect("run throng");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("open-file limit") && err.contains("100"), "{err}");
+    assert!(
+        err.contains("open-file limit") && err.contains("100"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -38,7 +41,10 @@ fn port_in_use_is_a_clear_startup_error() {
         .expect("run throng");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot listen on") && err.contains(&port.to_string()), "{err}");
+    assert!(
+        err.contains("cannot listen on") && err.contains(&port.to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -59,7 +65,9 @@ fn at_capacity_extra_connections_are_refused_and_the_server_keeps_serving() {
     let mut refused = 0;
     for _ in 0..150 {
         let mut p = Peer::connect(port);
-        p.sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        p.sock
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
         p.send(util::upgrade_request(port, "/").as_bytes());
         match p.read_http() {
             Some((101, _)) => open.push(p),

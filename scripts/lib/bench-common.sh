@@ -1,66 +1,181 @@
-# Shared by the benchmark scripts: build the servers, start one pinned to a core, wait for
-# its port, read its CPU time, stop it. Loopback only. Source this file; do not run it.
+# Shared by scripts/bench-echo.sh and scripts/bench-idle.sh: build the servers, start one
+# pinned to a core, wait (bounded) for its port, read its CPU time, stop it, and tag the
+# generator's JSON lines. Loopback (127.0.0.1) only. Source this file; do not run it.
+#
+# Servers: throng (1 worker, epoll), tokio-tungstenite (1 runtime worker thread),
+# tokio-tungstenite-4k (the same with a 4 KiB read buffer instead of tungstenite's
+# 128 KiB default), node-ws (node's `ws`, one JS thread by nature).
+#
+# Env: SERVER_CORE (default 0), CLIENT_CORE (default 1), NO_BUILD=1 to skip the builds.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 THRONG="$ROOT/target/release/throng"
-TT_ECHO="$ROOT/benches/peers/tokio-tungstenite-echo/target/release/tokio-tungstenite-echo"
-NODE_WS="$ROOT/benches/peers/node-ws/echo.js"
+TT_DIR="$ROOT/benches/peers/tokio-tungstenite-echo"
+TT_ECHO="$TT_DIR/target/release/tokio-tungstenite-echo"
+NODE_DIR="$ROOT/benches/peers/node-ws"
+BENCH_OUT="$ROOT/target/bench"
 SERVER_CORE=${SERVER_CORE:-0}
 CLIENT_CORE=${CLIENT_CORE:-1}
 SERVER_PID=
+SERVER_NAME=
 
+say() { echo "== $*" >&2; }
+die() {
+  echo "error: $*" >&2
+  exit 1
+}
+
+# The generator running in the background, and temporary files, for `cleanup`.
+GEN_PID=
+TMP_FILES=()
+
+# On every exit (normal, error, Ctrl-C, SIGTERM): stop the generator, then the server.
+cleanup() {
+  trap - ERR
+  if [ -n "${GEN_PID:-}" ]; then
+    kill "$GEN_PID" 2>/dev/null || true
+    wait "$GEN_PID" 2>/dev/null || true
+    GEN_PID=
+  fi
+  stop_server
+  rm -f "${TMP_FILES[@]}"
+}
+
+# Every failing command names itself.
+trap 'echo "error: \"$BASH_COMMAND\" failed (line $LINENO of $(basename "$0"))" >&2' ERR
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; exit 130' INT TERM
+
+require_tools() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || die "$tool is needed and not installed"
+  done
+  local cores
+  cores=$(nproc)
+  [ "$SERVER_CORE" -lt "$cores" ] && [ "$CLIENT_CORE" -lt "$cores" ] ||
+    die "SERVER_CORE=$SERVER_CORE / CLIENT_CORE=$CLIENT_CORE: this machine has $cores cores"
+}
+
+# check_servers NAMES...: fails at once on a name start_server does not know.
+check_servers() {
+  local name
+  for name in "$@"; do
+    case $name in
+      throng | tokio-tungstenite | tokio-tungstenite-4k | node-ws) ;;
+      *) die "unknown server '$name' (throng, tokio-tungstenite, tokio-tungstenite-4k, node-ws)" ;;
+    esac
+  done
+}
+
+# Raises this shell's soft open-file limit to the hard one, so that every server and the
+# generator started from here may hold that many sockets (node raises its own; tokio does not).
+raise_fd_limit() {
+  ulimit -n "$(ulimit -Hn)"
+  say "open-file limit: $(ulimit -n) per process"
+}
+
+# build_all SERVERS...: builds throng (release), and the peers the list names.
 build_all() {
-  echo "== building throng and the peers (release)" >&2
-  (cd "$ROOT" && cargo build --release --quiet)
-  (cd "$ROOT/benches/peers/tokio-tungstenite-echo" && cargo build --release --quiet)
-  [ -d "$ROOT/benches/peers/node-ws/node_modules" ] ||
-    npm ci --prefix "$ROOT/benches/peers/node-ws" --no-audit --no-fund --loglevel=error
+  if [ "${NO_BUILD:-0}" = 1 ]; then
+    say "NO_BUILD=1: using the binaries already built"
+  else
+    say "building throng (cargo build --release)"
+    (cd "$ROOT" && nice -n 5 cargo build --release --quiet) || die "building throng failed"
+    case " $* " in *" tokio-tungstenite"*)
+      say "building the tokio-tungstenite peer (cargo build --release in $TT_DIR)"
+      (cd "$TT_DIR" && nice -n 5 cargo build --release --quiet) ||
+        die "building the tokio-tungstenite peer failed"
+      ;;
+    esac
+  fi
+  case " $* " in *" node-ws "*)
+    if [ ! -d "$NODE_DIR/node_modules/ws" ]; then
+      say "installing node's ws (npm ci in $NODE_DIR)"
+      npm ci --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error || die "npm ci failed"
+    fi
+    ;;
+  esac
+  [ -x "$THRONG" ] || die "$THRONG is missing"
+  mkdir -p "$BENCH_OUT"
 }
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_server NAME PORT: starts NAME (throng | tokio-tungstenite | node-ws) on SERVER_CORE.
-start_server() {
-  local name=$1 port=$2
-  case $name in
-    throng) taskset -c "$SERVER_CORE" "$THRONG" serve --host 127.0.0.1 --port "$port" --app echo --workers 1 \
-      >"$ROOT/target/bench/$name.log" 2>&1 & ;;
-    tokio-tungstenite) taskset -c "$SERVER_CORE" "$TT_ECHO" --port "$port" --threads 1 \
-      >"$ROOT/target/bench/$name.log" 2>&1 & ;;
-    node-ws) taskset -c "$SERVER_CORE" node "$NODE_WS" --port "$port" \
-      >"$ROOT/target/bench/$name.log" 2>&1 & ;;
-    *) echo "unknown server $name" >&2; return 1 ;;
-  esac
-  SERVER_PID=$!
-  local i
-  for i in $(seq 1 200); do
-    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null; then
-      return 0
-    fi
-    sleep 0.05
-  done
-  echo "$name did not listen on $port within 10 s (see target/bench/$name.log)" >&2
-  return 1
+port_open() {
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2).close()" 2>/dev/null
 }
 
+# start_server NAME PORT: starts NAME on SERVER_CORE, listening on 127.0.0.1:PORT, and waits
+# at most 20 s for the port to accept connections. Sets SERVER_PID.
+start_server() {
+  local name=$1 port=$2 log="$BENCH_OUT/$1.log"
+  local -a cmd
+  case $name in
+    throng)
+      cmd=("$THRONG" serve --host 127.0.0.1 --port "$port" --app echo --workers 1 --driver epoll) ;;
+    tokio-tungstenite)
+      cmd=("$TT_ECHO" --port "$port" --threads 1) ;;
+    tokio-tungstenite-4k)
+      cmd=("$TT_ECHO" --port "$port" --threads 1 --read-buffer 4096) ;;
+    node-ws)
+      cmd=(node "$NODE_DIR/echo.js" --port "$port") ;;
+    *) die "unknown server '$name' (throng, tokio-tungstenite, tokio-tungstenite-4k, node-ws)" ;;
+  esac
+  say "starting $name on core $SERVER_CORE: ${cmd[*]} (log: $log)"
+  taskset -c "$SERVER_CORE" "${cmd[@]}" >"$log" 2>&1 &
+  SERVER_PID=$!
+  SERVER_NAME=$name
+  local i
+  for i in $(seq 1 100); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      tail -n 20 "$log" >&2
+      SERVER_PID=
+      die "$name exited before listening (log above: $log)"
+    fi
+    if port_open "$port"; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  tail -n 20 "$log" >&2
+  die "$name did not listen on 127.0.0.1:$port within 20 s (log: $log)"
+}
+
+# stop_server: SIGTERM, up to 5 s for a clean exit (throng drains), then SIGKILL.
 stop_server() {
-  if [ -n "$SERVER_PID" ]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+  [ -n "${SERVER_PID:-}" ] || return 0
+  local pid=$SERVER_PID
+  SERVER_PID=
+  say "stopping $SERVER_NAME (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  local i
+  for i in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# server_alive: fails (with the log's tail) if the server died during a run.
+server_alive() {
+  if [ -n "${SERVER_PID:-}" ] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    tail -n 20 "$BENCH_OUT/$SERVER_NAME.log" >&2
     SERVER_PID=
+    die "$SERVER_NAME died during the run (log: $BENCH_OUT/$SERVER_NAME.log)"
   fi
 }
 
-# CPU ticks (utime + stime) of a process.
+# cpu_ticks PID: CPU time used so far (user + system, in clock ticks), all threads.
 cpu_ticks() {
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-# tag NAME EXTRA_JSON: adds "server" and EXTRA_JSON fields to each JSON line on stdin.
+# tag NAME EXTRA_JSON: adds "server": NAME and the fields of EXTRA_JSON to each JSON line
+# on stdin; other lines are dropped.
 tag() {
   python3 -c '
 import json, sys
@@ -71,6 +186,3 @@ for line in sys.stdin:
         print(json.dumps({**json.loads(line), "server": name, **extra}))
 ' "$1" "$2"
 }
-
-trap stop_server EXIT
-mkdir -p "$ROOT/target/bench"

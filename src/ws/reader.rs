@@ -314,20 +314,18 @@ pub fn parse_close(payload: &[u8]) -> Result<(Option<CloseCode>, &str), Violatio
 }
 
 /// Bytes the spilled unit needs to be whole: its header, plus the payload for a control
-/// frame (data payloads are streamed, never spilled).
+/// frame (data payloads are streamed, never spilled). The payload length is read from the
+/// decoded header, so a control frame that uses a longer length form than it needs (legal on
+/// the wire) is sized correctly too.
 fn spilled_unit_len(spill: &[u8]) -> usize {
     let Some(header_len) = Header::wire_len(spill) else {
         return 2;
     };
-    if spill.len() < header_len {
-        return header_len;
-    }
-    let opcode = spill[0] & 0x0F;
-    let len7 = usize::from(spill[1] & 0x7F);
-    if opcode & 0x8 != 0 && len7 <= MAX_CONTROL_PAYLOAD {
-        header_len + len7
-    } else {
-        header_len
+    match Header::parse(spill) {
+        Ok(Some(h)) if h.opcode & 0x8 != 0 && h.payload_len <= MAX_CONTROL_PAYLOAD as u64 => {
+            header_len + h.payload_len as usize
+        }
+        _ => header_len,
     }
 }
 

@@ -137,6 +137,25 @@ fn splits_at_every_byte_give_the_same_events() {
 }
 
 #[test]
+fn control_frame_with_a_long_length_form_split_in_its_header() {
+    // A ping whose 2-byte payload length uses the 16-bit form (found by fuzzing): the
+    // header split at every point must still give the ping.
+    let key = [5, 6, 7, 8];
+    let mut bytes = vec![0x89, 0xFE, 0x00, 0x02];
+    bytes.extend_from_slice(&key);
+    bytes.extend_from_slice(&[b'h' ^ 5, b'i' ^ 6]);
+    bytes.extend(frame(true, OpCode::Text, b"after"));
+    assert_eq!(
+        run_whole(&bytes),
+        (
+            vec![Ev::Ping(b"hi".to_vec()), Ev::Msg(true, b"after".to_vec())],
+            Ok(())
+        )
+    );
+    assert_split_invariant(&bytes);
+}
+
+#[test]
 fn input_after_close_is_ignored() {
     let mut stream = frame(true, OpCode::Close, &[]);
     stream.extend(frame(true, OpCode::Text, b"late"));
