@@ -37,7 +37,7 @@ else
   ./target/debug/throng serve --host 127.0.0.1 --port "$port" --app echo --workers 2 \
     >target/autobahn-server.log 2>&1 &
   server_pid=$!
-  "$autobahn" "ws://127.0.0.1:$port/" --exclude '12.*,13.*' --out target/autobahn-reports/test \
+  "$autobahn" "ws://127.0.0.1:$port/" --exclude '12.*,13.*' --out "$root/target/autobahn-reports/test" \
     2>&1 | tee "$log"
   summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
   if [ -n "$summary" ]; then
