@@ -9,6 +9,10 @@ use std::time::Duration;
 pub enum AppKind {
     /// Send every text and binary message back unchanged.
     Echo,
+    /// The websocket-shootout protocol: echo and broadcast with a result.
+    Shootout,
+    /// Topic publish/subscribe over plain WebSocket (JSON).
+    Pubsub,
 }
 
 /// Which kernel interface moves the bytes.
@@ -32,9 +36,14 @@ pub struct Limits {
     pub close_timeout: Duration,
     /// On shutdown, how long connections get to finish their close handshake.
     pub drain_timeout: Duration,
-    /// Queued outbound bytes per connection past which the server stops reading from it
-    /// until the peer drains them (echo backpressure).
+    /// Outbound bytes queued per connection (what the kernel refused) past which the
+    /// server stops reading from it, drops volatile broadcasts to it, and starts the
+    /// slow-consumer grace period. Broadcasts past twice this close it at once.
     pub max_queued_bytes: usize,
+    /// How long a connection may stay over `max_queued_bytes` before it is closed (1008).
+    pub slow_consumer_grace: Duration,
+    /// Rooms (topics) one connection may be in.
+    pub max_rooms_per_connection: usize,
     /// Connections one worker holds at most; more are refused at accept.
     pub max_connections_per_worker: usize,
 }
@@ -48,7 +57,9 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(120),
             close_timeout: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(10),
-            max_queued_bytes: 4 << 20,
+            max_queued_bytes: 256 << 10,
+            slow_consumer_grace: Duration::from_secs(10),
+            max_rooms_per_connection: 1024,
             max_connections_per_worker: usize::MAX,
         }
     }

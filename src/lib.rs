@@ -5,11 +5,14 @@
 //! ```text
 //!  main.rs / server      binary and public entry points            (L6)
 //!  bench                 the load generator (client side of `ws`)
-//!  app                   what a server does with messages: echo    (L5)
+//!  app                   what a server does: echo, shootout, pubsub (L5)
 //!  worker                one per core: connections, phases, timers (L4)
+//!  fabric                cross-core inboxes, encode-once broadcast,
+//!                        per-worker room index                     (L3)
 //!  runtime               Driver seam (epoll via mio), listeners    (L2)
 //!  ws, http              sans-IO protocol cores                    (L1)
 //!  config                every bound in one plain struct           (leaf)
+//!  metrics               per-worker counters, Prometheus text      (leaf)
 //! ```
 //!
 //! `tests/layering.rs` checks that each module imports only what its layer allows.
@@ -17,7 +20,9 @@
 pub mod app;
 pub mod bench;
 pub mod config;
+pub mod fabric;
 pub mod http;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod worker;

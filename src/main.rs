@@ -33,6 +33,10 @@ enum Command {
 enum AppArg {
     /// Echo every text and binary message back unchanged, at any path.
     Echo,
+    /// websocket-shootout: {"type":"echo"|"broadcast","payload":X} (broadcast to all).
+    Shootout,
+    /// Topic fan-out: {"op":"subscribe"|"unsubscribe"|"publish","topic":T,...} (README).
+    Pubsub,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -74,9 +78,16 @@ struct ServeArgs {
     /// Seconds to wait for clients to finish closing on SIGINT/SIGTERM.
     #[arg(long, default_value_t = 10)]
     drain_timeout: u64,
-    /// Bytes queued for one slow reader before the server stops reading from it.
+    /// Outbound bytes queued for one slow reader before the server stops reading from it
+    /// and drops volatile broadcasts to it; twice this closes it (1008).
     #[arg(long, default_value_t = Limits::default().max_queued_bytes)]
     max_queued_bytes: usize,
+    /// Seconds a connection may stay over --max-queued-bytes before it is closed (1008).
+    #[arg(long, default_value_t = Limits::default().slow_consumer_grace.as_secs())]
+    slow_consumer_grace: u64,
+    /// Rooms (pubsub topics) one connection may be in.
+    #[arg(long, default_value_t = Limits::default().max_rooms_per_connection)]
+    max_rooms_per_connection: usize,
     /// Connections held at most, over all workers (default: what the open-file limit allows).
     #[arg(long)]
     max_connections: Option<usize>,
@@ -112,8 +123,15 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.max_message_size == 0 || args.idle_timeout == 0 || args.handshake_timeout == 0 {
-        eprintln!("error: --max-message-size, --idle-timeout and --handshake-timeout must be > 0");
+    if args.max_message_size == 0
+        || args.idle_timeout == 0
+        || args.handshake_timeout == 0
+        || args.max_queued_bytes == 0
+    {
+        eprintln!(
+            "error: --max-message-size, --idle-timeout, --handshake-timeout and \
+             --max-queued-bytes must be > 0"
+        );
         return ExitCode::from(2);
     }
     let workers = args
@@ -123,6 +141,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         addr: SocketAddr::new(args.host, args.port),
         app: match args.app {
             AppArg::Echo => AppKind::Echo,
+            AppArg::Shootout => AppKind::Shootout,
+            AppArg::Pubsub => AppKind::Pubsub,
         },
         workers,
         driver,
@@ -132,6 +152,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             idle_timeout: Duration::from_secs(args.idle_timeout),
             drain_timeout: Duration::from_secs(args.drain_timeout),
             max_queued_bytes: args.max_queued_bytes,
+            slow_consumer_grace: Duration::from_secs(args.slow_consumer_grace),
+            max_rooms_per_connection: args.max_rooms_per_connection,
             ..Limits::default()
         },
     };

@@ -10,11 +10,21 @@ use std::thread;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::app::Echo;
-use crate::config::{AppKind, Config, DriverKind};
+use crate::app::{Echo, PubSub, Shootout};
+use crate::config::{AppKind, Config, DriverKind, Limits};
+use crate::fabric::{Fabric, Wake};
 use crate::runtime::epoll::Epoll;
 use crate::runtime::{listener, system};
-use crate::worker::{Stats, Worker};
+use crate::worker::{App, Stats, Worker};
+
+/// The epoll driver's waker, as the fabric sees it.
+struct MioWake(Arc<mio::Waker>);
+
+impl Wake for MioWake {
+    fn wake(&self) -> std::io::Result<()> {
+        self.0.wake()
+    }
+}
 
 /// File descriptors kept back for listeners, wakers, logs and the like.
 const RESERVED_FDS: u64 = 32;
@@ -71,30 +81,38 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
 
     let shutdown = Arc::new(AtomicBool::new(false));
     let cpus = system::allowed_cpus();
-    let mut wakers = Vec::with_capacity(workers);
+    let mut drivers = Vec::with_capacity(workers);
+    for listener in listeners {
+        drivers.push(
+            match config.driver {
+                DriverKind::Epoll => Epoll::new(listener),
+            }
+            .map_err(|e| ServeError::Setup(format!("cannot create the event loop: {e}")))?,
+        );
+    }
+    let wakers: Vec<Arc<mio::Waker>> = drivers.iter().map(|d| d.waker()).collect();
+    let fabric = Arc::new(Fabric::new(
+        wakers
+            .iter()
+            .map(|w| Box::new(MioWake(Arc::clone(w))) as Box<dyn Wake>)
+            .collect(),
+    ));
     let mut handles = Vec::with_capacity(workers);
-    for (index, listener) in listeners.into_iter().enumerate() {
-        let driver = match config.driver {
-            DriverKind::Epoll => Epoll::new(listener),
-        }
-        .map_err(|e| ServeError::Setup(format!("cannot create the event loop: {e}")))?;
-        wakers.push(driver.waker());
-        let app = match config.app {
-            AppKind::Echo => Echo,
-        };
-        let mut worker = Worker::new(driver, app, config.limits, Arc::clone(&shutdown));
+    for (index, driver) in drivers.into_iter().enumerate() {
         let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
-        let handle = thread::Builder::new()
-            .name(format!("throng-w{index}"))
-            .spawn(move || {
-                if let Some(cpu) = cpu
-                    && let Err(e) = system::pin_current_thread(cpu)
-                {
-                    tracing::warn!(worker = index, cpu, error = %e, "cannot pin worker");
-                }
-                worker.run()
-            })
-            .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;
+        let start = WorkerStart {
+            index,
+            cpu,
+            limits: config.limits,
+            fabric: Arc::clone(&fabric),
+            shutdown: Arc::clone(&shutdown),
+        };
+        let handle = match config.app {
+            AppKind::Echo => start.spawn(driver, Echo),
+            AppKind::Shootout => start.spawn(driver, Shootout),
+            AppKind::Pubsub => start.spawn(driver, PubSub),
+        }
+        .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;
         handles.push(handle);
     }
 
@@ -132,14 +150,44 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
             .join()
             .map_err(|_| ServeError::Setup(format!("worker {index} panicked")))?
             .map_err(|e| ServeError::Worker(index, e))?;
-        sum.accepted += stats.accepted;
-        sum.refused_at_capacity += stats.refused_at_capacity;
-        sum.handshakes_rejected += stats.handshakes_rejected;
-        sum.protocol_errors += stats.protocol_errors;
-        sum.idle_closed += stats.idle_closed;
-        sum.closed += stats.closed;
-        sum.messages_in += stats.messages_in;
+        sum.add(&stats);
     }
     tracing::info!(?sum, "stopped");
     Ok(sum)
+}
+
+/// What one worker thread needs besides its driver and app.
+struct WorkerStart {
+    index: usize,
+    cpu: Option<usize>,
+    limits: Limits,
+    fabric: Arc<Fabric>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl WorkerStart {
+    fn spawn<A: App>(
+        self,
+        driver: Epoll,
+        app: A,
+    ) -> std::io::Result<thread::JoinHandle<std::io::Result<Stats>>> {
+        let WorkerStart {
+            index,
+            cpu,
+            limits,
+            fabric,
+            shutdown,
+        } = self;
+        let mut worker = Worker::new(driver, app, limits, fabric, index, shutdown);
+        thread::Builder::new()
+            .name(format!("throng-w{index}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu
+                    && let Err(e) = system::pin_current_thread(cpu)
+                {
+                    tracing::warn!(worker = index, cpu, error = %e, "cannot pin worker");
+                }
+                worker.run()
+            })
+    }
 }

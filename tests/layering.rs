@@ -7,13 +7,18 @@ use std::path::Path;
 /// Top-level module → crate modules it may import.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &[]),
+    ("metrics", &[]),
+    ("fabric", &["ws", "runtime", "metrics"]),
     ("ws", &["http"]),
     ("http", &[]),
     ("runtime", &[]),
-    ("worker", &["ws", "http", "runtime", "config"]),
-    ("app", &["worker", "ws"]),
+    (
+        "worker",
+        &["ws", "http", "runtime", "config", "fabric", "metrics"],
+    ),
+    ("app", &["worker", "ws", "fabric"]),
     ("bench", &["ws", "http", "runtime"]),
-    ("server", &["app", "config", "runtime", "worker"]),
+    ("server", &["app", "config", "runtime", "worker", "fabric"]),
 ];
 
 fn crate_refs(source: &str) -> Vec<String> {

@@ -1,6 +1,14 @@
 //! Applications: what a server does with messages. Each implements [`crate::worker::App`]
 //! and is picked by `--app`.
+//!
+//! - `echo`: every message back to its sender.
+//! - `shootout`: the websocket-shootout protocol (echo, broadcast + broadcastResult).
+//! - `pubsub`: topic subscribe/unsubscribe/publish over JSON.
 
 pub mod echo;
+pub mod pubsub;
+pub mod shootout;
 
 pub use echo::Echo;
+pub use pubsub::PubSub;
+pub use shootout::Shootout;

@@ -73,6 +73,18 @@ impl Reject {
     }
 }
 
+/// Writes a `200 OK` with `body` and `Connection: close` (e.g. `/metrics`).
+pub fn write_ok(out: &mut Vec<u8>, content_type: &str, body: &[u8]) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    out.extend_from_slice(body);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

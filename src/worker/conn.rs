@@ -40,6 +40,12 @@ pub const PINGED: u8 = 1;
 pub const READ_PAUSED: u8 = 2;
 /// FIN has been sent.
 pub const SHUT: u8 = 4;
+/// Reading is paused until this worker's fabric backlog drains.
+pub const FABRIC_PAUSED: u8 = 8;
+/// The out-queue is over the cap; the grace period runs (see `Core::over_cap`).
+pub const OVER_CAP: u8 = 16;
+/// Condemned as a slow consumer: no more data is queued; a 1008 close follows.
+pub const SLOW: u8 = 32;
 
 // The budget that keeps an idle connection small: checked at compile time.
 const _: () = assert!(std::mem::size_of::<Conn>() <= 112);
@@ -52,6 +58,20 @@ impl Conn {
             generation,
             deadline,
             flags: 0,
+        }
+    }
+
+    /// `Open(reader)` → `Closing(reader)`; `false`, and no change, in any other phase.
+    pub fn start_closing(&mut self) -> bool {
+        match std::mem::replace(&mut self.phase, Phase::Linger) {
+            Phase::Open(reader) => {
+                self.phase = Phase::Closing(reader);
+                true
+            }
+            other => {
+                self.phase = other;
+                false
+            }
         }
     }
 

@@ -7,14 +7,19 @@
 //!   turn with one vectored write per connection (uWebSockets' corking).
 //! - `OutQueue`: per connection, only what the kernel did not take. Empty → no heap at
 //!   all (one null pointer); freed as soon as it drains.
-//! - `Outbox`: the handle an app gets to send on one connection.
+//! - `Outbox`: the handle an app gets to send on one connection, publish broadcasts and
+//!   join or leave rooms.
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::fabric::{Broadcast, Origin, RoomKey, TooManyRooms};
 use crate::runtime::ConnId;
+use crate::ws::CloseCode;
 use crate::ws::frame::{FrameHead, OpCode};
+
+use super::hub::Hub;
 
 /// Leftovers shorter than this are copied out of the shared cork chunk so that a slow
 /// reader never pins a whole chunk for a few bytes.
@@ -25,41 +30,60 @@ const SHARE_PAYLOAD_FROM: usize = 4 << 10;
 /// Cork chunk size: replies to one read usually fit in one chunk.
 pub const CORK_BYTES: usize = 64 << 10;
 
+/// One piece of this turn's output for one connection.
+pub struct Piece {
+    pub id: ConnId,
+    pub bytes: Bytes,
+    /// Queue by reference if the kernel refuses it (a shared broadcast frame or an owned
+    /// message); otherwise a small leftover is copied out of the cork's chunk.
+    pub keep: bool,
+}
+
+/// This turn's output, flushed after the turn with one vectored write per connection.
 #[derive(Default)]
 pub struct Pending {
-    pub ids: Vec<ConnId>,
-    pub bufs: Vec<Bytes>,
+    pub pieces: Vec<Piece>,
+    /// Pieces of one connection may not be adjacent (a broadcast went out this turn):
+    /// group them (stable, so each connection's order holds) before writing.
+    pub scattered: bool,
 }
 
 impl Pending {
-    pub fn push(&mut self, id: ConnId, bytes: Bytes) {
+    pub fn push(&mut self, id: ConnId, bytes: Bytes, keep: bool) {
         if !bytes.is_empty() {
-            self.ids.push(id);
-            self.bufs.push(bytes);
+            self.pieces.push(Piece { id, bytes, keep });
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.pieces.is_empty()
     }
 
     pub fn clear(&mut self) {
-        self.ids.clear();
-        self.bufs.clear();
+        self.pieces.clear();
+        self.scattered = false;
+    }
+
+    /// Makes each connection's pieces adjacent, in their original order. Broadcasts
+    /// visit recipients in slot order, so this is a merge of a few sorted runs.
+    pub fn group(&mut self) {
+        if self.scattered {
+            self.pieces.sort_by_key(|p| p.id.slot);
+            self.scattered = false;
+        }
     }
 }
 
 /// Moves what the cork holds into `pending`, addressed to `id`.
 pub fn seal(cork: &mut BytesMut, pending: &mut Pending, id: ConnId) {
     if !cork.is_empty() {
-        pending.push(id, cork.split().freeze());
+        pending.push(id, cork.split().freeze(), false);
     }
 }
 
-/// Sends frames on one connection during a callback.
+/// Sends frames on one connection during a callback, and reaches the fabric.
 pub struct Outbox<'a> {
-    pub(crate) cork: &'a mut BytesMut,
-    pub(crate) pending: &'a mut Pending,
+    pub(crate) hub: &'a mut Hub,
     pub(crate) id: ConnId,
 }
 
@@ -69,6 +93,19 @@ impl Outbox<'_> {
         self.frame(data_opcode(text), payload);
     }
 
+    /// Sends one message made of `parts` (copied into the cork, no temporary buffer).
+    pub fn send_parts(&mut self, text: bool, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let head = FrameHead::new(true, data_opcode(text), len, None);
+        let cork = &mut self.hub.cork;
+        cork.reserve(head.as_bytes().len() + len);
+        cork.extend_from_slice(head.as_bytes());
+        for part in parts {
+            cork.extend_from_slice(part);
+        }
+        self.hub.metrics.messages_out.inc();
+    }
+
     /// Sends one message whose payload is already owned: queued by reference, no copy
     /// (small payloads are copied, which is cheaper than a separate iovec).
     pub fn send_shared(&mut self, text: bool, payload: Bytes) {
@@ -76,17 +113,61 @@ impl Outbox<'_> {
             return self.send(text, &payload);
         }
         let head = FrameHead::new(true, data_opcode(text), payload.len(), None);
-        self.cork.extend_from_slice(head.as_bytes());
-        seal(self.cork, self.pending, self.id);
-        self.pending.push(self.id, payload);
+        self.hub.cork.extend_from_slice(head.as_bytes());
+        seal(&mut self.hub.cork, &mut self.hub.pending, self.id);
+        self.hub.pending.push(self.id, payload, true);
+        self.hub.metrics.messages_out.inc();
     }
 
     /// Any frame, header and payload, into the cork.
     pub(crate) fn frame(&mut self, op: OpCode, payload: &[u8]) {
         let head = FrameHead::new(true, op, payload.len(), None);
-        self.cork.reserve(head.as_bytes().len() + payload.len());
-        self.cork.extend_from_slice(head.as_bytes());
-        self.cork.extend_from_slice(payload);
+        let cork = &mut self.hub.cork;
+        cork.reserve(head.as_bytes().len() + payload.len());
+        cork.extend_from_slice(head.as_bytes());
+        cork.extend_from_slice(payload);
+        self.hub.metrics.messages_out.inc();
+    }
+
+    /// This connection, as a broadcast's origin (for `Broadcast::except_origin`).
+    pub fn origin(&self) -> Origin {
+        Origin {
+            worker: self.hub.index,
+            conn: self.id,
+        }
+    }
+
+    /// Publishes `msg` on every worker. What this connection sent before reaches it
+    /// first; what it sends after, after (its own copy included, if it is a recipient).
+    pub fn broadcast(&mut self, msg: Broadcast) {
+        seal(&mut self.hub.cork, &mut self.hub.pending, self.id);
+        self.hub.publish(Some(self.id), msg);
+    }
+
+    /// Joins `room` on this worker's index. `Ok(false)`: already a member.
+    pub fn join(&mut self, room: &str) -> Result<bool, TooManyRooms> {
+        self.hub.rooms.join(self.id.slot, room)
+    }
+
+    /// Leaves `room`. `false`: was not a member.
+    pub fn leave(&mut self, room: &str) -> bool {
+        self.hub.rooms.leave(self.id.slot, room)
+    }
+
+    /// Leaves every room.
+    pub fn leave_all(&mut self) {
+        self.hub.rooms.leave_all(self.id.slot);
+    }
+
+    /// The rooms this connection is in.
+    pub fn rooms(&self) -> &[RoomKey] {
+        self.hub.rooms.rooms_of(self.id.slot)
+    }
+
+    /// Closes this connection with `code` after what was sent so far; later messages in
+    /// the same read are ignored.
+    pub fn close(&mut self, code: CloseCode, reason: &'static str) {
+        self.hub.close_request = Some((code, reason));
     }
 }
 
@@ -112,16 +193,18 @@ impl OutQueue {
         self.0.as_ref().map_or(0, |q| q.bytes)
     }
 
-    /// Queues `pieces` after skipping their first `written` bytes.
-    pub fn push_unwritten(&mut self, pieces: &[Bytes], mut written: usize) {
-        for piece in pieces {
+    /// Queues `pieces` after skipping their first `written` bytes. A piece whose
+    /// `keep` flag is false (a slice of the cork) is copied when short.
+    pub fn push_unwritten(&mut self, pieces: &[Bytes], keep: &[bool], mut written: usize) {
+        for (i, piece) in pieces.iter().enumerate() {
             if written >= piece.len() {
                 written -= piece.len();
                 continue;
             }
             let rest = piece.slice(written..);
             written = 0;
-            let rest = if rest.len() < COPY_LEFTOVER_BELOW {
+            let rest = if !keep.get(i).copied().unwrap_or(false) && rest.len() < COPY_LEFTOVER_BELOW
+            {
                 Bytes::copy_from_slice(&rest)
             } else {
                 rest
@@ -143,6 +226,30 @@ impl OutQueue {
             Some(q) => q.bufs.make_contiguous(),
             None => &[],
         }
+    }
+
+    /// Keeps only the front piece (it may be partly written: dropping it would break
+    /// the framing) and drops the rest (closing a slow consumer).
+    pub fn truncate_to_front(&mut self) {
+        if let Some(q) = self.0.as_mut() {
+            q.bufs.truncate(1);
+            q.bytes = q.bufs.front().map_or(0, |b| b.len());
+        }
+    }
+
+    /// Appends one piece by reference.
+    pub fn push_back(&mut self, piece: Bytes) {
+        if piece.is_empty() {
+            return;
+        }
+        let q = self.0.get_or_insert_with(|| {
+            Box::new(Queued {
+                bufs: VecDeque::new(),
+                bytes: 0,
+            })
+        });
+        q.bytes += piece.len();
+        q.bufs.push_back(piece);
     }
 
     /// Drops `written` bytes from the front; frees everything once empty.
@@ -177,7 +284,7 @@ mod tests {
     fn queue_keeps_order_and_frees_when_drained() {
         let mut q = OutQueue::default();
         let pieces = [Bytes::from_static(b"hello"), Bytes::from_static(b"world")];
-        q.push_unwritten(&pieces, 3);
+        q.push_unwritten(&pieces, &[false, false], 3);
         assert_eq!(q.bytes(), 7);
         let joined: Vec<u8> = q.as_slices().iter().flat_map(|b| b.to_vec()).collect();
         assert_eq!(joined, b"loworld");
@@ -186,6 +293,24 @@ mod tests {
         q.advance(3);
         assert!(q.is_empty());
         assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn kept_pieces_are_queued_by_reference_and_truncation_keeps_the_front() {
+        let shared = Bytes::from(vec![1u8; 100]);
+        let mut q = OutQueue::default();
+        q.push_unwritten(&[shared.clone(), shared.clone()], &[true, true], 10);
+        let slices = q.as_slices();
+        assert_eq!(
+            slices[1].as_ptr(),
+            shared.as_ptr(),
+            "no copy of a kept piece"
+        );
+        assert_eq!(q.bytes(), 190);
+        q.truncate_to_front();
+        assert_eq!(q.bytes(), 90);
+        q.push_back(Bytes::from_static(b"close"));
+        assert_eq!(q.bytes(), 95);
     }
 
     #[test]
