@@ -105,6 +105,8 @@ pub struct WorkerMetrics {
     pub queued_bytes: Counter,
     /// Gauge: broadcasts waiting for another worker's full inbox.
     pub fabric_backlog: Counter,
+    /// Gauge: rooms with at least one member on this worker (updated every sweep).
+    pub rooms: Counter,
 }
 
 impl WorkerMetrics {
@@ -228,6 +230,12 @@ pub fn render(workers: &[&WorkerMetrics], inbox_depth: &[usize]) -> String {
         "throng_worker_fabric_backlog",
         "Broadcasts a worker holds for full inboxes.",
         &each(&|w| w.fabric_backlog.get()),
+    );
+    per_worker(
+        &mut out,
+        "throng_worker_rooms",
+        "Rooms (topics) with members on a worker (every sweep).",
+        &each(&|w| w.rooms.get()),
     );
     per_worker(
         &mut out,

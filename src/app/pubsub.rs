@@ -8,6 +8,8 @@
 //! | `{"op":"publish","topic":"T","data":X}` | every subscriber of T, on every worker (the publisher too if subscribed), gets `{"topic":"T","data":X}` |
 //! | … with `"id":N` | then the publisher gets `{"op":"published","id":N}` |
 //! | … with `"volatile":true` | subscribers over their queue cap are skipped instead of queued |
+//! | … with `"except":["U",…]` | subscribers of any of those topics are left out |
+//! | … with `"skip_sender":true` | the publisher is left out even if subscribed |
 //!
 //! `X` and `N` are forwarded as the raw JSON they arrived as (located, not rebuilt); the
 //! delivery frame is encoded once for all subscribers. A request that cannot be served
@@ -26,6 +28,8 @@ use crate::ws::{CloseCode, Payload};
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_BYTES: usize = 256;
+/// Most topics in one publish's `except`.
+pub const MAX_EXCEPT: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct PubSub;
@@ -42,6 +46,10 @@ struct Request<'a> {
     id: Option<&'a RawValue>,
     #[serde(default)]
     volatile: bool,
+    #[serde(borrow, default)]
+    except: Vec<Cow<'a, str>>,
+    #[serde(default)]
+    skip_sender: bool,
 }
 
 fn reply_error(out: &mut Outbox<'_>, op: Option<&str>, reason: &str) {
@@ -102,11 +110,17 @@ impl App for PubSub {
                         b"}",
                     ],
                 );
-                out.broadcast(
-                    Broadcast::to_all(frame)
-                        .in_rooms([topic])
-                        .volatile(req.volatile),
-                );
+                if req.except.len() > MAX_EXCEPT {
+                    return reply_error(out, Some(op), "at most 64 topics in except");
+                }
+                let mut msg = Broadcast::to_all(frame)
+                    .in_rooms([topic])
+                    .except_rooms(&req.except)
+                    .volatile(req.volatile);
+                if req.skip_sender {
+                    msg.except_origin = Some(out.origin());
+                }
+                out.broadcast(msg);
                 if let Some(id) = req.id {
                     out.send_parts(
                         true,

@@ -411,6 +411,10 @@ impl<A: App> Core<A> {
             }
         }
         self.hub.metrics.queued_bytes.set(queued_total);
+        self.hub
+            .metrics
+            .rooms
+            .set(self.hub.rooms.room_count() as u64);
         for slot in expired {
             let Some(conn) = self.hub.conns.get_mut(slot) else {
                 continue;

@@ -24,19 +24,15 @@ pub fn free_port() -> u16 {
 }
 
 impl Server {
-    /// `throng serve --app echo` with `extra` flags; waits until it accepts TCP.
+    /// `throng serve` (`--app echo --workers 2` unless `extra` says otherwise) with
+    /// `extra` flags; waits until it accepts TCP.
     pub fn start(extra: &[&str]) -> Server {
         let port = free_port();
         let port_s = port.to_string();
-        let mut args = vec![
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port_s,
-            "--app",
-            "echo",
-        ];
+        let mut args = vec!["serve", "--host", "127.0.0.1", "--port", &port_s];
+        if !extra.contains(&"--app") {
+            args.extend(["--app", "echo"]);
+        }
         if !extra.contains(&"--workers") {
             args.extend(["--workers", "2"]);
         }
