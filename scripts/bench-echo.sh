@@ -46,15 +46,10 @@ for server in $SERVERS; do
     say "$server: $conns conns x $SIZE B, $inflight in flight"
     before=$(cpu_ticks "$SERVER_PID")
     t0=$(date +%s.%N)
-    rc=0
-    # In the background, so that a signal to this script interrupts `wait` at once and the
-    # EXIT trap stops both the generator and the server.
-    taskset -c "$CLIENT_CORE" "$THRONG" bench echo --url "ws://127.0.0.1:$port/" \
+    run_generator "$run_out" "$THRONG" bench echo --url "ws://127.0.0.1:$port/" \
       --conns "$conns" --size "$SIZE" --inflight "$inflight" --secs "$SECS" \
-      --warmup "$WARMUP" --threads "$GEN_THREADS" >"$run_out" &
-    GEN_PID=$!
-    wait "$GEN_PID" || rc=$?
-    GEN_PID=
+      --warmup "$WARMUP" --threads "$GEN_THREADS"
+    rc=$GEN_RC
     t1=$(date +%s.%N)
     server_alive
     after=$(cpu_ticks "$SERVER_PID")

@@ -107,6 +107,8 @@ pub struct WorkerMetrics {
     pub fabric_backlog: Counter,
     /// Gauge: rooms with at least one member on this worker (updated every sweep).
     pub rooms: Counter,
+    /// Gauge: this turn's output pieces carried to the next turn (write budget spent).
+    pub deferred_pieces: Counter,
 }
 
 impl WorkerMetrics {
@@ -230,6 +232,12 @@ pub fn render(workers: &[&WorkerMetrics], inbox_depth: &[usize]) -> String {
         "throng_worker_fabric_backlog",
         "Broadcasts a worker holds for full inboxes.",
         &each(&|w| w.fabric_backlog.get()),
+    );
+    per_worker(
+        &mut out,
+        "throng_worker_deferred_pieces",
+        "Frames for other connections carried to the next loop turn (write budget).",
+        &each(&|w| w.deferred_pieces.get()),
     );
     per_worker(
         &mut out,

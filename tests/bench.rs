@@ -4,18 +4,9 @@
 
 mod util;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use util::Server;
-
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_throng"))
-        .arg("bench")
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run throng bench")
-}
+use util::{Server, bench};
 
 /// The one JSON object on stdout.
 fn json(out: &Output) -> serde_json::Value {

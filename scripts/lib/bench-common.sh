@@ -1,23 +1,32 @@
-# Shared by scripts/bench-echo.sh and scripts/bench-idle.sh: build the servers, start one
-# pinned to a core, wait (bounded) for its port, read its CPU time, stop it, and tag the
-# generator's JSON lines. Loopback (127.0.0.1) only. Source this file; do not run it.
+# Shared by scripts/bench-echo.sh, scripts/bench-idle.sh and scripts/bench-fanout.sh: build
+# the servers, start one pinned to a core, wait (bounded) for its port, read its CPU time,
+# stop it, and tag the generator's JSON lines. Loopback (127.0.0.1) only. Source this file; do not run it.
 #
-# Servers: throng (1 worker, epoll), tokio-tungstenite (1 runtime worker thread),
-# tokio-tungstenite-4k (the same with a 4 KiB read buffer instead of tungstenite's
-# 128 KiB default), node-ws (node's `ws`, one JS thread by nature).
+# Servers: throng (1 worker, epoll, `--app $THRONG_APP`), tokio-tungstenite (1 runtime
+# worker thread), tokio-tungstenite-4k (the same with a 4 KiB read buffer instead of
+# tungstenite's 128 KiB default), node-ws (node's `ws`, one JS thread by nature); and, for the
+# shootout protocol (echo + broadcast, scripts/bench-fanout.sh, which sets THRONG_APP=shootout):
+# tokio-tungstenite-shootout (benches/peers/tokio-tungstenite-shootout, 1 runtime worker
+# thread) and node-ws-shootout (benches/peers/node-ws/shootout.js).
 #
 # Env: SERVER_CORE (default 0), CLIENT_CORE (default 1), NO_BUILD=1 to skip the builds.
+# Set by the sourcing script: THRONG_APP (default echo).
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 THRONG="$ROOT/target/release/throng"
 TT_DIR="$ROOT/benches/peers/tokio-tungstenite-echo"
 TT_ECHO="$TT_DIR/target/release/tokio-tungstenite-echo"
+TT_SHOOT_DIR="$ROOT/benches/peers/tokio-tungstenite-shootout"
+TT_SHOOT="$TT_SHOOT_DIR/target/release/tokio-tungstenite-shootout"
 NODE_DIR="$ROOT/benches/peers/node-ws"
 BENCH_OUT="$ROOT/target/bench"
 SERVER_CORE=${SERVER_CORE:-0}
 CLIENT_CORE=${CLIENT_CORE:-1}
 SERVER_PID=
 SERVER_NAME=
+THRONG_APP=${THRONG_APP:-echo}
+SERVER_NAMES="throng, tokio-tungstenite, tokio-tungstenite-4k, node-ws, \
+tokio-tungstenite-shootout, node-ws-shootout"
 
 say() { echo "== $*" >&2; }
 die() {
@@ -63,7 +72,8 @@ check_servers() {
   for name in "$@"; do
     case $name in
       throng | tokio-tungstenite | tokio-tungstenite-4k | node-ws) ;;
-      *) die "unknown server '$name' (throng, tokio-tungstenite, tokio-tungstenite-4k, node-ws)" ;;
+      tokio-tungstenite-shootout | node-ws-shootout) ;;
+      *) die "unknown server '$name' ($SERVER_NAMES)" ;;
     esac
   done
 }
@@ -82,14 +92,20 @@ build_all() {
   else
     say "building throng (cargo build --release)"
     (cd "$ROOT" && nice -n 5 cargo build --release --quiet) || die "building throng failed"
-    case " $* " in *" tokio-tungstenite"*)
+    case " $* " in *" tokio-tungstenite "* | *" tokio-tungstenite-4k "*)
       say "building the tokio-tungstenite peer (cargo build --release in $TT_DIR)"
       (cd "$TT_DIR" && nice -n 5 cargo build --release --quiet) ||
         die "building the tokio-tungstenite peer failed"
       ;;
     esac
+    case " $* " in *" tokio-tungstenite-shootout "*)
+      say "building the tokio-tungstenite shootout peer (cargo build --release in $TT_SHOOT_DIR)"
+      (cd "$TT_SHOOT_DIR" && nice -n 5 cargo build --release --quiet) ||
+        die "building the tokio-tungstenite shootout peer failed"
+      ;;
+    esac
   fi
-  case " $* " in *" node-ws "*)
+  case " $* " in *" node-ws "* | *" node-ws-shootout "*)
     if [ ! -d "$NODE_DIR/node_modules/ws" ]; then
       say "installing node's ws (npm ci in $NODE_DIR)"
       npm ci --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error || die "npm ci failed"
@@ -115,14 +131,19 @@ start_server() {
   local -a cmd
   case $name in
     throng)
-      cmd=("$THRONG" serve --host 127.0.0.1 --port "$port" --app echo --workers 1 --driver epoll) ;;
+      cmd=("$THRONG" serve --host 127.0.0.1 --port "$port" --app "$THRONG_APP" --workers 1 \
+        --driver epoll) ;;
     tokio-tungstenite)
       cmd=("$TT_ECHO" --port "$port" --threads 1) ;;
     tokio-tungstenite-4k)
       cmd=("$TT_ECHO" --port "$port" --threads 1 --read-buffer 4096) ;;
     node-ws)
       cmd=(node "$NODE_DIR/echo.js" --port "$port") ;;
-    *) die "unknown server '$name' (throng, tokio-tungstenite, tokio-tungstenite-4k, node-ws)" ;;
+    tokio-tungstenite-shootout)
+      cmd=("$TT_SHOOT" --port "$port" --threads 1) ;;
+    node-ws-shootout)
+      cmd=(node "$NODE_DIR/shootout.js" --port "$port") ;;
+    *) die "unknown server '$name' ($SERVER_NAMES)" ;;
   esac
   say "starting $name on core $SERVER_CORE: ${cmd[*]} (log: $log)"
   taskset -c "$SERVER_CORE" "${cmd[@]}" >"$log" 2>&1 &
@@ -176,6 +197,19 @@ cpu_ticks() {
 
 # tag NAME EXTRA_JSON: adds "server": NAME and the fields of EXTRA_JSON to each JSON line
 # on stdin; other lines are dropped.
+# run_generator OUT CMD...: runs the generator pinned to CLIENT_CORE, stdout to OUT, in the
+# background so that a signal to the script interrupts `wait` at once and the EXIT trap
+# stops both the generator and the server. Sets GEN_RC to its exit status.
+run_generator() {
+  local out=$1
+  shift
+  GEN_RC=0
+  taskset -c "$CLIENT_CORE" "$@" >"$out" &
+  GEN_PID=$!
+  wait "$GEN_PID" || GEN_RC=$?
+  GEN_PID=
+}
+
 tag() {
   python3 -c '
 import json, sys

@@ -11,7 +11,9 @@
 //!   `write` ([`Client::flush`]).
 //! - A connection that fails or is closed by the server is removed at once, counted
 //!   (`connect_failed` before the handshake completed, `lost` after), and its state is
-//!   handed back through [`Fleet::take_dropped`] so the caller can account for it.
+//!   handed back through [`Fleet::take_dropped`] so the caller can account for it. So
+//!   every connect started ends up open, or handshaking, or in `take_dropped` (a connect
+//!   that fails at once too, with a fresh state).
 //! - The fleet's [`Waker`] token never names a connection.
 
 use std::io;
@@ -95,11 +97,6 @@ impl<S> Fleet<S> {
         Waker::new(self.poll.registry(), WAKE)
     }
 
-    /// Connects started so far (failed ones included).
-    pub fn started(&self) -> usize {
-        self.dialer.started
-    }
-
     /// Starts connects, as many as the dialer allows now, until `wanted` have been
     /// started in total; each new connection's state comes from `init`.
     pub fn dial(&mut self, wanted: usize, mut init: impl FnMut() -> S) {
@@ -110,6 +107,7 @@ impl<S> Fleet<S> {
                 Err(e) => {
                     self.counts.connect_failed += 1;
                     self.counts.error(format!("connect: {e}"));
+                    self.dropped.push((init(), false));
                     continue;
                 }
             };
@@ -130,6 +128,7 @@ impl<S> Fleet<S> {
                     self.dialer.in_progress -= 1;
                     self.counts.connect_failed += 1;
                     self.counts.error(format!("register: {e}"));
+                    self.dropped.push((init(), false));
                 }
             }
         }
@@ -158,7 +157,12 @@ impl<S> Fleet<S> {
                 continue;
             };
             let was_open = m.client.phase == Phase::Open;
-            let read = on_read(&mut m.client, &mut m.state, &mut self.scratch, &mut self.rng);
+            let read = on_read(
+                &mut m.client,
+                &mut m.state,
+                &mut self.scratch,
+                &mut self.rng,
+            );
             let flushed = m.client.flush();
             let failure = match read {
                 Ok(true) if m.client.closed_by_peer() => {
@@ -244,10 +248,5 @@ impl<S> Fleet<S> {
     /// The states of connections removed since the last call, with whether each was open.
     pub fn take_dropped(&mut self) -> Vec<(S, bool)> {
         std::mem::take(&mut self.dropped)
-    }
-
-    /// Handshakes started and not yet finished or failed.
-    pub fn handshaking(&self) -> usize {
-        self.dialer.in_progress
     }
 }

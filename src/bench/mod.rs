@@ -6,26 +6,42 @@
 //! - `connect` (`connect.rs`): N idle upgraded connections from source addresses
 //!   127.0.0.2.., held while the server's RSS and the kernel's slab growth are read
 //!   from /proc.
+//! - `broadcast` (`broadcast.rs`): the websocket-shootout method over its protocol:
+//!   clients added a step at a time, sampled broadcast round trips per step, stop at an
+//!   RTT percentile limit; every client's deliveries counted per step.
+//! - `fanout` (`fanout.rs`): one publisher with a bounded window of unacknowledged
+//!   publishes to N subscribers (throng's pubsub or shootout): deliveries/s, delivery
+//!   latency, lost/duplicate/out-of-order deliveries after a bounded drain.
+//! - `fleet.rs`: many connections in one thread's mio loop with per-connection state
+//!   (the broadcast and fanout threads); `json.rs`: their JSON frames, built and
+//!   recognised without a parser on the hot path.
 //! - `client.rs`: one connection (handshake, masked frames out, the codec's `Reader` in
 //!   client role) and the `Dialer` that bounds connects in progress.
 //! - `report.rs`: the loopback-only target, percentiles, CPU use, /proc readings.
 //!
-//! Output: a human summary on stderr, one JSON object per result on stdout (one line),
+//! Output: a human summary on stderr, one JSON object per result on stdout (one line;
+//! `broadcast` prints one per step and a closing `"kind":"summary"` one),
 //! and the generator's own CPU use so a run shows when the generator was the bottleneck.
 //!
 //! Invariants: only loopback targets are accepted; every mode stops by itself (bounded
 //! durations, connect and reply timeouts); the exit code is non-zero whenever a
 //! connection failed, a reply was wrong or nothing was measured.
 
+mod broadcast;
 mod client;
 mod connect;
 mod echo;
+mod fanout;
+mod fleet;
+mod json;
 mod report;
 
 use std::process::ExitCode;
 
+pub use broadcast::BroadcastArgs;
 pub use connect::ConnectArgs;
 pub use echo::EchoArgs;
+pub use fanout::FanoutArgs;
 
 /// The `throng bench` modes.
 #[derive(clap::Subcommand, Debug)]
@@ -34,6 +50,10 @@ pub enum BenchCommand {
     Echo(EchoArgs),
     /// Idle connections held: connect rate and memory per connection.
     Connect(ConnectArgs),
+    /// websocket-shootout broadcast: clients held within an RTT percentile limit.
+    Broadcast(BroadcastArgs),
+    /// One publisher to N subscribers: deliveries/s, latency, loss.
+    Fanout(FanoutArgs),
 }
 
 /// Runs one mode. Exit code 0: a clean run; 1: the run finished and reported, but
@@ -43,6 +63,8 @@ pub fn run(cmd: BenchCommand) -> ExitCode {
     let result = match cmd {
         BenchCommand::Echo(args) => echo::run(&args),
         BenchCommand::Connect(args) => connect::run(&args),
+        BenchCommand::Broadcast(args) => broadcast::run(&args),
+        BenchCommand::Fanout(args) => fanout::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -46,6 +46,9 @@ pub const FABRIC_PAUSED: u8 = 8;
 pub const OVER_CAP: u8 = 16;
 /// Condemned as a slow consumer: no more data is queued; a 1008 close follows.
 pub const SLOW: u8 = 32;
+/// Its own input produced output this turn (a reply): the flush writes it before the
+/// turn's pure deliveries, so a request's answer never waits for a whole fan-out.
+pub const REPLIED: u8 = 64;
 
 // The budget that keeps an idle connection small: checked at compile time.
 const _: () = assert!(std::mem::size_of::<Conn>() <= 112);

@@ -64,11 +64,12 @@ impl Pending {
         self.scattered = false;
     }
 
-    /// Makes each connection's pieces adjacent, in their original order. Broadcasts
-    /// visit recipients in slot order, so this is a merge of a few sorted runs.
-    pub fn group(&mut self) {
+    /// Makes each connection's pieces adjacent, in their original order, connections
+    /// for which `first(slot)` holds before the others, each part in slot order.
+    /// Broadcasts visit recipients in slot order, so this is a merge of a few sorted runs.
+    pub fn group(&mut self, first: impl Fn(u32) -> bool) {
         if self.scattered {
-            self.pieces.sort_by_key(|p| p.id.slot);
+            self.pieces.sort_by_key(|p| (!first(p.id.slot), p.id.slot));
             self.scattered = false;
         }
     }

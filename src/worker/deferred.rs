@@ -1,0 +1,278 @@
+//! Output carried past a turn's write budget.
+//!
+//! A large fan-out is not written in one go: the worker writes a budget of connections,
+//! polls for input, and continues, so the next broadcasts are read meanwhile and a
+//! connection reached later gets every frame queued by then in one `writev`. What waits
+//! lives here: per connection, a FIFO list of frames threaded through one worker-wide
+//! node slab (no allocation per connection; the slab's memory is reused turn after
+//! turn), and a round-robin queue of the connections that have a list.
+//!
+//! Invariants: a connection's frames leave in the order they were pushed; a connection
+//! is in `ready` at most once (`List::queued`); a list belongs to one generation of a
+//! slot, and a list of an older generation is freed before the slot's new owner uses it.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use slab::Slab;
+
+use crate::runtime::ConnId;
+
+const NIL: u32 = u32::MAX;
+
+/// How many recently pushed frames are remembered to find a shared frame's entry.
+const RECENT: usize = 8;
+
+struct Frame {
+    bytes: Bytes,
+    keep: bool,
+    holders: u32,
+}
+
+struct Node {
+    frame: u32,
+    next: u32,
+}
+
+#[derive(Clone, Copy)]
+struct List {
+    generation: u32,
+    head: u32,
+    tail: u32,
+    /// The slot is in `ready` (possibly for an older generation or an emptied list).
+    queued: bool,
+}
+
+const EMPTY: List = List {
+    generation: 0,
+    head: NIL,
+    tail: NIL,
+    queued: false,
+};
+
+/// Frames waiting for a later flush, per connection, in arrival order.
+#[derive(Default)]
+pub struct Deferred {
+    frames: Slab<Frame>,
+    /// `(address, length, frame)` of the last frames pushed: a broadcast's recipients
+    /// share one entry. An entry is only matched while its frame is in the table
+    /// (which keeps the memory, hence the address, alive).
+    recent: [(usize, usize, u32); RECENT],
+    recent_next: usize,
+    nodes: Slab<Node>,
+    /// Indexed by slot.
+    lists: Vec<List>,
+    ready: VecDeque<u32>,
+}
+
+impl Deferred {
+    /// Frames held.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Appends a frame to `id`'s list; a connection that had none joins the round robin.
+    pub fn push(&mut self, id: ConnId, bytes: Bytes, keep: bool) {
+        let slot = id.slot as usize;
+        if self.lists.len() <= slot {
+            self.lists.resize(slot + 1, EMPTY);
+        }
+        if self.lists[slot].generation != id.generation {
+            self.free_list(slot);
+            self.lists[slot].generation = id.generation;
+        }
+        let frame = self.frame_for(bytes, keep);
+        let node = self.nodes.insert(Node { frame, next: NIL }) as u32;
+        let list = &mut self.lists[slot];
+        if list.head == NIL {
+            list.head = node;
+        } else {
+            self.nodes[list.tail as usize].next = node;
+        }
+        list.tail = node;
+        if !list.queued {
+            list.queued = true;
+            self.ready.push_back(id.slot);
+        }
+    }
+
+    /// Moves `id`'s frames, in order, onto the ends of `bufs` and `keep`.
+    pub fn take(&mut self, id: ConnId, bufs: &mut Vec<Bytes>, keep: &mut Vec<bool>) {
+        let Some(list) = self.lists.get_mut(id.slot as usize) else {
+            return;
+        };
+        if list.generation != id.generation {
+            return;
+        }
+        let mut at = std::mem::replace(&mut list.head, NIL);
+        list.tail = NIL;
+        while at != NIL {
+            let node = self.nodes.remove(at as usize);
+            let frame = &mut self.frames[node.frame as usize];
+            keep.push(frame.keep);
+            frame.holders -= 1;
+            if frame.holders == 0 {
+                bufs.push(self.frames.remove(node.frame as usize).bytes);
+            } else {
+                bufs.push(frame.bytes.clone());
+            }
+            at = node.next;
+        }
+    }
+
+    /// The table entry for `bytes`, shared with an identical recent push, with one
+    /// more holder.
+    fn frame_for(&mut self, bytes: Bytes, keep: bool) -> u32 {
+        let key = (bytes.as_ptr() as usize, bytes.len());
+        for &(addr, len, frame) in &self.recent {
+            if (addr, len) == key
+                && let Some(f) = self.frames.get_mut(frame as usize)
+                && f.bytes.as_ptr() as usize == addr
+                && f.bytes.len() == len
+            {
+                f.holders += 1;
+                return frame;
+            }
+        }
+        let frame = self.frames.insert(Frame {
+            bytes,
+            keep,
+            holders: 1,
+        }) as u32;
+        self.recent[self.recent_next] = (key.0, key.1, frame);
+        self.recent_next = (self.recent_next + 1) % RECENT;
+        frame
+    }
+
+    /// The next connection in the round robin that has frames, with its generation.
+    pub fn next_ready(&mut self) -> Option<ConnId> {
+        while let Some(slot) = self.ready.pop_front() {
+            let list = &mut self.lists[slot as usize];
+            list.queued = false;
+            if list.head != NIL {
+                return Some(ConnId {
+                    slot,
+                    generation: list.generation,
+                });
+            }
+        }
+        None
+    }
+
+    /// Drops whatever a released connection still had waiting.
+    pub fn forget(&mut self, id: ConnId) {
+        if self
+            .lists
+            .get(id.slot as usize)
+            .is_some_and(|l| l.generation == id.generation)
+        {
+            self.free_list(id.slot as usize);
+        }
+    }
+
+    /// Returns memory kept from a burst, once nothing waits.
+    pub fn shrink_when_idle(&mut self) {
+        if self.nodes.is_empty() {
+            self.nodes.shrink_to_fit();
+            self.frames.shrink_to_fit();
+            self.ready.shrink_to_fit();
+        }
+    }
+
+    fn free_list(&mut self, slot: usize) {
+        let list = &mut self.lists[slot];
+        let mut at = std::mem::replace(&mut list.head, NIL);
+        list.tail = NIL;
+        while at != NIL {
+            let node = self.nodes.remove(at as usize);
+            let frame = &mut self.frames[node.frame as usize];
+            frame.holders -= 1;
+            if frame.holders == 0 {
+                self.frames.remove(node.frame as usize);
+            }
+            at = node.next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(slot: u32, generation: u32) -> ConnId {
+        ConnId { slot, generation }
+    }
+
+    fn drain(d: &mut Deferred, who: ConnId) -> Vec<Bytes> {
+        let (mut bufs, mut keep) = (Vec::new(), Vec::new());
+        d.take(who, &mut bufs, &mut keep);
+        assert_eq!(bufs.len(), keep.len());
+        bufs
+    }
+
+    #[test]
+    fn frames_leave_in_order_and_connections_round_robin() {
+        let mut d = Deferred::default();
+        let (a, b) = (id(3, 1), id(0, 7));
+        d.push(a, Bytes::from_static(b"a1"), true);
+        d.push(b, Bytes::from_static(b"b1"), false);
+        d.push(a, Bytes::from_static(b"a2"), true);
+        assert_eq!(d.len(), 3);
+        assert_eq!(d.next_ready(), Some(a));
+        assert_eq!(drain(&mut d, a), vec!["a1", "a2"]);
+        d.push(a, Bytes::from_static(b"a3"), true);
+        assert_eq!(d.next_ready(), Some(b));
+        assert_eq!(drain(&mut d, b), vec!["b1"]);
+        assert_eq!(d.next_ready(), Some(a));
+        assert_eq!(drain(&mut d, a), vec!["a3"]);
+        assert_eq!(d.next_ready(), None);
+        assert!(d.is_empty());
+        assert!(d.frames.is_empty());
+    }
+
+    #[test]
+    fn a_shared_frame_is_held_once_and_freed_with_its_last_holder() {
+        let mut d = Deferred::default();
+        let frame = Bytes::from(vec![7u8; 300]);
+        for slot in 0..100 {
+            d.push(id(slot, 1), frame.clone(), true);
+        }
+        assert_eq!((d.len(), d.frames.len()), (100, 1));
+        d.forget(id(0, 1));
+        for slot in 1..100 {
+            let bufs = drain(&mut d, id(slot, 1));
+            assert_eq!(bufs.len(), 1);
+            assert_eq!(bufs[0].as_ptr(), frame.as_ptr());
+        }
+        assert!(d.frames.is_empty() && d.is_empty());
+    }
+
+    #[test]
+    fn a_taken_list_leaves_no_duplicate_in_the_round_robin() {
+        let mut d = Deferred::default();
+        let a = id(1, 1);
+        for round in 0..100 {
+            d.push(a, Bytes::from(vec![round as u8]), true);
+            assert_eq!(drain(&mut d, a).len(), 1);
+        }
+        assert!(d.ready.len() <= 1);
+        assert_eq!(d.next_ready(), None);
+    }
+
+    #[test]
+    fn a_new_generation_never_sees_the_old_frames() {
+        let mut d = Deferred::default();
+        d.push(id(2, 1), Bytes::from_static(b"old"), true);
+        d.push(id(2, 2), Bytes::from_static(b"new"), true);
+        assert_eq!(drain(&mut d, id(2, 1)), Vec::<Bytes>::new());
+        assert_eq!(drain(&mut d, id(2, 2)), vec!["new"]);
+        d.push(id(2, 3), Bytes::from_static(b"x"), true);
+        d.forget(id(2, 3));
+        assert!(d.is_empty());
+        assert_eq!(d.next_ready(), None);
+    }
+}
