@@ -6,7 +6,8 @@
 //!
 //! Delivery of a broadcast to local recipients (`deliver_local`):
 //! - only connections in `Open` get it; the sender is skipped when asked;
-//! - the frame is queued by reference (`Bytes::clone`), never copied;
+//! - the frame is entered once in `Outgoing`'s frame table and each recipient gets an
+//!   8-byte node naming it: no copy, no allocation, no reference count per recipient;
 //! - a recipient with more than `max_queued` bytes already refused by the kernel loses
 //!   volatile messages (counted); one past `hard_cap` (twice the cap) is marked `SLOW` and closed with
 //!   1008 at the next flush (`slow`). Control frames never pass here, so this policy
@@ -28,7 +29,8 @@ use crate::runtime::ConnId;
 use crate::ws::CloseCode;
 
 use super::conn::{Conn, FABRIC_PAUSED, Phase, SLOW};
-use super::outbox::{CORK_BYTES, Pending};
+use super::outbox::CORK_BYTES;
+use super::outgoing::{FrameRef, Outgoing};
 
 /// Broadcasts taken from the inbox per loop turn: bounds one turn's output.
 const INBOX_BUDGET: usize = 1024;
@@ -36,7 +38,8 @@ const INBOX_BUDGET: usize = 1024;
 pub struct Hub {
     pub(crate) conns: Slab<Conn>,
     pub(crate) cork: BytesMut,
-    pub(crate) pending: Pending,
+    /// Every connection's unwritten output, in order.
+    pub(crate) outgoing: Outgoing,
     pub(crate) rooms: Rooms,
     pub(crate) fabric: Arc<Fabric>,
     pub(crate) index: usize,
@@ -68,7 +71,7 @@ impl Hub {
         Hub {
             conns: Slab::new(),
             cork: BytesMut::with_capacity(CORK_BYTES),
-            pending: Pending::default(),
+            outgoing: Outgoing::default(),
             rooms: Rooms::new(max_rooms_per_conn),
             metrics: Arc::clone(fabric.metrics(index)),
             fabric,
@@ -179,9 +182,10 @@ impl Hub {
             .except_origin
             .filter(|o| o.worker == self.index)
             .map(|o| o.conn);
+        let frame = self.outgoing.shared_frame(msg.frame.clone());
         let Hub {
             conns,
-            pending,
+            outgoing,
             rooms,
             mark,
             metrics,
@@ -198,13 +202,13 @@ impl Hub {
             }
         }
         let mut target = Target {
-            pending,
+            outgoing,
             metrics,
             slow,
             max_queued: *max_queued,
             hard_cap: *hard_cap,
             volatile: msg.volatile,
-            frame: &msg.frame,
+            frame,
             skip,
             delivered: 0,
         };
@@ -231,8 +235,8 @@ impl Hub {
                 }
             }
         }
+        target.outgoing.drop_if_unheld(frame);
         if target.delivered > 0 {
-            target.pending.scattered = true;
             target.metrics.broadcast_deliveries.add(target.delivered);
             target.metrics.messages_out.add(target.delivered);
         }
@@ -241,13 +245,13 @@ impl Hub {
 
 /// One broadcast's delivery on this worker.
 struct Target<'a> {
-    pending: &'a mut Pending,
+    outgoing: &'a mut Outgoing,
     metrics: &'a WorkerMetrics,
     slow: &'a mut Vec<ConnId>,
     max_queued: usize,
     hard_cap: usize,
     volatile: bool,
-    frame: &'a bytes::Bytes,
+    frame: FrameRef,
     skip: Option<ConnId>,
     delivered: u64,
 }
@@ -277,7 +281,7 @@ impl Target<'_> {
                 return;
             }
         }
-        self.pending.push(id, self.frame.clone(), true);
+        self.outgoing.push_frame(id, self.frame);
         self.delivered += 1;
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Flush order: connections whose own input produced output this turn (replies, acks,
 //! a shootout `broadcastResult`) are written at once; everything else (fan-out) joins a
-//! round robin (`deferred.rs`) of which each flush writes `WRITE_BUDGET_CONNS`
+//! round robin (`outgoing.rs`) of which each flush writes `WRITE_BUDGET_CONNS`
 //! connections before the loop polls again. A big fan-out is thus written in slices,
 //! input keeps being read between them, and a connection reached later gets all the
 //! frames queued by then in one `writev`.
@@ -21,9 +21,9 @@
 //! timer structure per connection.
 
 pub mod conn;
-mod deferred;
 pub mod hub;
 pub mod outbox;
+mod outgoing;
 
 use std::io;
 use std::net::SocketAddr;
@@ -43,7 +43,6 @@ use crate::ws::close::ClosePayload;
 use crate::ws::{CloseCode, OpCode, Payload, ReadConfig, Role, Visitor, handshake};
 
 use conn::{Conn, FABRIC_PAUSED, OVER_CAP, PINGED, Phase, READ_PAUSED, REPLIED, SHUT, SLOW};
-use deferred::Deferred;
 use hub::Hub;
 pub use outbox::Outbox;
 use outbox::{CORK_BYTES, seal};
@@ -109,8 +108,8 @@ pub struct Core<A: App> {
     /// Scratch for one connection's vectored write.
     iov: Vec<bytes::Bytes>,
     iov_keep: Vec<bool>,
-    /// Output past the write budget, for the next flushes (`deferred.rs`).
-    deferred: Deferred,
+    /// Connections whose own input produced output this turn: written first.
+    replied: Vec<ConnId>,
     app: A,
     read_cfg: ReadConfig,
     limits: Limits,
@@ -170,7 +169,7 @@ impl<A: App> Core<A> {
             over_cap: Vec::new(),
             iov: Vec::new(),
             iov_keep: Vec::new(),
-            deferred: Deferred::default(),
+            replied: Vec::new(),
             app,
             read_cfg: ReadConfig {
                 role: Role::Server,
@@ -380,7 +379,7 @@ impl<A: App> Core<A> {
             id,
         };
         out.frame(OpCode::Close, payload.as_bytes());
-        seal(&mut self.hub.cork, &mut self.hub.pending, id);
+        seal(&mut self.hub.cork, &mut self.hub.outgoing, id);
     }
 
     /// Closes a slow consumer: drops what it has not been sent (except a frame already
@@ -431,7 +430,7 @@ impl<A: App> Core<A> {
             }
         }
         self.hub.metrics.queued_bytes.set(queued_total);
-        self.deferred.shrink_when_idle();
+        self.hub.outgoing.shrink_when_idle();
         self.hub
             .metrics
             .rooms
@@ -449,7 +448,7 @@ impl<A: App> Core<A> {
                     let mut resp = Vec::with_capacity(256);
                     Reject::Timeout.write_to(&mut resp);
                     self.hub.cork.extend_from_slice(&resp);
-                    seal(&mut self.hub.cork, &mut self.hub.pending, id);
+                    seal(&mut self.hub.cork, &mut self.hub.outgoing, id);
                     conn.phase = Phase::Linger;
                     conn.deadline = now + ticks(self.limits.close_timeout);
                     self.hub
@@ -465,7 +464,7 @@ impl<A: App> Core<A> {
                         id,
                     };
                     out.frame(OpCode::Ping, b"");
-                    seal(&mut self.hub.cork, &mut self.hub.pending, id);
+                    seal(&mut self.hub.cork, &mut self.hub.outgoing, id);
                 }
                 Phase::Open(_) => {
                     self.hub.metrics.closed(CloseReason::IdleTimeout).inc();
@@ -530,7 +529,7 @@ impl<A: App> Core<A> {
             self.hub.metrics.closed(reason).inc();
         }
         driver.close(id);
-        self.deferred.forget(id);
+        self.hub.outgoing.forget(id);
         self.hub.conns.remove(id.slot as usize);
         self.hub.rooms.leave_all(id.slot);
         self.hub.metrics.open.set(self.hub.conns.len() as u64);
@@ -551,53 +550,28 @@ impl<A: App> Core<A> {
                 }
             }
         }
-        let mut pending = std::mem::take(&mut self.hub.pending);
-        let conns = &self.hub.conns;
-        let replied = |slot: u32| conns.get(slot as usize).is_some_and(|c| c.has(REPLIED));
-        pending.group(replied);
         let mut iov = std::mem::take(&mut self.iov);
         let mut keep = std::mem::take(&mut self.iov_keep);
-        // Replies are written now: a sender's answer (a shootout `broadcastResult`, an
-        // ack, a handshake) never waits for a fan-out, and goes out after whatever that
-        // connection had waiting. Everything else joins the deferred round robin.
-        let mut pieces = pending.pieces.drain(..).peekable();
-        while let Some(first) = pieces.next() {
-            let id = first.id;
-            if !self
-                .hub
-                .conns
-                .get(id.slot as usize)
-                .is_some_and(|c| c.has(REPLIED))
-            {
-                self.deferred.push(id, first.bytes, first.keep);
-                while let Some(next) = pieces.next_if(|p| p.id == id) {
-                    self.deferred.push(id, next.bytes, next.keep);
-                }
-                continue;
-            }
-            self.deferred.take(id, &mut iov, &mut keep);
-            iov.push(first.bytes);
-            keep.push(first.keep);
-            while let Some(next) = pieces.next_if(|p| p.id == id) {
-                iov.push(next.bytes);
-                keep.push(next.keep);
-            }
+        // Replies first: a sender's answer (a shootout `broadcastResult`, an ack, a
+        // handshake) never waits for a fan-out. Then a budget of the others, round
+        // robin; past the budget the loop polls for input before writing more, so a
+        // connection reached later gets this turn's frames and the next turns' in one
+        // write. What waits is bounded.
+        let mut replied = std::mem::take(&mut self.replied);
+        for &id in &replied {
+            self.hub.outgoing.take(id, &mut iov, &mut keep);
             self.deliver(driver, id, &iov, &keep);
             iov.clear();
             keep.clear();
         }
-        drop(pieces);
-        pending.clear();
-        self.hub.pending = pending;
-        // Then a budget of the others, round robin; past the budget the loop polls for
-        // input before writing more, so a connection reached later gets this turn's
-        // frames and the next turns' in one write. What waits is bounded.
+        replied.clear();
+        self.replied = replied;
         let mut written = 0;
-        while written < WRITE_BUDGET_CONNS || self.deferred.len() > MAX_DEFERRED_PIECES {
-            let Some(id) = self.deferred.next_ready() else {
+        while written < WRITE_BUDGET_CONNS || self.hub.outgoing.len() > MAX_DEFERRED_PIECES {
+            let Some(id) = self.hub.outgoing.next_ready() else {
                 break;
             };
-            self.deferred.take(id, &mut iov, &mut keep);
+            self.hub.outgoing.take(id, &mut iov, &mut keep);
             self.deliver(driver, id, &iov, &keep);
             iov.clear();
             keep.clear();
@@ -606,7 +580,7 @@ impl<A: App> Core<A> {
         self.hub
             .metrics
             .deferred_pieces
-            .set(self.deferred.len() as u64);
+            .set(self.hub.outgoing.len() as u64);
         self.iov = iov;
         self.iov_keep = keep;
         let dirty = std::mem::take(&mut self.dirty);
@@ -780,12 +754,14 @@ impl<A: App> Sink for Core<A> {
             Phase::Closing(_) => self.on_frame_bytes(id, bytes),
             Phase::Linger => {}
         }
-        if !self.hub.cork.is_empty()
+        seal(&mut self.hub.cork, &mut self.hub.outgoing, id);
+        if self.hub.outgoing.has(id)
             && let Some(conn) = self.conn_mut(id)
+            && !conn.has(REPLIED)
         {
             conn.set(REPLIED, true);
+            self.replied.push(id);
         }
-        seal(&mut self.hub.cork, &mut self.hub.pending, id);
         self.conn_mut(id)
             .is_some_and(|c| !c.has(READ_PAUSED) && !c.has(FABRIC_PAUSED))
     }
@@ -839,9 +815,7 @@ impl<D: Driver, A: App> Worker<D, A> {
         let index = self.core.hub.index;
         let mut inbox_waiting = false;
         loop {
-            let busy = inbox_waiting
-                || !self.core.hub.pending.is_empty()
-                || !self.core.deferred.is_empty();
+            let busy = inbox_waiting || !self.core.hub.outgoing.is_empty();
             let wait = if busy || !fabric.park(index) {
                 Duration::ZERO
             } else {

@@ -1,10 +1,10 @@
 //! Outbound bytes: what a worker writes this turn, and what the kernel refused.
 //!
 //! - `Cork`: one per worker. Handlers append frames to it during a turn; at the end of a
-//!   connection's callback its bytes are split off (O(1), no copy) into `Pending`. The
-//!   cork's allocation is reused once every split-off piece has been written.
-//! - `Pending`: this turn's output as `(conn, Bytes)` pairs in order; flushed after the
-//!   turn with one vectored write per connection (uWebSockets' corking).
+//!   connection's callback its bytes are split off (O(1), no copy) into `Outgoing`
+//!   (`outgoing.rs`), which holds every connection's unwritten frames in order until a
+//!   flush writes them with one vectored write per connection (uWebSockets' corking).
+//!   The cork's allocation is reused once every split-off piece has been written.
 //! - `OutQueue`: per connection, only what the kernel did not take. Empty → no heap at
 //!   all (one null pointer); freed as soon as it drains.
 //! - `Outbox`: the handle an app gets to send on one connection, publish broadcasts and
@@ -20,6 +20,7 @@ use crate::ws::CloseCode;
 use crate::ws::frame::{FrameHead, OpCode};
 
 use super::hub::Hub;
+use super::outgoing::Outgoing;
 
 /// Leftovers shorter than this are copied out of the shared cork chunk so that a slow
 /// reader never pins a whole chunk for a few bytes.
@@ -30,55 +31,10 @@ const SHARE_PAYLOAD_FROM: usize = 4 << 10;
 /// Cork chunk size: replies to one read usually fit in one chunk.
 pub const CORK_BYTES: usize = 64 << 10;
 
-/// One piece of this turn's output for one connection.
-pub struct Piece {
-    pub id: ConnId,
-    pub bytes: Bytes,
-    /// Queue by reference if the kernel refuses it (a shared broadcast frame or an owned
-    /// message); otherwise a small leftover is copied out of the cork's chunk.
-    pub keep: bool,
-}
-
-/// This turn's output, flushed after the turn with one vectored write per connection.
-#[derive(Default)]
-pub struct Pending {
-    pub pieces: Vec<Piece>,
-    /// Pieces of one connection may not be adjacent (a broadcast went out this turn):
-    /// group them (stable, so each connection's order holds) before writing.
-    pub scattered: bool,
-}
-
-impl Pending {
-    pub fn push(&mut self, id: ConnId, bytes: Bytes, keep: bool) {
-        if !bytes.is_empty() {
-            self.pieces.push(Piece { id, bytes, keep });
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pieces.is_empty()
-    }
-
-    pub fn clear(&mut self) {
-        self.pieces.clear();
-        self.scattered = false;
-    }
-
-    /// Makes each connection's pieces adjacent, in their original order, connections
-    /// for which `first(slot)` holds before the others, each part in slot order.
-    /// Broadcasts visit recipients in slot order, so this is a merge of a few sorted runs.
-    pub fn group(&mut self, first: impl Fn(u32) -> bool) {
-        if self.scattered {
-            self.pieces.sort_by_key(|p| (!first(p.id.slot), p.id.slot));
-            self.scattered = false;
-        }
-    }
-}
-
-/// Moves what the cork holds into `pending`, addressed to `id`.
-pub fn seal(cork: &mut BytesMut, pending: &mut Pending, id: ConnId) {
+/// Moves what the cork holds into `outgoing`, addressed to `id`.
+pub fn seal(cork: &mut BytesMut, outgoing: &mut Outgoing, id: ConnId) {
     if !cork.is_empty() {
-        pending.push(id, cork.split().freeze(), false);
+        outgoing.push(id, cork.split().freeze(), false);
     }
 }
 
@@ -115,8 +71,8 @@ impl Outbox<'_> {
         }
         let head = FrameHead::new(true, data_opcode(text), payload.len(), None);
         self.hub.cork.extend_from_slice(head.as_bytes());
-        seal(&mut self.hub.cork, &mut self.hub.pending, self.id);
-        self.hub.pending.push(self.id, payload, true);
+        seal(&mut self.hub.cork, &mut self.hub.outgoing, self.id);
+        self.hub.outgoing.push(self.id, payload, true);
         self.hub.metrics.messages_out.inc();
     }
 
@@ -141,7 +97,7 @@ impl Outbox<'_> {
     /// Publishes `msg` on every worker. What this connection sent before reaches it
     /// first; what it sends after, after (its own copy included, if it is a recipient).
     pub fn broadcast(&mut self, msg: Broadcast) {
-        seal(&mut self.hub.cork, &mut self.hub.pending, self.id);
+        seal(&mut self.hub.cork, &mut self.hub.outgoing, self.id);
         self.hub.publish(Some(self.id), msg);
     }
 

@@ -1,9 +1,12 @@
-//! Output carried past a turn's write budget.
+//! Output not yet written: this turn's, and what earlier flushes left for later.
 //!
-//! A large fan-out is not written in one go: the worker writes a budget of connections,
-//! polls for input, and continues, so the next broadcasts are read meanwhile and a
-//! connection reached later gets every frame queued by then in one `writev`. What waits
-//! lives here: per connection, a FIFO list of frames threaded through one worker-wide
+//! Every frame for a connection is appended here in the order it was made (replies
+//! sealed from the cork, shared broadcast frames, closes), so a connection's order
+//! holds by construction and nothing is sorted. A large fan-out is not written in one
+//! go: the worker writes the replies, then a budget of the other connections, polls for
+//! input, and continues, so the next broadcasts are read meanwhile and a connection
+//! reached later gets every frame queued by then in one `writev`. What waits lives
+//! here: per connection, a FIFO list of frames threaded through one worker-wide
 //! node slab (no allocation per connection; the slab's memory is reused turn after
 //! turn), and a round-robin queue of the connections that have a list.
 //!
@@ -20,6 +23,10 @@ use crate::runtime::ConnId;
 
 const NIL: u32 = u32::MAX;
 
+/// A frame entered once for many recipients.
+#[derive(Clone, Copy)]
+pub struct FrameRef(u32);
+
 /// How many recently pushed frames are remembered to find a shared frame's entry.
 const RECENT: usize = 8;
 
@@ -29,9 +36,49 @@ struct Frame {
     holders: u32,
 }
 
-struct Node {
-    frame: u32,
+/// Frame numbers per segment: a segment is 32 bytes, half a cache line.
+const PER_SEGMENT: usize = 6;
+
+#[derive(Clone, Copy)]
+struct Segment {
+    frames: [u32; PER_SEGMENT],
+    len: u32,
+    /// The next segment of the list, or of the free list.
     next: u32,
+}
+
+/// Segments of every list, and a free list through `next`.
+#[derive(Default)]
+struct Pool {
+    segments: Vec<Segment>,
+    free: Option<u32>,
+}
+
+impl Pool {
+    fn alloc(&mut self, first: u32) -> u32 {
+        let segment = Segment {
+            frames: [first, 0, 0, 0, 0, 0],
+            len: 1,
+            next: NIL,
+        };
+        match self.free {
+            Some(at) => {
+                let next = self.segments[at as usize].next;
+                self.free = (next != NIL).then_some(next);
+                self.segments[at as usize] = segment;
+                at
+            }
+            None => {
+                self.segments.push(segment);
+                (self.segments.len() - 1) as u32
+            }
+        }
+    }
+
+    fn release(&mut self, at: u32) {
+        self.segments[at as usize].next = self.free.unwrap_or(NIL);
+        self.free = Some(at);
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -52,31 +99,65 @@ const EMPTY: List = List {
 
 /// Frames waiting for a later flush, per connection, in arrival order.
 #[derive(Default)]
-pub struct Deferred {
+pub struct Outgoing {
     frames: Slab<Frame>,
     /// `(address, length, frame)` of the last frames pushed: a broadcast's recipients
     /// share one entry. An entry is only matched while its frame is in the table
     /// (which keeps the memory, hence the address, alive).
     recent: [(usize, usize, u32); RECENT],
     recent_next: usize,
-    nodes: Slab<Node>,
+    pool: Pool,
+    /// List entries, all lists together.
+    held: usize,
     /// Indexed by slot.
     lists: Vec<List>,
     ready: VecDeque<u32>,
 }
 
-impl Deferred {
+impl Outgoing {
     /// Frames held.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.held
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.held == 0
+    }
+
+    /// Whether `id` has frames waiting.
+    pub fn has(&self, id: ConnId) -> bool {
+        self.lists
+            .get(id.slot as usize)
+            .is_some_and(|l| l.generation == id.generation && l.head != NIL)
     }
 
     /// Appends a frame to `id`'s list; a connection that had none joins the round robin.
     pub fn push(&mut self, id: ConnId, bytes: Bytes, keep: bool) {
+        let frame = self.frame_for(bytes, keep);
+        self.push_frame(id, frame);
+    }
+
+    /// Enters a frame that several connections will get (`push_frame`); call
+    /// `drop_if_unheld` once they all have it.
+    pub fn shared_frame(&mut self, bytes: Bytes) -> FrameRef {
+        FrameRef(self.frames.insert(Frame {
+            bytes,
+            keep: true,
+            holders: 0,
+        }) as u32)
+    }
+
+    /// Removes a shared frame no connection got.
+    pub fn drop_if_unheld(&mut self, frame: FrameRef) {
+        if self.frames[frame.0 as usize].holders == 0 {
+            self.frames.remove(frame.0 as usize);
+        }
+    }
+
+    /// Appends a table frame to `id`'s list, in the round robin if it had no list.
+    pub fn push_frame(&mut self, id: ConnId, frame: FrameRef) {
+        let frame = frame.0;
+        self.frames[frame as usize].holders += 1;
         let slot = id.slot as usize;
         if self.lists.len() <= slot {
             self.lists.resize(slot + 1, EMPTY);
@@ -85,15 +166,23 @@ impl Deferred {
             self.free_list(slot);
             self.lists[slot].generation = id.generation;
         }
-        let frame = self.frame_for(bytes, keep);
-        let node = self.nodes.insert(Node { frame, next: NIL }) as u32;
+        self.held += 1;
         let list = &mut self.lists[slot];
-        if list.head == NIL {
-            list.head = node;
+        if list.tail != NIL {
+            let tail = &mut self.pool.segments[list.tail as usize];
+            if (tail.len as usize) < PER_SEGMENT {
+                tail.frames[tail.len as usize] = frame;
+                tail.len += 1;
+            } else {
+                let at = self.pool.alloc(frame);
+                self.pool.segments[list.tail as usize].next = at;
+                list.tail = at;
+            }
         } else {
-            self.nodes[list.tail as usize].next = node;
+            let at = self.pool.alloc(frame);
+            list.head = at;
+            list.tail = at;
         }
-        list.tail = node;
         if !list.queued {
             list.queued = true;
             self.ready.push_back(id.slot);
@@ -111,22 +200,25 @@ impl Deferred {
         let mut at = std::mem::replace(&mut list.head, NIL);
         list.tail = NIL;
         while at != NIL {
-            let node = self.nodes.remove(at as usize);
-            let frame = &mut self.frames[node.frame as usize];
-            keep.push(frame.keep);
-            frame.holders -= 1;
-            if frame.holders == 0 {
-                bufs.push(self.frames.remove(node.frame as usize).bytes);
-            } else {
-                bufs.push(frame.bytes.clone());
+            let segment = self.pool.segments[at as usize];
+            for &n in &segment.frames[..segment.len as usize] {
+                let frame = &mut self.frames[n as usize];
+                keep.push(frame.keep);
+                frame.holders -= 1;
+                if frame.holders == 0 {
+                    bufs.push(self.frames.remove(n as usize).bytes);
+                } else {
+                    bufs.push(frame.bytes.clone());
+                }
             }
-            at = node.next;
+            self.held -= segment.len as usize;
+            self.pool.release(at);
+            at = segment.next;
         }
     }
 
-    /// The table entry for `bytes`, shared with an identical recent push, with one
-    /// more holder.
-    fn frame_for(&mut self, bytes: Bytes, keep: bool) -> u32 {
+    /// The table entry for `bytes`, shared with an identical recent push.
+    fn frame_for(&mut self, bytes: Bytes, keep: bool) -> FrameRef {
         let key = (bytes.as_ptr() as usize, bytes.len());
         for &(addr, len, frame) in &self.recent {
             if (addr, len) == key
@@ -134,18 +226,17 @@ impl Deferred {
                 && f.bytes.as_ptr() as usize == addr
                 && f.bytes.len() == len
             {
-                f.holders += 1;
-                return frame;
+                return FrameRef(frame);
             }
         }
         let frame = self.frames.insert(Frame {
             bytes,
             keep,
-            holders: 1,
+            holders: 0,
         }) as u32;
         self.recent[self.recent_next] = (key.0, key.1, frame);
         self.recent_next = (self.recent_next + 1) % RECENT;
-        frame
+        FrameRef(frame)
     }
 
     /// The next connection in the round robin that has frames, with its generation.
@@ -176,8 +267,9 @@ impl Deferred {
 
     /// Returns memory kept from a burst, once nothing waits.
     pub fn shrink_when_idle(&mut self) {
-        if self.nodes.is_empty() {
-            self.nodes.shrink_to_fit();
+        if self.held == 0 {
+            // Every list is empty, so no segment is in use.
+            self.pool = Pool::default();
             self.frames.shrink_to_fit();
             self.ready.shrink_to_fit();
         }
@@ -188,13 +280,17 @@ impl Deferred {
         let mut at = std::mem::replace(&mut list.head, NIL);
         list.tail = NIL;
         while at != NIL {
-            let node = self.nodes.remove(at as usize);
-            let frame = &mut self.frames[node.frame as usize];
-            frame.holders -= 1;
-            if frame.holders == 0 {
-                self.frames.remove(node.frame as usize);
+            let segment = self.pool.segments[at as usize];
+            for &n in &segment.frames[..segment.len as usize] {
+                let frame = &mut self.frames[n as usize];
+                frame.holders -= 1;
+                if frame.holders == 0 {
+                    self.frames.remove(n as usize);
+                }
             }
-            at = node.next;
+            self.held -= segment.len as usize;
+            self.pool.release(at);
+            at = segment.next;
         }
     }
 }
@@ -207,7 +303,7 @@ mod tests {
         ConnId { slot, generation }
     }
 
-    fn drain(d: &mut Deferred, who: ConnId) -> Vec<Bytes> {
+    fn drain(d: &mut Outgoing, who: ConnId) -> Vec<Bytes> {
         let (mut bufs, mut keep) = (Vec::new(), Vec::new());
         d.take(who, &mut bufs, &mut keep);
         assert_eq!(bufs.len(), keep.len());
@@ -216,7 +312,7 @@ mod tests {
 
     #[test]
     fn frames_leave_in_order_and_connections_round_robin() {
-        let mut d = Deferred::default();
+        let mut d = Outgoing::default();
         let (a, b) = (id(3, 1), id(0, 7));
         d.push(a, Bytes::from_static(b"a1"), true);
         d.push(b, Bytes::from_static(b"b1"), false);
@@ -236,12 +332,20 @@ mod tests {
 
     #[test]
     fn a_shared_frame_is_held_once_and_freed_with_its_last_holder() {
-        let mut d = Deferred::default();
+        let mut d = Outgoing::default();
         let frame = Bytes::from(vec![7u8; 300]);
-        for slot in 0..100 {
+        for slot in 0..50 {
             d.push(id(slot, 1), frame.clone(), true);
         }
-        assert_eq!((d.len(), d.frames.len()), (100, 1));
+        let entered = d.shared_frame(frame.clone());
+        for slot in 50..100 {
+            d.push_frame(id(slot, 1), entered);
+        }
+        d.drop_if_unheld(entered);
+        assert_eq!((d.len(), d.frames.len()), (100, 2));
+        let unheld = d.shared_frame(frame.clone());
+        d.drop_if_unheld(unheld);
+        assert_eq!(d.frames.len(), 2);
         d.forget(id(0, 1));
         for slot in 1..100 {
             let bufs = drain(&mut d, id(slot, 1));
@@ -249,11 +353,38 @@ mod tests {
             assert_eq!(bufs[0].as_ptr(), frame.as_ptr());
         }
         assert!(d.frames.is_empty() && d.is_empty());
+        assert!(!d.has(id(5, 1)));
+    }
+
+    #[test]
+    fn long_lists_span_segments_in_order() {
+        let mut d = Outgoing::default();
+        let (a, b) = (id(0, 1), id(1, 1));
+        for i in 0..20u8 {
+            d.push(a, Bytes::from(vec![i]), false);
+            d.push(b, Bytes::from(vec![100 + i]), false);
+        }
+        assert_eq!(d.len(), 40);
+        let got: Vec<u8> = drain(&mut d, a).iter().map(|b| b[0]).collect();
+        assert_eq!(got, (0..20).collect::<Vec<u8>>());
+        d.forget(b);
+        assert!(d.is_empty() && d.frames.is_empty());
+        // Freed segments are reused, not added.
+        let before = d.pool.segments.len();
+        for i in 0..40u8 {
+            d.push(a, Bytes::from(vec![i]), false);
+        }
+        assert_eq!(d.pool.segments.len(), before);
+        d.shrink_when_idle();
+        assert_eq!(d.pool.segments.len(), before);
+        drain(&mut d, a);
+        d.shrink_when_idle();
+        assert!(d.pool.segments.is_empty());
     }
 
     #[test]
     fn a_taken_list_leaves_no_duplicate_in_the_round_robin() {
-        let mut d = Deferred::default();
+        let mut d = Outgoing::default();
         let a = id(1, 1);
         for round in 0..100 {
             d.push(a, Bytes::from(vec![round as u8]), true);
@@ -265,7 +396,7 @@ mod tests {
 
     #[test]
     fn a_new_generation_never_sees_the_old_frames() {
-        let mut d = Deferred::default();
+        let mut d = Outgoing::default();
         d.push(id(2, 1), Bytes::from_static(b"old"), true);
         d.push(id(2, 2), Bytes::from_static(b"new"), true);
         assert_eq!(drain(&mut d, id(2, 1)), Vec::<Bytes>::new());
