@@ -7,7 +7,7 @@
 //! Delivery of a broadcast to local recipients (`deliver_local`):
 //! - only connections in `Open` get it; the sender is skipped when asked;
 //! - the frame is entered once in `Outgoing`'s frame table and each recipient gets an
-//!   8-byte node naming it: no copy, no allocation, no reference count per recipient;
+//!   4-byte frame number in its list: no copy and no allocation per recipient;
 //! - a recipient with more than `max_queued` bytes already refused by the kernel loses
 //!   volatile messages (counted); one past `hard_cap` (twice the cap) is marked `SLOW` and closed with
 //!   1008 at the next flush (`slow`). Control frames never pass here, so this policy

@@ -53,9 +53,10 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// `writev`s on loopback): a large fan-out is written in slices, and a connection
 /// reached in a later slice gets every frame queued by then in one write.
 const WRITE_BUDGET_CONNS: usize = 128;
-/// At most this many frames for recipients (8 bytes each: a shared frame is held once)
-/// are carried to the next turns; past it a flush writes more than its budget. 2^22 is
-/// 32 MiB, and about 200 broadcasts queued for each of 20,000 connections.
+/// At most this many frames for recipients (a 4-byte number each, six to a 32-byte
+/// segment; a shared frame itself is held once) wait for later flushes; past it a flush
+/// writes more than its budget. 2^22 is about 22 MiB of segments, and 200 broadcasts
+/// queued for each of 20,000 connections.
 const MAX_DEFERRED_PIECES: usize = 1 << 22;
 
 /// What a server does with messages. One instance per worker, called on that worker's
