@@ -2,7 +2,8 @@
 //! clients that both workers hold some (checked through `/metrics`): broadcast reaches
 //! every client exactly once, rooms and `except` select the right recipients, one
 //! sender's messages arrive in order, disconnects clean room membership, and clients
-//! that stop reading are cut off (1008) without stalling the others or growing memory.
+//! that stop reading are cut off (1008) without stalling the others or growing memory,
+//! and volatile broadcasts skip them instead.
 
 mod util;
 
@@ -249,6 +250,69 @@ fn disconnects_clean_room_membership() {
 }
 
 /// Resident set of `pid`, in KiB.
+#[test]
+fn volatile_broadcasts_skip_a_stalled_subscriber_and_reach_the_others() {
+    let server = Server::start(&[
+        "--app",
+        "pubsub",
+        "--workers",
+        "2",
+        "--max-queued-bytes",
+        "65536",
+        "--slow-consumer-grace",
+        "60",
+    ]);
+    let mut stalled = stalled_client(server.port);
+    stalled
+        .write_all(&text(r#"{"op":"subscribe","topic":"t"}"#))
+        .expect("subscribe");
+    // Its one reply, read before it stops reading, so the subscription is in place.
+    let mut reply = [0u8; 2 + r#"{"op":"subscribed","topic":"t"}"#.len()];
+    stalled.read_exact(&mut reply).expect("subscribed");
+    assert!(reply.ends_with(br#""subscribed","topic":"t"}"#));
+    let mut peers = open_on_both_workers(&server, 5);
+    let (publisher, subscribers) = peers.split_first_mut().expect("a publisher");
+    for peer in subscribers.iter_mut() {
+        peer.send(&text(r#"{"op":"subscribe","topic":"t"}"#));
+        assert_eq!(read_text(peer), r#"{"op":"subscribed","topic":"t"}"#);
+    }
+    // 3,000 volatile publishes of 2 KiB: 6 MB, far past the stalled client's buffers
+    // and the 64 KiB cap, so most of its copies must be dropped rather than queued.
+    let padding = "v".repeat(2048);
+    let total = 3000;
+    for k in 0..total {
+        publisher.send(&text(&format!(
+            r#"{{"op":"publish","topic":"t","id":{k},"volatile":true,"data":"{k}:{padding}"}}"#
+        )));
+        assert_eq!(
+            read_text(publisher),
+            format!(r#"{{"op":"published","id":{k}}}"#)
+        );
+        for peer in subscribers.iter_mut() {
+            let got = read_text(peer);
+            assert!(
+                got.starts_with(&format!(r#"{{"topic":"t","data":"{k}:"#)),
+                "a reading subscriber lost or reordered {k}"
+            );
+        }
+    }
+    // Sweeps refresh the queued-bytes gauge every 250 ms.
+    std::thread::sleep(Duration::from_millis(600));
+    let m = scrape(server.port);
+    assert!(m["throng_volatile_dropped_total"] > 0, "{m:?}");
+    assert_eq!(m["throng_slow_consumer_closes_total"], 0);
+    // Five peers, the stalled client and this scrape.
+    assert_eq!(
+        m["throng_connections_open"], 7,
+        "the stalled client was closed"
+    );
+    let queued: u64 = (0..2)
+        .map(|w| m[&format!("throng_worker_queued_bytes{{worker=\"{w}\"}}")])
+        .sum();
+    assert!(queued <= 65536 + 16384, "{queued} bytes queued for it");
+    drop(stalled);
+}
+
 fn rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     status
