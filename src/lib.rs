@@ -10,7 +10,8 @@
 //!  fabric                cross-core inboxes, encode-once broadcast,
 //!                        per-worker room index                     (L3)
 //!  runtime               Driver seam (epoll via mio), listeners    (L2)
-//!  ws, http              sans-IO protocol cores                    (L1)
+//!  ws, http, engineio,   sans-IO protocol cores                    (L1)
+//!  socketio
 //!  config                every bound in one plain struct           (leaf)
 //!  metrics               per-worker counters, Prometheus text      (leaf)
 //! ```
@@ -20,10 +21,12 @@
 pub mod app;
 pub mod bench;
 pub mod config;
+pub mod engineio;
 pub mod fabric;
 pub mod http;
 pub mod metrics;
 pub mod runtime;
 pub mod server;
+pub mod socketio;
 pub mod worker;
 pub mod ws;

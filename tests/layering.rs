@@ -11,6 +11,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("fabric", &["ws", "runtime", "metrics"]),
     ("ws", &["http"]),
     ("http", &[]),
+    ("engineio", &[]),
+    ("socketio", &[]),
     ("runtime", &[]),
     (
         "worker",

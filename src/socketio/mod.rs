@@ -1,0 +1,5 @@
+//! Socket.IO v5, sans-IO: the packet format carried in Engine.IO message packets
+//! (`packet.rs`) and binary attachment reassembly (`binary.rs`). JSON is validated, never
+//! built into a tree; payloads stay byte ranges of the input.
+//!
+//! Wire facts: `../shared/design/PROTOCOLS.md` §2.
