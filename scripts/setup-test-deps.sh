@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, only what is missing: python3 + pip (for the Autobahn
-# runner), node + npm (for the interop tests), and the npm packages in tests/node.
+# runner), node + npm (for the interop tests), and the npm packages in tests/node and
+# tests/sio (the official Socket.IO clients).
 # Idempotent; uses apt-get when run as root, otherwise says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,9 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-if [ -f tests/node/package-lock.json ] && [ ! -d tests/node/node_modules ]; then
-  echo "setup: npm ci in tests/node"
-  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
-fi
+for dir in tests/node tests/sio; do
+  if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules" ]; then
+    echo "setup: npm ci in $dir"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+  fi
+done

@@ -13,6 +13,8 @@ pub enum AppKind {
     Shootout,
     /// Topic publish/subscribe over plain WebSocket (JSON).
     Pubsub,
+    /// Socket.IO at `/socket.io/`, the contract of the official-client tests.
+    Conformance,
 }
 
 /// Which kernel interface moves the bytes.

@@ -5,7 +5,10 @@
 //! ```text
 //!  main.rs / server      binary and public entry points            (L6)
 //!  bench                 the load generator (client side of `ws`)
-//!  app                   what a server does: echo, shootout, pubsub (L5)
+//!  app                   what a server does: echo, shootout, pubsub,
+//!                        conformance (L5)
+//!  sio                   Socket.IO over Engine.IO as a worker App:
+//!                        namespaces, handlers, sockets, acks    (L4.5)
 //!  worker                one per core: connections, phases, timers (L4)
 //!  fabric                cross-core inboxes, encode-once broadcast,
 //!                        per-worker room index                     (L3)
@@ -27,6 +30,7 @@ pub mod http;
 pub mod metrics;
 pub mod runtime;
 pub mod server;
+pub mod sio;
 pub mod socketio;
 pub mod worker;
 pub mod ws;

@@ -37,6 +37,8 @@ enum AppArg {
     Shootout,
     /// Topic fan-out: {"op":"subscribe"|"unsubscribe"|"publish","topic":T,...} (README).
     Pubsub,
+    /// Socket.IO (`/socket.io/`, WebSocket transport) made to the official-client test contract.
+    Conformance,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -143,6 +145,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             AppArg::Echo => AppKind::Echo,
             AppArg::Shootout => AppKind::Shootout,
             AppArg::Pubsub => AppKind::Pubsub,
+            AppArg::Conformance => AppKind::Conformance,
         },
         workers,
         driver,

@@ -97,13 +97,20 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
             .map(|w| Box::new(MioWake(Arc::clone(w))) as Box<dyn Wake>)
             .collect(),
     ));
+    let mut limits = config.limits;
+    if config.app == AppKind::Conformance {
+        // maxPayload, advertised in the open packet, is the WebSocket message limit.
+        limits.max_message = limits
+            .max_message
+            .min(crate::sio::Config::default().max_payload);
+    }
     let mut handles = Vec::with_capacity(workers);
     for (index, driver) in drivers.into_iter().enumerate() {
         let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
         let start = WorkerStart {
             index,
             cpu,
-            limits: config.limits,
+            limits,
             fabric: Arc::clone(&fabric),
             shutdown: Arc::clone(&shutdown),
         };
@@ -111,6 +118,7 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
             AppKind::Echo => start.spawn(driver, Echo),
             AppKind::Shootout => start.spawn(driver, Shootout),
             AppKind::Pubsub => start.spawn(driver, PubSub),
+            AppKind::Conformance => start.spawn(driver, crate::app::conformance::server(index)),
         }
         .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;
         handles.push(handle);

@@ -18,9 +18,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "worker",
         &["ws", "http", "runtime", "config", "fabric", "metrics"],
     ),
-    ("app", &["worker", "ws", "fabric"]),
+    (
+        "sio",
+        &[
+            "worker", "ws", "http", "fabric", "engineio", "socketio", "runtime",
+        ],
+    ),
+    ("app", &["worker", "ws", "fabric", "sio"]),
     ("bench", &["ws", "http", "runtime"]),
-    ("server", &["app", "config", "runtime", "worker", "fabric"]),
+    (
+        "server",
+        &["app", "config", "runtime", "worker", "fabric", "sio"],
+    ),
 ];
 
 fn crate_refs(source: &str) -> Vec<String> {

@@ -4,7 +4,9 @@
 //! - `echo`: every message back to its sender.
 //! - `shootout`: the websocket-shootout protocol (echo, broadcast + broadcastResult).
 //! - `pubsub`: topic subscribe/unsubscribe/publish over JSON.
+//! - `conformance`: the Socket.IO contract the official clients are tested against.
 
+pub mod conformance;
 pub mod echo;
 pub mod pubsub;
 pub mod shootout;

@@ -73,6 +73,38 @@ impl Reject {
     }
 }
 
+/// A complete answer an app gives to a request it refuses (e.g. Engine.IO's JSON errors).
+/// Written with `Connection: close`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let reason = match self.status {
+            200 => "OK",
+            400 => "Bad Request",
+            403 => "Forbidden",
+            404 => "Not Found",
+            413 => "Payload Too Large",
+            _ => "Error",
+        };
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {reason}\r\nConnection: close\r\nContent-Type: {}\r\n\
+             Content-Length: {}\r\n\r\n",
+            self.status,
+            self.content_type,
+            self.body.len()
+        );
+        out.extend_from_slice(&self.body);
+    }
+}
+
 /// Writes a `200 OK` with `body` and `Connection: close` (e.g. `/metrics`).
 pub fn write_ok(out: &mut Vec<u8>, content_type: &str, body: &[u8]) {
     // Writing into a Vec cannot fail.
@@ -104,5 +136,20 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(body.len(), declared);
+    }
+
+    #[test]
+    fn answers_carry_status_type_and_length() {
+        let mut out = Vec::new();
+        Answer {
+            status: 403,
+            content_type: "application/json",
+            body: br#"{"code":4}"#.to_vec(),
+        }
+        .write_to(&mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"code\":4}"
+        );
     }
 }

@@ -35,7 +35,7 @@ use bytes::BytesMut;
 
 use crate::config::Limits;
 use crate::fabric::Fabric;
-use crate::http::response::write_ok;
+use crate::http::response::{Answer, write_ok};
 use crate::http::{Reject, Request};
 use crate::metrics::CloseReason;
 use crate::runtime::{ConnId, Driver, Sink};
@@ -66,8 +66,42 @@ pub trait App: Send + 'static {
     fn serves_path(&self, _path: &str) -> bool {
         true
     }
+    /// Any request head at a served path, before the worker answers it (101, or a
+    /// refusal): `Err` answers it and closes the connection (an Engine.IO error, say).
+    fn check_request(&mut self, _req: &Request<'_>) -> Result<(), Answer> {
+        Ok(())
+    }
+    /// The 101 for `req` is queued on `out`'s connection; frames may follow it.
+    fn on_open(&mut self, _out: &mut Outbox<'_>, _req: &Request<'_>) {}
     /// A complete message from the peer.
     fn on_message(&mut self, out: &mut Outbox<'_>, text: bool, payload: Payload<'_>);
+    /// The connection is gone, whatever the reason: drop what the app keeps for it.
+    fn on_close(&mut self, _id: ConnId) {}
+    /// Called every sweep (about every 250 ms) with the time, to run the app's timers.
+    fn on_sweep(&mut self, _conns: &mut Conns<'_>, _now: Instant) {}
+}
+
+/// What `App::on_sweep` may do to any connection of its worker.
+pub struct Conns<'a> {
+    hub: &'a mut Hub,
+    closes: &'a mut Vec<(ConnId, CloseCode, &'static str)>,
+}
+
+impl Conns<'_> {
+    /// Runs `f` with an `Outbox` on connection `id` (which may be gone: sends to a gone
+    /// connection are dropped at the flush).
+    pub fn with(&mut self, id: ConnId, f: impl FnOnce(&mut Outbox<'_>)) {
+        f(&mut Outbox {
+            hub: &mut *self.hub,
+            id,
+        });
+        seal(&mut self.hub.cork, &mut self.hub.outgoing, id);
+    }
+
+    /// Starts the close handshake on `id` after what was sent to it.
+    pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &'static str) {
+        self.closes.push((id, code, reason));
+    }
 }
 
 /// Totals a worker reports when it stops (a snapshot of its metrics).
@@ -111,6 +145,8 @@ pub struct Core<A: App> {
     iov_keep: Vec<bool>,
     /// Connections whose own input produced output this turn: written first.
     replied: Vec<ConnId>,
+    /// Closes the app asked for during a sweep.
+    app_closes: Vec<(ConnId, CloseCode, &'static str)>,
     app: A,
     read_cfg: ReadConfig,
     limits: Limits,
@@ -171,6 +207,7 @@ impl<A: App> Core<A> {
             iov: Vec::new(),
             iov_keep: Vec::new(),
             replied: Vec::new(),
+            app_closes: Vec::new(),
             app,
             read_cfg: ReadConfig {
                 role: Role::Server,
@@ -262,14 +299,34 @@ impl<A: App> Core<A> {
                 return;
             }
             Ok(Some(req)) if !self.app.serves_path(req.path()) => Err(Reject::NotFound),
-            Ok(Some(req)) => handshake::accept(&req).map(|resp| (resp, req.head_len)),
+            Ok(Some(req)) => match self.app.check_request(&req) {
+                Err(answer) => {
+                    tracing::debug!(status = answer.status, "request refused by the app");
+                    let mut resp = Vec::with_capacity(128 + answer.body.len());
+                    answer.write_to(&mut resp);
+                    cork.extend_from_slice(&resp);
+                    metrics.closed(CloseReason::HandshakeRejected).inc();
+                    conn.phase = Phase::Linger;
+                    conn.deadline = self.now + ticks(self.limits.close_timeout);
+                    return;
+                }
+                Ok(()) => handshake::accept(&req).map(|resp| (resp, req)),
+            },
             Err(reject) => Err(reject),
         };
         match outcome {
-            Ok((resp, head_len)) => {
+            Ok((resp, req)) => {
                 cork.extend_from_slice(resp.as_bytes());
                 conn.phase = Phase::Open(Default::default());
                 conn.deadline = self.now + ticks(self.limits.idle_timeout);
+                let head_len = req.head_len;
+                self.app.on_open(
+                    &mut Outbox {
+                        hub: &mut self.hub,
+                        id,
+                    },
+                    &req,
+                );
                 // Frames pipelined behind the head.
                 if head_len < buf.len() {
                     self.on_frame_bytes(id, &mut buf[head_len..]);
@@ -492,6 +549,21 @@ impl<A: App> Core<A> {
             true
         });
         self.over_cap = over;
+        let mut closes = std::mem::take(&mut self.app_closes);
+        self.app.on_sweep(
+            &mut Conns {
+                hub: &mut self.hub,
+                closes: &mut closes,
+            },
+            Instant::now(),
+        );
+        for (id, code, reason) in closes.drain(..) {
+            if self.conn_mut(id).is_some() {
+                self.hub.metrics.closed(CloseReason::App).inc();
+                self.begin_close(id.slot as usize, code, reason);
+            }
+        }
+        self.app_closes = closes;
     }
 
     /// Starts a graceful shutdown: 1001 to open connections, drop half-open ones.
@@ -530,6 +602,7 @@ impl<A: App> Core<A> {
             self.hub.metrics.closed(reason).inc();
         }
         driver.close(id);
+        self.app.on_close(id);
         self.hub.outgoing.forget(id);
         self.hub.conns.remove(id.slot as usize);
         self.hub.rooms.leave_all(id.slot);

@@ -86,6 +86,11 @@ impl Outbox<'_> {
         self.hub.metrics.messages_out.inc();
     }
 
+    /// The connection this outbox sends on.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
     /// This connection, as a broadcast's origin (for `Broadcast::except_origin`).
     pub fn origin(&self) -> Origin {
         Origin {

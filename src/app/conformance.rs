@@ -1,0 +1,134 @@
+//! `--app conformance`: the Socket.IO contract the official clients are tested against
+//! (`tests/sio/`). Path `/socket.io/`, EIO 4, pingInterval 1000 ms, pingTimeout 800 ms,
+//! maxPayload 1,000,000, connectTimeout 2000 ms. Namespaces `/` and `/custom` accept
+//! every CONNECT; `/guarded` only auth `{"token":"s3cret"}`, else `connect_error`
+//! `{"message":"unauthorized","data":{"code":"E_UNAUTHORIZED"}}`. Events, in each:
+//!
+//! | event | does |
+//! |---|---|
+//! | `echo(...args)` | acks with exactly these args, or without an ack emits `echo(...args)` back |
+//! | `whoami(ack)` | acks `{sid, nsp, auth, rooms}` (auth `{}` if none, rooms sorted, no id room) |
+//! | `join(room, ack?)`, `leave(room, ack?)` | acks the sorted room list |
+//! | `to-room(room, event, ...payload, ack?)` | `event(...payload)` to the room (sender too if a member), then acks `[]` |
+//! | `broadcast(event, ...payload, ack?)` | to all but the sender, then acks `[]` |
+//! | `to-all(event, ...payload, ack?)` | to all, then acks `[]` |
+//! | `ask(event, ...payload, ack)` | emits `event(...payload)` with an ack request to the sender; acks with its reply, or `{"timeout":true}` after 2 s |
+//! | `disconnect-me` / `close-me` / `drop-transport` | DISCONNECT this namespace / every namespace and close / close without DISCONNECT |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sio::{AckReply, Config, ConnectError, Cx, Event, Namespace, Registry, Server};
+
+/// The conformance server for worker `worker`.
+pub fn server(worker: usize) -> Server {
+    let config = Config {
+        ping_interval: Duration::from_millis(1000),
+        ping_timeout: Duration::from_millis(800),
+        max_payload: 1_000_000,
+        connect_timeout: Duration::from_millis(2000),
+        ..Config::default()
+    };
+    Server::new(config, Arc::new(registry()), worker)
+}
+
+fn registry() -> Registry {
+    Registry::new()
+        .ns(events(Namespace::new("/")))
+        .ns(events(Namespace::new("/custom")))
+        .ns(events(Namespace::new("/guarded").middleware(|hs| {
+            if hs.auth_str("token").as_deref() == Some("s3cret") {
+                Ok(())
+            } else {
+                Err(ConnectError::new("unauthorized").with_data(r#"{"code":"E_UNAUTHORIZED"}"#))
+            }
+        })))
+}
+
+fn raw<'e>(ev: &'e Event<'_>, from: usize) -> Vec<&'e [u8]> {
+    ev.elements
+        .iter()
+        .skip(from)
+        .map(|v| v.get().as_bytes())
+        .collect()
+}
+
+fn ack_rooms(cx: &mut Cx<'_, '_>, ev: &Event<'_>) {
+    let rooms = serde_json::to_string(&cx.rooms()).unwrap_or_else(|_| "[]".into());
+    cx.ack(ev, &[rooms.as_bytes()], &[]);
+}
+
+fn events(ns: Namespace) -> Namespace {
+    ns.on("echo", |cx, ev| {
+        if ev.ack.is_some() {
+            cx.ack(ev, &raw(ev, 1), ev.attachments);
+        } else {
+            cx.emit_elements(&raw(ev, 0), ev.attachments);
+        }
+    })
+    .on("whoami", |cx, ev| {
+        let who = format!(
+            r#"{{"sid":{},"nsp":{},"auth":{},"rooms":{}}}"#,
+            serde_json::to_string(cx.id()).unwrap_or_default(),
+            serde_json::to_string(cx.namespace()).unwrap_or_default(),
+            cx.auth_json(),
+            serde_json::to_string(&cx.rooms()).unwrap_or_default(),
+        );
+        cx.ack(ev, &[who.as_bytes()], &[]);
+    })
+    .on("join", |cx, ev| {
+        if let Some(room) = ev.arg_str(0) {
+            cx.join(&room);
+        }
+        ack_rooms(cx, ev);
+    })
+    .on("leave", |cx, ev| {
+        if let Some(room) = ev.arg_str(0) {
+            cx.leave(&room);
+        }
+        ack_rooms(cx, ev);
+    })
+    .on("to-room", |cx, ev| {
+        if let Some(room) = ev.arg_str(0)
+            && ev.elements.len() > 2
+        {
+            cx.to(&[&room]).emit_elements(&raw(ev, 2), ev.attachments);
+        }
+        cx.ack(ev, &[], &[]);
+    })
+    .on("broadcast", |cx, ev| {
+        if ev.elements.len() > 1 {
+            cx.broadcast().emit_elements(&raw(ev, 1), ev.attachments);
+        }
+        cx.ack(ev, &[], &[]);
+    })
+    .on("to-all", |cx, ev| {
+        if ev.elements.len() > 1 {
+            cx.to_all().emit_elements(&raw(ev, 1), ev.attachments);
+        }
+        cx.ack(ev, &[], &[]);
+    })
+    .on("ask", |cx, ev| {
+        let (Some(asked), true) = (ev.ack, ev.elements.len() > 1) else {
+            return;
+        };
+        cx.emit_with_ack(
+            &raw(ev, 1),
+            ev.attachments,
+            Duration::from_secs(2),
+            Box::new(move |cx, reply| match reply {
+                AckReply::Reply {
+                    elements,
+                    attachments,
+                } => {
+                    let args: Vec<&[u8]> = elements.iter().map(|v| v.get().as_bytes()).collect();
+                    cx.ack_id(asked, &args, attachments);
+                }
+                AckReply::Timeout => cx.ack_id(asked, &[br#"{"timeout":true}"#], &[]),
+            }),
+        );
+    })
+    .on("disconnect-me", |cx, _| cx.disconnect())
+    .on("close-me", |cx, _| cx.close())
+    .on("drop-transport", |cx, _| cx.drop_transport())
+}

@@ -1,0 +1,342 @@
+//! One Engine.IO connection's Socket.IO state: its session (heartbeat), its sockets (one
+//! per namespace joined), a binary packet waiting for its attachments, and the
+//! dispatch of each packet to the namespace's handlers.
+//!
+//! Any protocol error closes this connection only: a packet that does not parse, a
+//! packet for a namespace not joined, a CONNECT for one joined, a client
+//! CONNECT_ERROR, a binary frame nobody announced, a text packet while attachments are
+//! awaited.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::engineio::packet::{Data, decode_text};
+use crate::engineio::session::{Action, Outbound, Session, Via};
+use crate::engineio::sid::{SID_RANDOM_BYTES, Sid};
+use crate::runtime::ConnId;
+use crate::socketio::binary::{AttachmentLimits, Reassembly};
+use crate::socketio::packet::{
+    PacketType, connect_error, connect_ok, disconnect, parse_with_limit,
+};
+use crate::worker::{Conns, Outbox};
+use crate::ws::CloseCode;
+
+use super::Config;
+use super::cx::{AckReply, Cx, Ending, Event, Socket, room_key};
+use super::registry::{ConnectError, Handshake, Registry};
+
+pub(crate) struct ConnState {
+    pub generation: u32,
+    session: Session,
+    connect_deadline: Option<Instant>,
+    sockets: Vec<Socket>,
+    binary: Reassembly,
+}
+
+impl ConnState {
+    pub fn new(generation: u32, session: Session, connect_deadline: Instant) -> ConnState {
+        ConnState {
+            generation,
+            session,
+            connect_deadline: Some(connect_deadline),
+            sockets: Vec::new(),
+            binary: Reassembly::new(),
+        }
+    }
+
+    /// One WebSocket message (one Engine.IO packet).
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_message(
+        &mut self,
+        out: &mut Outbox<'_>,
+        config: &Config,
+        registry: &Registry,
+        text: bool,
+        bytes: &[u8],
+        fresh_id: &[u8],
+        now: Instant,
+    ) {
+        if !text {
+            // A binary frame is a message: an attachment of the pending packet.
+            return match self.binary.feed_binary(Bytes::copy_from_slice(bytes)) {
+                Err(_) => fail(out, "binary data without a pending packet"),
+                Ok(None) => {}
+                Ok(Some(done)) => self.dispatch(
+                    out,
+                    config,
+                    registry,
+                    &done.header,
+                    &done.attachments,
+                    fresh_id,
+                ),
+            };
+        }
+        let Ok(packet) = decode_text(bytes) else {
+            return fail(out, "parse error");
+        };
+        match self.session.handle_packet(now, Via::Current, &packet) {
+            Action::Deliver => {}
+            Action::Close(reason) => return out.close(CloseCode::NORMAL, reason.as_str()),
+            _ => return,
+        }
+        let Data::Text(message) = packet.data else {
+            return;
+        };
+        if self.binary.check_text().is_err() {
+            return fail(out, "text packet while attachments are awaited");
+        }
+        let Ok(p) = parse_with_limit(message, config.max_attachments) else {
+            return fail(out, "invalid Socket.IO packet");
+        };
+        if p.kind.is_binary() && p.attachments > 0 {
+            let limits = AttachmentLimits {
+                max_attachments: config.max_attachments,
+                max_total_bytes: config.max_payload,
+            };
+            let header = Bytes::copy_from_slice(message);
+            if self.binary.begin(header, p.attachments, limits).is_err() {
+                fail(out, "bad attachments");
+            }
+            return;
+        }
+        self.dispatch(out, config, registry, message, &[], fresh_id);
+    }
+
+    fn dispatch(
+        &mut self,
+        out: &mut Outbox<'_>,
+        config: &Config,
+        registry: &Registry,
+        message: &[u8],
+        attachments: &[Bytes],
+        fresh_id: &[u8],
+    ) {
+        let Ok(p) = parse_with_limit(message, config.max_attachments) else {
+            return fail(out, "invalid Socket.IO packet");
+        };
+        let joined = self.sockets.iter().position(|s| {
+            registry
+                .get(s.namespace)
+                .is_some_and(|n| n.name == p.namespace)
+        });
+        match (p.kind, joined) {
+            (PacketType::Connect, Some(_)) => fail(out, "CONNECT for a namespace joined"),
+            (PacketType::Connect, None) => {
+                self.connect(out, config, registry, p.namespace, p.payload, fresh_id)
+            }
+            (PacketType::ConnectError, _) => fail(out, "CONNECT_ERROR from a client"),
+            (_, None) => fail(out, "packet for a namespace not joined"),
+            (PacketType::Disconnect, Some(i)) => {
+                let socket = self.sockets.swap_remove(i);
+                leave_namespace(out, registry, &socket);
+            }
+            (PacketType::Event | PacketType::BinaryEvent, Some(i)) => {
+                let Some(elements) = p
+                    .payload
+                    .and_then(|j| serde_json::from_slice::<Vec<&RawValue>>(j).ok())
+                else {
+                    return fail(out, "invalid event payload");
+                };
+                let Some(first) = elements.first() else {
+                    return fail(out, "empty event");
+                };
+                let name = serde_json::from_str::<String>(first.get())
+                    .unwrap_or_else(|_| first.get().to_string());
+                let ev = Event {
+                    name,
+                    elements,
+                    ack: p.ack_id,
+                    attachments,
+                };
+                self.run(out, config, registry, i, |cx, ns| {
+                    if let Some(handler) = ns.handler(&ev.name) {
+                        handler(cx, &ev);
+                    }
+                });
+            }
+            (PacketType::Ack | PacketType::BinaryAck, Some(i)) => {
+                let Some(id) = p.ack_id else {
+                    return fail(out, "ACK without an id");
+                };
+                let Some(at) = self.sockets[i].acks.iter().position(|a| a.id == id) else {
+                    return; // Late or unknown: ignored, as Node does.
+                };
+                let pending = self.sockets[i].acks.swap_remove(at);
+                let elements: Vec<&RawValue> = p
+                    .payload
+                    .and_then(|j| serde_json::from_slice(j).ok())
+                    .unwrap_or_default();
+                self.run(out, config, registry, i, move |cx, _| {
+                    (pending.callback)(
+                        cx,
+                        AckReply::Reply {
+                            elements: &elements,
+                            attachments,
+                        },
+                    )
+                });
+            }
+        }
+    }
+
+    fn connect(
+        &mut self,
+        out: &mut Outbox<'_>,
+        config: &Config,
+        registry: &Registry,
+        namespace: &str,
+        auth: Option<&[u8]>,
+        fresh_id: &[u8],
+    ) {
+        let refuse = |out: &mut Outbox<'_>, e: ConnectError| {
+            let mut packet = vec![b'4'];
+            connect_error(
+                namespace,
+                &e.message,
+                e.data.as_deref().map(str::as_bytes),
+                &mut packet,
+            );
+            out.send(true, &packet);
+        };
+        let Some((index, ns)) = registry.find(namespace) else {
+            return refuse(out, ConnectError::new("Invalid namespace"));
+        };
+        if self.sockets.len() >= config.max_namespaces {
+            return fail(out, "too many namespaces on one connection");
+        }
+        let auth: Option<&RawValue> = auth.and_then(|a| serde_json::from_slice(a).ok());
+        if let Err(e) = ns.admit(&Handshake { namespace, auth }) {
+            return refuse(out, e);
+        }
+        let Ok(random) = <[u8; SID_RANDOM_BYTES]>::try_from(fresh_id) else {
+            return fail(out, "no id available");
+        };
+        let id = Sid::new(0, random).to_string();
+        let _ = out.join(&room_key(namespace, ""));
+        let _ = out.join(&room_key(namespace, &id));
+        let mut reply = vec![b'4'];
+        connect_ok(namespace, &id, &mut reply);
+        out.send(true, &reply);
+        self.sockets.push(Socket {
+            namespace: index,
+            id,
+            auth: auth
+                .map(|a| a.get())
+                .filter(|a| a.len() <= config.max_auth_bytes)
+                .map(Box::from),
+            next_ack: 0,
+            acks: Vec::new(),
+        });
+        self.connect_deadline = None;
+    }
+
+    /// Runs `f` with a `Cx` for socket `i`, then applies how it asked to end.
+    fn run(
+        &mut self,
+        out: &mut Outbox<'_>,
+        config: &Config,
+        registry: &Registry,
+        i: usize,
+        f: impl FnOnce(&mut Cx<'_, '_>, &super::Namespace),
+    ) {
+        let Some(ns) = registry.get(self.sockets[i].namespace) else {
+            return;
+        };
+        let mut ending = Ending::default();
+        {
+            let mut cx = Cx {
+                out: &mut *out,
+                socket: &mut self.sockets[i],
+                namespace: &ns.name,
+                ending: &mut ending,
+                max_pending_acks: config.max_pending_acks,
+            };
+            f(&mut cx, ns);
+        }
+        if ending.drop_transport {
+            out.close(CloseCode::NORMAL, "transport close");
+        } else if ending.close {
+            for socket in std::mem::take(&mut self.sockets) {
+                disconnect_socket(out, registry, &socket);
+            }
+            out.close(CloseCode::NORMAL, "server close");
+        } else if ending.disconnect {
+            let socket = self.sockets.swap_remove(i);
+            disconnect_socket(out, registry, &socket);
+        }
+    }
+
+    /// Heartbeat, CONNECT timeout and ack timeouts. `Some(reason)`: close the connection.
+    pub fn on_timer(
+        &mut self,
+        conns: &mut Conns<'_>,
+        id: ConnId,
+        registry: &Registry,
+        now: Instant,
+    ) -> Option<&'static str> {
+        loop {
+            match self.session.handle_timeout(now, false) {
+                Action::SendNow(Outbound::Text(b)) => conns.with(id, |out| out.send(true, &b)),
+                Action::Close(reason) => return Some(reason.as_str()),
+                Action::None => break,
+                _ => {}
+            }
+        }
+        if self.connect_deadline.is_some_and(|d| now >= d) {
+            return Some("connect timeout");
+        }
+        for i in 0..self.sockets.len() {
+            while let Some(at) = self.sockets[i].acks.iter().position(|a| now >= a.deadline) {
+                let pending = self.sockets[i].acks.swap_remove(at);
+                let Some(ns) = registry.get(self.sockets[i].namespace) else {
+                    continue;
+                };
+                let socket = &mut self.sockets[i];
+                conns.with(id, |out| {
+                    let mut ending = Ending::default();
+                    let mut cx = Cx {
+                        out,
+                        socket,
+                        namespace: &ns.name,
+                        ending: &mut ending,
+                        max_pending_acks: 0,
+                    };
+                    (pending.callback)(&mut cx, AckReply::Timeout);
+                });
+            }
+        }
+        None
+    }
+}
+
+fn leave_namespace(out: &mut Outbox<'_>, registry: &Registry, socket: &Socket) {
+    let Some(ns) = registry.get(socket.namespace) else {
+        return;
+    };
+    let prefix = room_key(&ns.name, "");
+    let mine: Vec<String> = out
+        .rooms()
+        .iter()
+        .filter(|k| k.starts_with(prefix.as_str()))
+        .map(|k| k.to_string())
+        .collect();
+    for key in mine {
+        out.leave(&key);
+    }
+}
+
+fn disconnect_socket(out: &mut Outbox<'_>, registry: &Registry, socket: &Socket) {
+    if let Some(ns) = registry.get(socket.namespace) {
+        let mut packet = vec![b'4'];
+        disconnect(&ns.name, &mut packet);
+        out.send(true, &packet);
+    }
+    leave_namespace(out, registry, socket);
+}
+
+fn fail(out: &mut Outbox<'_>, why: &'static str) {
+    tracing::debug!(why, "closing a Socket.IO connection");
+    out.close(CloseCode::NORMAL, why);
+}

@@ -1,0 +1,339 @@
+//! What an event handler gets: `Event` (the packet, borrowed from the read buffer) and
+//! `Cx` (its socket: emit, ack, rooms, broadcast, disconnect). Packets are built here:
+//! `4` (Engine.IO message) + `<type>[<n>-][<nsp>,][<id>][args…]`; a broadcast's packet
+//! and attachments are encoded once into one shared buffer of WebSocket frames.
+//!
+//! Arguments stay raw JSON (`&RawValue`, validated, never built into a tree);
+//! attachments are `Bytes`, placeholders are forwarded as they came.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use serde_json::value::RawValue;
+
+use crate::fabric::{Broadcast, encode_frame};
+use crate::socketio::packet::{self, PacketType};
+use crate::worker::Outbox;
+
+/// Which of EVENT and ACK `encode` builds.
+pub(crate) const EVENT: u8 = b'2';
+pub(crate) const ACK: u8 = b'3';
+
+/// One event from the client.
+pub struct Event<'a> {
+    /// The event name (first array element), unescaped; a number's text if numeric.
+    pub name: String,
+    /// Every element of the array, the name included, as raw JSON.
+    pub elements: Vec<&'a RawValue>,
+    /// The client asked for an ack with this id.
+    pub ack: Option<u64>,
+    pub attachments: &'a [Bytes],
+}
+
+impl<'a> Event<'a> {
+    /// The arguments after the name, raw JSON.
+    pub fn args(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.elements.iter().skip(1).map(|v| v.get().as_bytes())
+    }
+
+    /// Argument `i` (after the name) as a string, if it is one.
+    pub fn arg_str(&self, i: usize) -> Option<String> {
+        serde_json::from_str(self.elements.get(i + 1)?.get()).ok()
+    }
+}
+
+/// An ack the server asked for: the client's reply, or none in time.
+pub enum AckReply<'a> {
+    Reply {
+        elements: &'a [&'a RawValue],
+        attachments: &'a [Bytes],
+    },
+    Timeout,
+}
+
+/// Called on the socket's core with the client's reply to `Cx::emit_with_ack`.
+pub type AckCallback = Box<dyn FnOnce(&mut Cx<'_, '_>, AckReply<'_>) + Send>;
+
+/// An ack the server waits for.
+pub(crate) struct PendingAck {
+    pub id: u64,
+    pub deadline: Instant,
+    pub callback: AckCallback,
+}
+
+/// One socket: a connection's membership of one namespace.
+pub(crate) struct Socket {
+    pub namespace: usize,
+    pub id: String,
+    /// The CONNECT's auth object, raw (bounded).
+    pub auth: Option<Box<str>>,
+    pub next_ack: u64,
+    pub acks: Vec<PendingAck>,
+}
+
+/// What a handler asked for that ends its socket or connection, applied after it returns.
+#[derive(Default)]
+pub(crate) struct Ending {
+    pub disconnect: bool,
+    pub close: bool,
+    pub drop_transport: bool,
+}
+
+/// A handler's view of its socket.
+pub struct Cx<'a, 'b> {
+    pub(crate) out: &'a mut Outbox<'b>,
+    pub(crate) socket: &'a mut Socket,
+    pub(crate) namespace: &'a str,
+    pub(crate) ending: &'a mut Ending,
+    pub(crate) max_pending_acks: usize,
+}
+
+impl<'a, 'b> Cx<'a, 'b> {
+    /// Emits to the members of `rooms` in this namespace, on every core.
+    pub fn to(&mut self, rooms: &[&str]) -> Operator<'_, 'a, 'b> {
+        Operator {
+            rooms: rooms.iter().map(|r| room_key(self.namespace, r)).collect(),
+            except_sender: false,
+            cx: self,
+        }
+    }
+
+    /// Emits to every socket of this namespace but this one.
+    pub fn broadcast(&mut self) -> Operator<'_, 'a, 'b> {
+        Operator {
+            rooms: vec![room_key(self.namespace, "")],
+            except_sender: true,
+            cx: self,
+        }
+    }
+
+    /// Emits to every socket of this namespace.
+    pub fn to_all(&mut self) -> Operator<'_, 'a, 'b> {
+        Operator {
+            rooms: vec![room_key(self.namespace, "")],
+            except_sender: false,
+            cx: self,
+        }
+    }
+}
+
+impl Cx<'_, '_> {
+    /// The socket's id (not the Engine.IO sid).
+    pub fn id(&self) -> &str {
+        &self.socket.id
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.namespace
+    }
+
+    /// The CONNECT's auth as JSON text, `{}` when there was none.
+    pub fn auth_json(&self) -> &str {
+        self.socket.auth.as_deref().unwrap_or("{}")
+    }
+
+    /// The rooms joined in this namespace, sorted, without the socket's own id room.
+    pub fn rooms(&self) -> Vec<String> {
+        let prefix = room_key(self.namespace, "");
+        let mut rooms: Vec<String> = self
+            .out
+            .rooms()
+            .iter()
+            .filter_map(|k| k.strip_prefix(prefix.as_str()))
+            .filter(|r| !r.is_empty() && *r != self.socket.id)
+            .map(str::to_string)
+            .collect();
+        rooms.sort();
+        rooms
+    }
+
+    /// Joins `room` of this namespace. `false`: already in it, or at the room bound.
+    pub fn join(&mut self, room: &str) -> bool {
+        matches!(self.out.join(&room_key(self.namespace, room)), Ok(true))
+    }
+
+    pub fn leave(&mut self, room: &str) -> bool {
+        self.out.leave(&room_key(self.namespace, room))
+    }
+
+    /// Emits `[name, args…]` to this socket.
+    pub fn emit(&mut self, name: &str, args: &[&[u8]], attachments: &[Bytes]) {
+        let name = json_string(name);
+        let mut elements = vec![name.as_bytes()];
+        elements.extend_from_slice(args);
+        self.emit_elements(&elements, attachments);
+    }
+
+    /// Emits an event given as its raw array elements (name first) to this socket.
+    pub fn emit_elements(&mut self, elements: &[&[u8]], attachments: &[Bytes]) {
+        let packet = encode(EVENT, self.namespace, None, attachments.len(), elements);
+        self.send_packet(&packet, attachments);
+    }
+
+    /// Answers `ev`'s ack request with `args` (raw JSON each); nothing if none was asked.
+    pub fn ack(&mut self, ev: &Event<'_>, args: &[&[u8]], attachments: &[Bytes]) {
+        if let Some(id) = ev.ack {
+            let packet = encode(ACK, self.namespace, Some(id), attachments.len(), args);
+            self.send_packet(&packet, attachments);
+        }
+    }
+
+    /// Answers the client's ack request `id` (kept from an earlier `Event::ack`).
+    pub fn ack_id(&mut self, id: u64, args: &[&[u8]], attachments: &[Bytes]) {
+        let packet = encode(ACK, self.namespace, Some(id), attachments.len(), args);
+        self.send_packet(&packet, attachments);
+    }
+
+    /// Emits to this socket and calls `callback` with its ack, or with `Timeout` after
+    /// `timeout`. Past the bound of pending acks the callback gets `Timeout` at once.
+    pub fn emit_with_ack(
+        &mut self,
+        elements: &[&[u8]],
+        attachments: &[Bytes],
+        timeout: Duration,
+        callback: AckCallback,
+    ) {
+        if self.socket.acks.len() >= self.max_pending_acks {
+            return callback(self, AckReply::Timeout);
+        }
+        let id = self.socket.next_ack;
+        self.socket.next_ack += 1;
+        let packet = encode(EVENT, self.namespace, Some(id), attachments.len(), elements);
+        self.send_packet(&packet, attachments);
+        self.socket.acks.push(PendingAck {
+            id,
+            deadline: Instant::now() + timeout,
+            callback,
+        });
+    }
+
+    /// Ends this socket (DISCONNECT for this namespace) once the handler returns.
+    pub fn disconnect(&mut self) {
+        self.ending.disconnect = true;
+    }
+
+    /// DISCONNECT for every namespace, then closes the connection.
+    pub fn close(&mut self) {
+        self.ending.close = true;
+    }
+
+    /// Closes the connection without any DISCONNECT (the client will reconnect).
+    pub fn drop_transport(&mut self) {
+        self.ending.drop_transport = true;
+    }
+
+    fn send_packet(&mut self, packet: &[u8], attachments: &[Bytes]) {
+        self.out.send(true, packet);
+        for a in attachments {
+            self.out.send_shared(false, a.clone());
+        }
+    }
+}
+
+/// A broadcast being addressed.
+pub struct Operator<'c, 'a, 'b> {
+    cx: &'c mut Cx<'a, 'b>,
+    rooms: Vec<String>,
+    except_sender: bool,
+}
+
+impl Operator<'_, '_, '_> {
+    /// Emits an event given as raw array elements (name first), encoded once.
+    pub fn emit_elements(self, elements: &[&[u8]], attachments: &[Bytes]) {
+        let packet = encode(EVENT, self.cx.namespace, None, attachments.len(), elements);
+        let mut frames = BytesMut::from(&encode_frame(true, &[&packet])[..]);
+        for a in attachments {
+            frames.extend_from_slice(&encode_frame(false, &[a]));
+        }
+        let mut msg = Broadcast::to_all(frames.freeze()).in_rooms(&self.rooms);
+        if self.except_sender {
+            msg.except_origin = Some(self.cx.out.origin());
+        }
+        self.cx.out.broadcast(msg);
+    }
+
+    /// Emits `[name, args…]`.
+    pub fn emit(self, name: &str, args: &[&[u8]], attachments: &[Bytes]) {
+        let name = json_string(name);
+        let mut elements = vec![name.as_bytes()];
+        elements.extend_from_slice(args);
+        self.emit_elements(&elements, attachments);
+    }
+}
+
+/// The fabric room of `room` in `namespace` (`""`: the namespace-wide room).
+pub(crate) fn room_key(namespace: &str, room: &str) -> String {
+    let mut key = String::with_capacity(namespace.len() + 1 + room.len());
+    key.push_str(namespace);
+    key.push('\0');
+    key.push_str(room);
+    key
+}
+
+pub(crate) fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// `4<type>[<n>-][<nsp>,][<id>][elements…]` for EVENT/ACK (binary types when
+/// `attachments` > 0).
+pub(crate) fn encode(
+    kind: u8,
+    namespace: &str,
+    id: Option<u64>,
+    attachments: usize,
+    elements: &[&[u8]],
+) -> Vec<u8> {
+    let kind = match (kind, attachments > 0) {
+        (EVENT, false) => PacketType::Event,
+        (EVENT, true) => PacketType::BinaryEvent,
+        (_, false) => PacketType::Ack,
+        (_, true) => PacketType::BinaryAck,
+    };
+    let len: usize = elements.iter().map(|e| e.len() + 1).sum();
+    let mut p = Vec::with_capacity(namespace.len() + len + 32);
+    p.push(b'4');
+    packet::encode(kind, namespace, id, attachments, b"", &mut p);
+    p.push(b'[');
+    for (i, e) in elements.iter().enumerate() {
+        if i > 0 {
+            p.push(b',');
+        }
+        p.extend_from_slice(e);
+    }
+    p.push(b']');
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_are_encoded_as_node_does() {
+        assert_eq!(
+            encode(EVENT, "/", None, 0, &[b"\"hi\"", b"1"]),
+            b"42[\"hi\",1]"
+        );
+        assert_eq!(encode(ACK, "/admin", Some(13), 0, &[]), b"43/admin,13[]");
+        assert_eq!(
+            encode(
+                ACK,
+                "/",
+                Some(15),
+                1,
+                &[br#"{"_placeholder":true,"num":0}"#]
+            ),
+            br#"461-15[{"_placeholder":true,"num":0}]"#
+        );
+        assert_eq!(
+            encode(EVENT, "/x", Some(2), 2, &[b"\"e\""]),
+            b"452-/x,2[\"e\"]"
+        );
+    }
+
+    #[test]
+    fn room_keys_separate_namespaces() {
+        assert_eq!(room_key("/", "a"), "/\0a");
+        assert_ne!(room_key("/a", "b"), room_key("/", "a\0b"));
+    }
+}

@@ -1,0 +1,60 @@
+//! The official Socket.IO client (npm `socket.io-client` 4.x, in `tests/sio/`) against
+//! `throng serve --app conformance --workers 2`: node's test runner drives every case in
+//! `tests/sio/*.test.js` and this test passes when all of them do.
+
+mod util;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::Server;
+
+fn run_node_suite(file: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sio");
+    assert!(
+        dir.join("node_modules/socket.io-client").is_dir(),
+        "socket.io-client is missing: run `npm ci --prefix tests/sio` (scripts/test.sh does)"
+    );
+    let server = Server::start(&["--app", "conformance", "--workers", "2"]);
+    let mut child = Command::new("node")
+        .arg("--test")
+        .arg("--test-reporter=spec")
+        .arg(dir.join(file))
+        .env("THRONG_URL", format!("http://127.0.0.1:{}", server.port))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node must be installed (.ci/run installs it)");
+    // Bounded: the suite's own timeouts are a few seconds per case.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("wait for node").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("node output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{file} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The summary lines: `ℹ pass N` / `ℹ fail N` (spec reporter).
+    let count = |what: &str| {
+        stdout.lines().find_map(|l| {
+            l.trim_start_matches(['ℹ', '#', ' '])
+                .strip_prefix(what)
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        })
+    };
+    assert_eq!(count("fail "), Some(0), "{stdout}");
+    assert!(count("pass ").is_some_and(|n| n > 0), "{stdout}");
+}
+
+#[test]
+fn official_client_over_websocket() {
+    run_node_suite("websocket.test.js");
+}
