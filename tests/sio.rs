@@ -1,6 +1,8 @@
 //! The official Socket.IO client (npm `socket.io-client` 4.x, in `tests/sio/`) against
 //! `throng serve --app conformance --workers 2`: node's test runner drives every case in
-//! `tests/sio/*.test.js` and this test passes when all of them do.
+//! `tests/sio/*.test.js` and this test passes when all of them do. The same suite also
+//! runs against a Node socket.io 4.8 server made to the same contract
+//! (`tests/sio/node-server.js`), which keeps the suite honest about what Node does.
 
 mod util;
 
@@ -10,18 +12,22 @@ use std::time::{Duration, Instant};
 
 use util::Server;
 
-fn run_node_suite(file: &str) {
+fn sio_dir() -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sio");
     assert!(
         dir.join("node_modules/socket.io-client").is_dir(),
         "socket.io-client is missing: run `npm ci --prefix tests/sio` (scripts/test.sh does)"
     );
-    let server = Server::start(&["--app", "conformance", "--workers", "2"]);
+    dir
+}
+
+fn run_node_suite(file: &str, port: u16) {
+    let dir = sio_dir();
     let mut child = Command::new("node")
         .arg("--test")
         .arg("--test-reporter=spec")
         .arg(dir.join(file))
-        .env("THRONG_URL", format!("http://127.0.0.1:{}", server.port))
+        .env("THRONG_URL", format!("http://127.0.0.1:{port}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -56,5 +62,36 @@ fn run_node_suite(file: &str) {
 
 #[test]
 fn official_client_over_websocket() {
-    run_node_suite("websocket.test.js");
+    let server = Server::start(&["--app", "conformance", "--workers", "2"]);
+    run_node_suite("websocket.test.js", server.port);
+}
+
+/// Kills the reference server when the test ends, however it ends.
+struct Reference(std::process::Child);
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_suite_passes_against_node_socket_io_too() {
+    let port = util::free_port();
+    let _node = Reference(
+        Command::new("node")
+            .arg(sio_dir().join("node-server.js"))
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node must be installed (.ci/run installs it)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "node's server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run_node_suite("websocket.test.js", port);
 }

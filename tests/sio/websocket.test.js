@@ -206,3 +206,13 @@ test("drop-transport: transport close, and the client reconnects", async () => {
   await once(s, "connect");
   assert.deepEqual(await ack(s, "echo", "back"), ["back"]);
 });
+
+test("a room spread over many connections (both cores) gets each message once", async () => {
+  const members = await Promise.all(Array.from({ length: 8 }, () => connected("/")));
+  for (const m of members) await ack(m, "join", "wide");
+  const counts = members.map(() => 0);
+  members.forEach((m, i) => m.on("wide-news", () => counts[i]++));
+  for (let k = 0; k < 5; k++) await ack(members[k % 8], "to-room", "wide", "wide-news", k);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(counts, members.map(() => 5));
+});

@@ -1,0 +1,87 @@
+// A Node socket.io 4.8 server made to the same contract as `throng serve --app
+// conformance` (see src/app/conformance.rs), so that the suite in this directory can be
+// checked against the reference implementation:
+//   node tests/sio/node-server.js PORT &
+//   THRONG_URL=http://127.0.0.1:PORT node --test tests/sio/websocket.test.js
+"use strict";
+
+const { Server } = require("socket.io");
+
+const port = Number(process.argv[2] || 3000);
+const io = new Server(port, {
+  path: "/socket.io/",
+  transports: ["websocket"],
+  pingInterval: 1000,
+  pingTimeout: 800,
+  maxHttpBufferSize: 1e6,
+  connectTimeout: 2000,
+  cookie: false,
+  perMessageDeflate: false,
+  httpCompression: false,
+});
+
+function rooms(socket) {
+  return [...socket.rooms].filter((r) => r !== socket.id).sort();
+}
+
+function lastIsAck(args) {
+  return typeof args[args.length - 1] === "function" ? args.pop() : null;
+}
+
+function setup(nsp) {
+  nsp.on("connection", (socket) => {
+    socket.on("echo", (...args) => {
+      const ack = lastIsAck(args);
+      if (ack) ack(...args);
+      else socket.emit("echo", ...args);
+    });
+    socket.on("whoami", (ack) =>
+      ack({ sid: socket.id, nsp: nsp.name, auth: socket.handshake.auth || {}, rooms: rooms(socket) })
+    );
+    socket.on("join", (room, ack) => {
+      socket.join(room);
+      if (ack) ack(rooms(socket));
+    });
+    socket.on("leave", (room, ack) => {
+      socket.leave(room);
+      if (ack) ack(rooms(socket));
+    });
+    socket.on("to-room", (room, event, ...rest) => {
+      const ack = lastIsAck(rest);
+      nsp.to(room).emit(event, ...rest);
+      if (ack) ack();
+    });
+    socket.on("broadcast", (event, ...rest) => {
+      const ack = lastIsAck(rest);
+      socket.broadcast.emit(event, ...rest);
+      if (ack) ack();
+    });
+    socket.on("to-all", (event, ...rest) => {
+      const ack = lastIsAck(rest);
+      nsp.emit(event, ...rest);
+      if (ack) ack();
+    });
+    socket.on("ask", (event, ...rest) => {
+      const ack = lastIsAck(rest);
+      if (!ack) return;
+      socket.timeout(2000).emit(event, ...rest, (err, ...reply) => {
+        if (err) ack({ timeout: true });
+        else ack(...reply);
+      });
+    });
+    socket.on("disconnect-me", () => socket.disconnect());
+    socket.on("close-me", () => socket.disconnect(true));
+    socket.on("drop-transport", () => socket.conn.close());
+  });
+}
+
+setup(io.of("/"));
+setup(io.of("/custom"));
+const guarded = io.of("/guarded");
+guarded.use((socket, next) => {
+  if (socket.handshake.auth && socket.handshake.auth.token === "s3cret") return next();
+  const err = new Error("unauthorized");
+  err.data = { code: "E_UNAUTHORIZED" };
+  next(err);
+});
+setup(guarded);
