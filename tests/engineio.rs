@@ -305,3 +305,27 @@ fn a_message_over_max_payload_closes_1009() {
     let reply = read_until(&mut ok, |m| m.starts_with("431"));
     assert!(reply == format!(r#"431["{payload}"]"#), "echoed wrong");
 }
+
+#[test]
+fn broadcasts_of_names_clients_refuse_are_not_sent() {
+    let s = server();
+    let mut a = socket(s.port);
+    let mut b = socket(s.port);
+    for bad in [
+        r#"421["to-all","disconnect"]"#,
+        r#"421["broadcast",{}]"#,
+        r#"421["to-all",null,1]"#,
+    ] {
+        a.send(&text(bad));
+        assert_eq!(read_until(&mut a, |m| m.starts_with("43")), "431[]");
+    }
+    a.send(&text(r#"422["to-all","fine",1]"#));
+    assert_eq!(read_until(&mut a, |m| m.starts_with("43")), "432[]");
+    // b got only the valid one, and is still connected.
+    assert_eq!(
+        read_until(&mut b, |m| m.starts_with("42")),
+        r#"42["fine",1]"#
+    );
+    b.send(&text(r#"427["echo","ok"]"#));
+    assert_eq!(read_until(&mut b, |m| m.starts_with("43")), r#"437["ok"]"#);
+}

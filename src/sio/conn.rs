@@ -29,6 +29,8 @@ use super::registry::{ConnectError, Handshake, Registry};
 
 pub(crate) struct ConnState {
     pub generation: u32,
+    /// A close was asked for: nothing more is sent or handled.
+    pub closing: bool,
     session: Session,
     connect_deadline: Option<Instant>,
     sockets: Vec<Socket>,
@@ -39,6 +41,7 @@ impl ConnState {
     pub fn new(generation: u32, session: Session, connect_deadline: Instant) -> ConnState {
         ConnState {
             generation,
+            closing: false,
             session,
             connect_deadline: Some(connect_deadline),
             sockets: Vec::new(),
@@ -214,8 +217,11 @@ impl ConnState {
             return fail(out, "no id available");
         };
         let id = Sid::new(0, random).to_string();
-        let _ = out.join(&room_key(namespace, ""));
-        let _ = out.join(&room_key(namespace, &id));
+        let joined = out.join(&room_key(namespace, "")).is_ok()
+            && out.join(&room_key(namespace, &id)).is_ok();
+        if !joined {
+            return fail(out, "room bound reached: cannot join the namespace");
+        }
         let mut reply = vec![b'4'];
         connect_ok(namespace, &id, &mut reply);
         out.send(true, &reply);
@@ -274,8 +280,12 @@ impl ConnState {
         conns: &mut Conns<'_>,
         id: ConnId,
         registry: &Registry,
+        max_pending_acks: usize,
         now: Instant,
     ) -> Option<&'static str> {
+        if self.closing {
+            return None;
+        }
         loop {
             match self.session.handle_timeout(now, false) {
                 Action::SendNow(Outbound::Text(b)) => conns.with(id, |out| out.send(true, &b)),
@@ -301,7 +311,7 @@ impl ConnState {
                         socket,
                         namespace: &ns.name,
                         ending: &mut ending,
-                        max_pending_acks: 0,
+                        max_pending_acks,
                     };
                     (pending.callback)(&mut cx, AckReply::Timeout);
                 });

@@ -90,9 +90,14 @@ pub struct Cx<'a, 'b> {
 
 impl<'a, 'b> Cx<'a, 'b> {
     /// Emits to the members of `rooms` in this namespace, on every core.
+    /// The empty name is no room: sends to it reach nobody.
     pub fn to(&mut self, rooms: &[&str]) -> Operator<'_, 'a, 'b> {
         Operator {
-            rooms: rooms.iter().map(|r| room_key(self.namespace, r)).collect(),
+            rooms: rooms
+                .iter()
+                .filter(|r| !r.is_empty())
+                .map(|r| room_key(self.namespace, r))
+                .collect(),
             except_sender: false,
             cx: self,
         }
@@ -147,12 +152,20 @@ impl Cx<'_, '_> {
         rooms
     }
 
-    /// Joins `room` of this namespace. `false`: already in it, or at the room bound.
+    /// Joins `room` of this namespace. `false`: already in it, at the room bound, or
+    /// not a room name (empty, or longer than `MAX_ROOM_NAME`).
     pub fn join(&mut self, room: &str) -> bool {
+        if room.is_empty() || room.len() > MAX_ROOM_NAME {
+            return false;
+        }
         matches!(self.out.join(&room_key(self.namespace, room)), Ok(true))
     }
 
+    /// Leaves `room`. The socket's own id room cannot be left.
     pub fn leave(&mut self, room: &str) -> bool {
+        if room.is_empty() || room == self.socket.id {
+            return false;
+        }
         self.out.leave(&room_key(self.namespace, room))
     }
 
@@ -165,7 +178,11 @@ impl Cx<'_, '_> {
     }
 
     /// Emits an event given as its raw array elements (name first) to this socket.
+    /// Not sent if the name is not a number or a non-reserved string.
     pub fn emit_elements(&mut self, elements: &[&[u8]], attachments: &[Bytes]) {
+        if !sendable_event_name(elements.first()) {
+            return tracing::debug!("event with an unsendable name dropped");
+        }
         let packet = encode(EVENT, self.namespace, None, attachments.len(), elements);
         self.send_packet(&packet, attachments);
     }
@@ -193,7 +210,8 @@ impl Cx<'_, '_> {
         timeout: Duration,
         callback: AckCallback,
     ) {
-        if self.socket.acks.len() >= self.max_pending_acks {
+        if self.socket.acks.len() >= self.max_pending_acks || !sendable_event_name(elements.first())
+        {
             return callback(self, AckReply::Timeout);
         }
         let id = self.socket.next_ack;
@@ -238,8 +256,12 @@ pub struct Operator<'c, 'a, 'b> {
 }
 
 impl Operator<'_, '_, '_> {
-    /// Emits an event given as raw array elements (name first), encoded once.
+    /// Emits an event given as raw array elements (name first), encoded once. Not sent
+    /// if the name is unsendable or no room was named.
     pub fn emit_elements(self, elements: &[&[u8]], attachments: &[Bytes]) {
+        if self.rooms.is_empty() || !sendable_event_name(elements.first()) {
+            return tracing::debug!("broadcast with no room or an unsendable name dropped");
+        }
         let packet = encode(EVENT, self.cx.namespace, None, attachments.len(), elements);
         let mut frames = BytesMut::from(&encode_frame(true, &[&packet])[..]);
         for a in attachments {
@@ -260,6 +282,24 @@ impl Operator<'_, '_, '_> {
         self.emit_elements(&elements, attachments);
     }
 }
+
+/// Whether `first` (an event's first array element, raw JSON) is a name the official
+/// client accepts: a number, or a string that is not reserved. Anything else would make
+/// every recipient drop its connection ("parse error"), so it is never sent.
+pub(crate) fn sendable_event_name(first: Option<&&[u8]>) -> bool {
+    let Some(first) = first else {
+        return false;
+    };
+    match first.first() {
+        Some(b'"') => serde_json::from_slice::<String>(first)
+            .is_ok_and(|name| !packet::RESERVED_EVENTS.contains(&name.as_str())),
+        Some(b'-' | b'0'..=b'9') => serde_json::from_slice::<f64>(first).is_ok(),
+        _ => false,
+    }
+}
+
+/// Longest room name `join` accepts.
+pub const MAX_ROOM_NAME: usize = 256;
 
 /// The fabric room of `room` in `namespace` (`""`: the namespace-wide room).
 pub(crate) fn room_key(namespace: &str, room: &str) -> String {
@@ -329,6 +369,24 @@ mod tests {
             encode(EVENT, "/x", Some(2), 2, &[b"\"e\""]),
             b"452-/x,2[\"e\"]"
         );
+    }
+
+    #[test]
+    fn only_names_the_client_accepts_are_sent() {
+        for ok in [&b"\"news\""[..], b"1", b"-2.5", b"\"\""] {
+            assert!(sendable_event_name(Some(&ok)), "{ok:?}");
+        }
+        for bad in [
+            &b"\"disconnect\""[..],
+            b"\"\\u0063onnect\"",
+            b"{}",
+            b"null",
+            b"[1]",
+            b"true",
+        ] {
+            assert!(!sendable_event_name(Some(&bad)), "{bad:?}");
+        }
+        assert!(!sendable_event_name(None));
     }
 
     #[test]

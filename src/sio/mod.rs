@@ -194,7 +194,7 @@ impl App for Server {
         if text && payload.as_slice().get(..2) == Some(b"40") {
             fresh_ids = self.random(SID_RANDOM_BYTES);
         }
-        let Some(state) = self.state(id) else {
+        let Some(state) = self.state(id).filter(|s| !s.closing) else {
             return;
         };
         state.on_message(
@@ -206,6 +206,9 @@ impl App for Server {
             &fresh_ids,
             Instant::now(),
         );
+        if out.is_closing() {
+            state.closing = true;
+        }
     }
 
     fn on_close(&mut self, id: ConnId) {
@@ -228,7 +231,9 @@ impl App for Server {
                 slot: slot as u32,
                 generation: state.generation,
             };
-            if let Some(reason) = state.on_timer(conns, id, &registry, now) {
+            let max_acks = self.config.max_pending_acks;
+            if let Some(reason) = state.on_timer(conns, id, &registry, max_acks, now) {
+                state.closing = true;
                 conns.close(id, CloseCode::NORMAL, reason);
             }
         }

@@ -86,6 +86,11 @@ impl Outbox<'_> {
         self.hub.metrics.messages_out.inc();
     }
 
+    /// Whether a close of this connection was asked for in this callback.
+    pub fn is_closing(&self) -> bool {
+        self.hub.close_request.is_some()
+    }
+
     /// The connection this outbox sends on.
     pub fn id(&self) -> ConnId {
         self.id
