@@ -18,7 +18,7 @@ use crate::engineio::sid::{SID_RANDOM_BYTES, Sid};
 use crate::runtime::ConnId;
 use crate::socketio::binary::{AttachmentLimits, Reassembly};
 use crate::socketio::packet::{
-    PacketType, connect_error, connect_ok, disconnect, parse_with_limit,
+    EventName, Packet, PacketType, connect_error, connect_ok, disconnect, parse_with_limit,
 };
 use crate::worker::{Conns, Outbox};
 use crate::ws::CloseCode;
@@ -66,14 +66,10 @@ impl ConnState {
             return match self.binary.feed_binary(Bytes::copy_from_slice(bytes)) {
                 Err(_) => fail(out, "binary data without a pending packet"),
                 Ok(None) => {}
-                Ok(Some(done)) => self.dispatch(
-                    out,
-                    config,
-                    registry,
-                    &done.header,
-                    &done.attachments,
-                    fresh_id,
-                ),
+                Ok(Some(done)) => match parse_with_limit(&done.header, config.max_attachments) {
+                    Ok(p) => self.dispatch(out, config, registry, p, &done.attachments, fresh_id),
+                    Err(_) => fail(out, "invalid Socket.IO packet"),
+                },
             };
         }
         let Ok(packet) = decode_text(bytes) else {
@@ -104,21 +100,19 @@ impl ConnState {
             }
             return;
         }
-        self.dispatch(out, config, registry, message, &[], fresh_id);
+        self.dispatch(out, config, registry, p, &[], fresh_id);
     }
 
+    /// Runs one parsed packet (a binary one with its attachments).
     fn dispatch(
         &mut self,
         out: &mut Outbox<'_>,
         config: &Config,
         registry: &Registry,
-        message: &[u8],
+        p: Packet<'_>,
         attachments: &[Bytes],
         fresh_id: &[u8],
     ) {
-        let Ok(p) = parse_with_limit(message, config.max_attachments) else {
-            return fail(out, "invalid Socket.IO packet");
-        };
         let joined = self.sockets.iter().position(|s| {
             registry
                 .get(s.namespace)
@@ -136,17 +130,18 @@ impl ConnState {
                 leave_namespace(out, registry, &socket);
             }
             (PacketType::Event | PacketType::BinaryEvent, Some(i)) => {
-                let Some(elements) = p
-                    .payload
-                    .and_then(|j| serde_json::from_slice::<Vec<&RawValue>>(j).ok())
-                else {
+                // The parser checked the shape: a non-empty array led by a valid name.
+                let (Some(event), Some(elements)) = (
+                    p.event.as_ref(),
+                    p.payload
+                        .and_then(|j| serde_json::from_slice::<Vec<&RawValue>>(j).ok()),
+                ) else {
                     return fail(out, "invalid event payload");
                 };
-                let Some(first) = elements.first() else {
-                    return fail(out, "empty event");
+                let name = match &event.name {
+                    EventName::Str(name) => name.to_string(),
+                    EventName::Number(text) => text.to_string(),
                 };
-                let name = serde_json::from_str::<String>(first.get())
-                    .unwrap_or_else(|_| first.get().to_string());
                 let ev = Event {
                     name,
                     elements,

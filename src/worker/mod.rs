@@ -631,12 +631,15 @@ impl<A: App> Core<A> {
         // robin; past the budget the loop polls for input before writing more, so a
         // connection reached later gets this turn's frames and the next turns' in one
         // write. What waits is bounded.
-        let mut replied = std::mem::take(&mut self.replied);
-        for &id in &replied {
-            self.hub.outgoing.take(id, &mut iov, &mut keep);
-            self.deliver(driver, id, &iov, &keep);
+        let mut write_waiting = |core: &mut Self, id: ConnId| {
+            core.hub.outgoing.take(id, &mut iov, &mut keep);
+            core.deliver(driver, id, &iov, &keep);
             iov.clear();
             keep.clear();
+        };
+        let mut replied = std::mem::take(&mut self.replied);
+        for &id in &replied {
+            write_waiting(self, id);
         }
         replied.clear();
         self.replied = replied;
@@ -645,10 +648,7 @@ impl<A: App> Core<A> {
             let Some(id) = self.hub.outgoing.next_ready() else {
                 break;
             };
-            self.hub.outgoing.take(id, &mut iov, &mut keep);
-            self.deliver(driver, id, &iov, &keep);
-            iov.clear();
-            keep.clear();
+            write_waiting(self, id);
             written += 1;
         }
         self.hub

@@ -27,9 +27,6 @@ const NIL: u32 = u32::MAX;
 #[derive(Clone, Copy)]
 pub struct FrameRef(u32);
 
-/// How many recently pushed frames are remembered to find a shared frame's entry.
-const RECENT: usize = 8;
-
 struct Frame {
     bytes: Bytes,
     keep: bool,
@@ -101,11 +98,6 @@ const EMPTY: List = List {
 #[derive(Default)]
 pub struct Outgoing {
     frames: Slab<Frame>,
-    /// `(address, length, frame)` of the last frames pushed: a broadcast's recipients
-    /// share one entry. An entry is only matched while its frame is in the table
-    /// (which keeps the memory, hence the address, alive).
-    recent: [(usize, usize, u32); RECENT],
-    recent_next: usize,
     pool: Pool,
     /// List entries, all lists together.
     held: usize,
@@ -131,9 +123,14 @@ impl Outgoing {
             .is_some_and(|l| l.generation == id.generation && l.head != NIL)
     }
 
-    /// Appends a frame to `id`'s list; a connection that had none joins the round robin.
+    /// Appends a frame for `id` alone (a reply, a close); a connection that had none
+    /// joins the round robin. Frames for many connections go through `shared_frame`.
     pub fn push(&mut self, id: ConnId, bytes: Bytes, keep: bool) {
-        let frame = self.frame_for(bytes, keep);
+        let frame = FrameRef(self.frames.insert(Frame {
+            bytes,
+            keep,
+            holders: 0,
+        }) as u32);
         self.push_frame(id, frame);
     }
 
@@ -215,28 +212,6 @@ impl Outgoing {
             self.pool.release(at);
             at = segment.next;
         }
-    }
-
-    /// The table entry for `bytes`, shared with an identical recent push.
-    fn frame_for(&mut self, bytes: Bytes, keep: bool) -> FrameRef {
-        let key = (bytes.as_ptr() as usize, bytes.len());
-        for &(addr, len, frame) in &self.recent {
-            if (addr, len) == key
-                && let Some(f) = self.frames.get_mut(frame as usize)
-                && f.bytes.as_ptr() as usize == addr
-                && f.bytes.len() == len
-            {
-                return FrameRef(frame);
-            }
-        }
-        let frame = self.frames.insert(Frame {
-            bytes,
-            keep,
-            holders: 0,
-        }) as u32;
-        self.recent[self.recent_next] = (key.0, key.1, frame);
-        self.recent_next = (self.recent_next + 1) % RECENT;
-        FrameRef(frame)
     }
 
     /// The next connection in the round robin that has frames, with its generation.
@@ -334,8 +309,9 @@ mod tests {
     fn a_shared_frame_is_held_once_and_freed_with_its_last_holder() {
         let mut d = Outgoing::default();
         let frame = Bytes::from(vec![7u8; 300]);
+        let first = d.shared_frame(frame.clone());
         for slot in 0..50 {
-            d.push(id(slot, 1), frame.clone(), true);
+            d.push_frame(id(slot, 1), first);
         }
         let entered = d.shared_frame(frame.clone());
         for slot in 50..100 {
