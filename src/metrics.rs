@@ -91,6 +91,8 @@ impl CloseReason {
 pub struct WorkerMetrics {
     pub accepted: Counter,
     pub refused_at_capacity: Counter,
+    /// Connections given to the worker owning their session (Engine.IO sid routing).
+    pub handed_over: Counter,
     /// Gauge: connections held now.
     pub open: Counter,
     closed: [Counter; CloseReason::ALL.len()],
@@ -133,6 +135,12 @@ pub fn render(workers: &[&WorkerMetrics], inbox_depth: &[usize]) -> String {
         "counter",
         "TCP connections accepted.",
         sum(&|w| w.accepted.get()),
+    );
+    family(
+        "throng_connections_handed_over_total",
+        "counter",
+        "Connections handed to the worker owning their session (Engine.IO sid routing).",
+        sum(&|w| w.handed_over.get()),
     );
     family(
         "throng_connections_refused_total",

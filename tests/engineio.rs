@@ -39,7 +39,8 @@ fn get(port: u16, target: &str, upgrade: bool) -> (u16, String, String) {
         "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
          Sec-WebSocket-Version: 13\r\n"
     } else {
-        ""
+        // Plain requests are kept alive unless the client asks otherwise.
+        "Connection: close\r\n"
     };
     http(
         port,
@@ -148,7 +149,8 @@ fn http_errors_have_nodes_codes_and_never_open_a_session() {
     assert_error(
         http(
             p,
-            "POST /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            "POST /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
         ),
         400,
         2,

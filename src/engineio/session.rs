@@ -189,6 +189,16 @@ impl Session {
         true
     }
 
+    /// The probing WebSocket went away: the session stays on polling.
+    pub fn abort_upgrade(&mut self) {
+        self.upgrade = None;
+    }
+
+    /// Whether an upgrade has been probed (`3probe` sent) and waits for `5`.
+    pub fn is_probed(&self) -> bool {
+        self.upgrade.is_some_and(|u| u.probed)
+    }
+
     /// One packet from the client. `Action::Deliver` means `packet` is a message for
     /// the layer above.
     pub fn handle_packet(&mut self, now: Instant, via: Via, packet: &Packet<'_>) -> Action {

@@ -4,7 +4,7 @@
 //!   `Bytes`) and shared: every worker queues the same bytes to each local recipient (a
 //!   reference-count increment, no copy, no re-encode).
 //! - Each worker has an `Inbox`: a bounded lock-free queue (`crossbeam_queue::ArrayQueue`)
-//!   of `Arc<Broadcast>` and a waker. A worker publishes by delivering to its own
+//!   of `Inbound` (a shared `Arc<Broadcast>`, or a socket handed over) and a waker. A worker publishes by delivering to its own
 //!   members at once and pushing one `Arc` into every other worker's inbox.
 //! - Ordering: one worker pushes into an inbox in publish order and the owner pops in
 //!   that order, so messages from one sender reach each recipient in the order sent.
@@ -96,6 +96,21 @@ impl Broadcast {
     }
 }
 
+/// A connection handed to the worker that owns its session (an Engine.IO request whose
+/// sid names another core): the socket and the bytes already read from it.
+#[derive(Debug)]
+pub struct Handover {
+    pub stream: std::net::TcpStream,
+    pub bytes: Vec<u8>,
+}
+
+/// What one worker's inbox carries.
+#[derive(Debug)]
+pub enum Inbound {
+    Broadcast(Arc<Broadcast>),
+    Handover(Box<Handover>),
+}
+
 /// Encodes an unfragmented, unmasked (server-to-client) message from `parts` once.
 pub fn encode_frame(text: bool, parts: &[&[u8]]) -> Bytes {
     let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -111,7 +126,7 @@ pub fn encode_frame(text: bool, parts: &[&[u8]]) -> Bytes {
 
 /// One worker's receiving end.
 struct Inbox {
-    queue: ArrayQueue<Arc<Broadcast>>,
+    queue: ArrayQueue<Inbound>,
     parked: AtomicBool,
     waker: Box<dyn Wake>,
 }
@@ -158,7 +173,7 @@ impl Fabric {
     }
 
     /// Queues `msg` for `worker`. `Err` gives it back when the inbox is full.
-    pub fn push(&self, worker: usize, msg: Arc<Broadcast>) -> Result<(), Arc<Broadcast>> {
+    pub fn push(&self, worker: usize, msg: Inbound) -> Result<(), Inbound> {
         self.inboxes[worker].queue.push(msg)
     }
 
@@ -174,8 +189,8 @@ impl Fabric {
         }
     }
 
-    /// Takes the next broadcast from `worker`'s own inbox.
-    pub fn pop(&self, worker: usize) -> Option<Arc<Broadcast>> {
+    /// Takes the next message from `worker`'s own inbox.
+    pub fn pop(&self, worker: usize) -> Option<Inbound> {
         self.inboxes[worker].queue.pop()
     }
 
@@ -230,14 +245,18 @@ mod tests {
         let fabric = Fabric::new(vec![Box::new(CountWakes(Arc::clone(&wakes)))]);
         let msg = Arc::new(Broadcast::to_all(encode_frame(true, &[b"x"])));
         // Awake: no wake-up needed.
-        fabric.push(0, Arc::clone(&msg)).unwrap();
+        fabric
+            .push(0, Inbound::Broadcast(Arc::clone(&msg)))
+            .unwrap();
         fabric.notify(0);
         assert_eq!(wakes.load(Ordering::SeqCst), 0);
         // Work is waiting: parking refuses.
         assert!(!fabric.park(0));
         assert!(fabric.pop(0).is_some());
         assert!(fabric.park(0));
-        fabric.push(0, Arc::clone(&msg)).unwrap();
+        fabric
+            .push(0, Inbound::Broadcast(Arc::clone(&msg)))
+            .unwrap();
         fabric.notify(0);
         fabric.notify(0);
         assert_eq!(wakes.load(Ordering::SeqCst), 1);
@@ -248,11 +267,17 @@ mod tests {
         let fabric = Fabric::new(vec![Box::new(CountWakes(Arc::default()))]);
         for i in 0..100u8 {
             fabric
-                .push(0, Arc::new(Broadcast::to_all(encode_frame(false, &[&[i]]))))
+                .push(
+                    0,
+                    Inbound::Broadcast(Arc::new(Broadcast::to_all(encode_frame(false, &[&[i]])))),
+                )
                 .unwrap();
         }
         for i in 0..100u8 {
-            assert_eq!(fabric.pop(0).unwrap().frame[2], i);
+            let Some(Inbound::Broadcast(msg)) = fabric.pop(0) else {
+                panic!("a broadcast was pushed");
+            };
+            assert_eq!(msg.frame[2], i);
         }
     }
 }

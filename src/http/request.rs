@@ -23,6 +23,11 @@ pub struct Request<'a> {
     pub sec_websocket_key: Option<&'a [u8]>,
     pub sec_websocket_version: Option<&'a [u8]>,
     pub origin: Option<&'a [u8]>,
+    pub content_length: Option<&'a [u8]>,
+    pub content_type: Option<&'a [u8]>,
+    pub transfer_encoding: Option<&'a [u8]>,
+    /// A CORS preflight's `Access-Control-Request-Headers`.
+    pub access_control_request_headers: Option<&'a [u8]>,
     /// Bytes the head occupies; what follows it belongs to the next protocol.
     pub head_len: usize,
 }
@@ -70,6 +75,17 @@ impl<'a> Request<'a> {
                 21 if h.name.eq_ignore_ascii_case("sec-websocket-version") => {
                     &mut req.sec_websocket_version
                 }
+                12 if h.name.eq_ignore_ascii_case("content-type") => &mut req.content_type,
+                14 if h.name.eq_ignore_ascii_case("content-length") => &mut req.content_length,
+                17 if h.name.eq_ignore_ascii_case("transfer-encoding") => {
+                    &mut req.transfer_encoding
+                }
+                30 if h
+                    .name
+                    .eq_ignore_ascii_case("access-control-request-headers") =>
+                {
+                    &mut req.access_control_request_headers
+                }
                 _ => continue,
             };
             if slot.is_none() {
@@ -77,6 +93,33 @@ impl<'a> Request<'a> {
             }
         }
         Ok(Some(req))
+    }
+
+    /// The body's length from `Content-Length`: `Ok(0)` when absent, `Err` when it is not
+    /// a number or a `Transfer-Encoding` is given (bodies must have a length here).
+    pub fn body_len(&self) -> Result<usize, Reject> {
+        if self.transfer_encoding.is_some() {
+            return Err(Reject::BadRequest(
+                "Transfer-Encoding is not supported; send Content-Length",
+            ));
+        }
+        match self.content_length {
+            None => Ok(0),
+            Some(v) => std::str::from_utf8(v.trim_ascii())
+                .ok()
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse().ok())
+                .ok_or(Reject::BadRequest("bad Content-Length")),
+        }
+    }
+
+    /// Whether the client asked to close the connection after this request.
+    pub fn wants_close(&self) -> bool {
+        match self.connection {
+            Some(v) if has_token(v, "close") => true,
+            Some(v) if has_token(v, "keep-alive") => false,
+            _ => self.minor_version == 0,
+        }
     }
 
     /// The path without the query string.

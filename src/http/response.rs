@@ -84,25 +84,52 @@ pub struct Answer {
 
 impl Answer {
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let reason = match self.status {
-            200 => "OK",
-            400 => "Bad Request",
-            403 => "Forbidden",
-            404 => "Not Found",
-            413 => "Payload Too Large",
-            _ => "Error",
-        };
-        // Writing into a Vec cannot fail.
-        let _ = write!(
-            out,
-            "HTTP/1.1 {} {reason}\r\nConnection: close\r\nContent-Type: {}\r\n\
-             Content-Length: {}\r\n\r\n",
-            self.status,
-            self.content_type,
-            self.body.len()
-        );
-        out.extend_from_slice(&self.body);
+        write_response(out, self.status, self.content_type, b"", &self.body, true);
     }
+}
+
+/// The reason phrase of the statuses this server sends.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// Writes a whole response: `extra` is header lines, each ending in CRLF; `close` adds
+/// `Connection: close` (else the connection is kept alive for the next request).
+pub fn write_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    extra: &[u8],
+    body: &[u8],
+    close: bool,
+) {
+    let connection = if close {
+        "Connection: close\r\n"
+    } else {
+        "Connection: keep-alive\r\n"
+    };
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\n{connection}",
+        reason_phrase(status)
+    );
+    out.extend_from_slice(extra);
+    if !content_type.is_empty() {
+        let _ = write!(out, "Content-Type: {content_type}\r\n");
+    }
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    out.extend_from_slice(body);
 }
 
 /// Writes a `200 OK` with `body` and `Connection: close` (e.g. `/metrics`).

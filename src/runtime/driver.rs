@@ -10,6 +10,8 @@
 //! - `write` takes what it can now and says how much; the caller queues the rest and
 //!   offers it again after `writable`.
 //! - Ids are checked against their generation: a stale id is ignored by every method.
+//! - A socket can move between workers (`detach` here, `adopt` there): no event is
+//!   reported for it here once detached.
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,6 +33,11 @@ pub trait Driver {
     fn close(&mut self, conn: ConnId);
     /// Reads from `conn` again (after `Sink::data` returned `false`).
     fn resume_read(&mut self, conn: ConnId);
+    /// Takes the socket out of this driver (to hand it to another worker); `None` if
+    /// `conn` is gone.
+    fn detach(&mut self, conn: ConnId) -> Option<std::net::TcpStream>;
+    /// Serves a socket detached by another worker's driver under `conn`, a fresh id.
+    fn adopt(&mut self, conn: ConnId, stream: std::net::TcpStream) -> io::Result<()>;
     /// Stops accepting and closes the listener (graceful shutdown).
     fn stop_accepting(&mut self);
 }

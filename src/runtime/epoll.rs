@@ -127,21 +127,24 @@ impl Epoll {
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, sink: &mut impl Sink) {
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, sink: &mut impl Sink) {
         let Some(id) = sink.accepted(peer) else {
             return; // refused: dropping the stream closes it
         };
         let _ = stream.set_nodelay(true);
+        if let Err(e) = self.register(id, stream) {
+            tracing::warn!(error = %e, "cannot register connection");
+            sink.hangup(id);
+        }
+    }
+
+    fn register(&mut self, id: ConnId, mut stream: TcpStream) -> io::Result<()> {
         let token = Token(id.to_token() as usize);
-        if let Err(e) = self.poll.registry().register(
+        self.poll.registry().register(
             &mut stream,
             token,
             Interest::READABLE | Interest::WRITABLE,
-        ) {
-            tracing::warn!(error = %e, "cannot register connection");
-            sink.hangup(id);
-            return;
-        }
+        )?;
         let index = id.slot as usize;
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, || Slot {
@@ -153,6 +156,7 @@ impl Epoll {
             stream: Some(stream),
             generation: id.generation,
         };
+        Ok(())
     }
 
     /// Reads until the socket is drained, the sink pauses, or the budget is spent.
@@ -281,6 +285,24 @@ impl Driver for Epoll {
         if let Some(mut stream) = slot.stream.take() {
             let _ = self.poll.registry().deregister(&mut stream);
         }
+    }
+
+    fn detach(&mut self, conn: ConnId) -> Option<std::net::TcpStream> {
+        let slot = self.slots.get_mut(conn.slot as usize)?;
+        if slot.generation != conn.generation {
+            return None;
+        }
+        let mut stream = slot.stream.take()?;
+        let _ = self.poll.registry().deregister(&mut stream);
+        Some(stream.into())
+    }
+
+    fn adopt(&mut self, conn: ConnId, stream: std::net::TcpStream) -> io::Result<()> {
+        stream.set_nonblocking(true)?;
+        self.register(conn, TcpStream::from_std(stream))?;
+        // Bytes may have arrived before the registration: read once to be sure.
+        self.ready.push(conn);
+        Ok(())
     }
 
     fn resume_read(&mut self, conn: ConnId) {

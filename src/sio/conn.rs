@@ -12,7 +12,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::engineio::packet::{Data, decode_text};
+use std::borrow::Cow;
+
+use crate::engineio::packet::{self as eio, Data, decode_text};
 use crate::engineio::session::{Action, Outbound, Session, Via};
 use crate::engineio::sid::{SID_RANDOM_BYTES, Sid};
 use crate::runtime::ConnId;
@@ -31,10 +33,25 @@ pub(crate) struct ConnState {
     pub generation: u32,
     /// A close was asked for: nothing more is sent or handled.
     pub closing: bool,
-    session: Session,
+    pub session: Session,
+    /// Set for a session opened by HTTP long-polling (upgraded or not).
+    pub polling: Option<Box<super::polling::Polling>>,
     connect_deadline: Option<Instant>,
     sockets: Vec<Socket>,
     binary: Reassembly,
+}
+
+/// What a timer run asks of the transport.
+#[derive(Default)]
+pub(crate) struct Timers {
+    /// Close the connection (Engine.IO close reason or Socket.IO's).
+    pub close: Option<&'static str>,
+    /// Output was queued for polling (a ping): answer a held GET.
+    pub poll_ready: bool,
+    /// Release a held GET with a noop (an upgrade is being probed).
+    pub release_get: bool,
+    /// The upgrade timed out: close the probing WebSocket.
+    pub abort_upgrade: bool,
 }
 
 impl ConnState {
@@ -43,13 +60,14 @@ impl ConnState {
             generation,
             closing: false,
             session,
+            polling: None,
             connect_deadline: Some(connect_deadline),
             sockets: Vec::new(),
             binary: Reassembly::new(),
         }
     }
 
-    /// One WebSocket message (one Engine.IO packet).
+    /// One WebSocket message (one Engine.IO packet; a binary frame is a message).
     #[allow(clippy::too_many_arguments)]
     pub fn on_message(
         &mut self,
@@ -61,27 +79,52 @@ impl ConnState {
         fresh_id: &[u8],
         now: Instant,
     ) {
-        if !text {
-            // A binary frame is a message: an attachment of the pending packet.
-            return match self.binary.feed_binary(Bytes::copy_from_slice(bytes)) {
-                Err(_) => fail(out, "binary data without a pending packet"),
-                Ok(None) => {}
-                Ok(Some(done)) => match parse_with_limit(&done.header, config.max_attachments) {
-                    Ok(p) => self.dispatch(out, config, registry, p, &done.attachments, fresh_id),
-                    Err(_) => fail(out, "invalid Socket.IO packet"),
-                },
+        let packet = if text {
+            let Ok(packet) = decode_text(bytes) else {
+                return fail(out, "parse error");
             };
-        }
-        let Ok(packet) = decode_text(bytes) else {
-            return fail(out, "parse error");
+            packet
+        } else {
+            eio::Packet {
+                kind: eio::PacketType::Message,
+                data: Data::Binary(Cow::Borrowed(bytes)),
+            }
         };
+        self.on_packet(out, config, registry, packet, fresh_id, now);
+    }
+
+    /// One Engine.IO packet, from either transport.
+    pub fn on_packet(
+        &mut self,
+        out: &mut Outbox<'_>,
+        config: &Config,
+        registry: &Registry,
+        packet: eio::Packet<'_>,
+        fresh_id: &[u8],
+        now: Instant,
+    ) {
         match self.session.handle_packet(now, Via::Current, &packet) {
             Action::Deliver => {}
             Action::Close(reason) => return out.close(CloseCode::NORMAL, reason.as_str()),
             _ => return,
         }
-        let Data::Text(message) = packet.data else {
-            return;
+        let message = match packet.data {
+            Data::Text(message) => message,
+            Data::Binary(bytes) => {
+                // A binary message: an attachment of the pending packet.
+                return match self.binary.feed_binary(Bytes::copy_from_slice(&bytes)) {
+                    Err(_) => fail(out, "binary data without a pending packet"),
+                    Ok(None) => {}
+                    Ok(Some(done)) => {
+                        match parse_with_limit(&done.header, config.max_attachments) {
+                            Ok(p) => {
+                                self.dispatch(out, config, registry, p, &done.attachments, fresh_id)
+                            }
+                            Err(_) => fail(out, "invalid Socket.IO packet"),
+                        }
+                    }
+                };
+            }
         };
         if self.binary.check_text().is_err() {
             return fail(out, "text packet while attachments are awaited");
@@ -269,50 +312,90 @@ impl ConnState {
         }
     }
 
-    /// Heartbeat, CONNECT timeout and ack timeouts. `Some(reason)`: close the connection.
+    /// Heartbeat, CONNECT timeout and ack timeouts. `held_get`: a polling GET is held.
     pub fn on_timer(
         &mut self,
         conns: &mut Conns<'_>,
         id: ConnId,
         registry: &Registry,
         max_pending_acks: usize,
+        held_get: bool,
         now: Instant,
-    ) -> Option<&'static str> {
+    ) -> Timers {
+        let mut timers = Timers::default();
         if self.closing {
-            return None;
+            return timers;
         }
         loop {
-            match self.session.handle_timeout(now, false) {
-                Action::SendNow(Outbound::Text(b)) => conns.with(id, |out| out.send(true, &b)),
-                Action::Close(reason) => return Some(reason.as_str()),
+            match self
+                .session
+                .handle_timeout(now, held_get && !timers.release_get)
+            {
+                Action::SendNow(Outbound::Text(b)) => {
+                    conns.with(id, |out| out.send(true, &b));
+                }
+                Action::PollReady => timers.poll_ready = true,
+                Action::ReleaseGet => timers.release_get = true,
+                Action::AbortUpgrade => timers.abort_upgrade = true,
+                Action::Close(reason) => {
+                    timers.close = Some(reason.as_str());
+                    return timers;
+                }
                 Action::None => break,
                 _ => {}
             }
         }
         if self.connect_deadline.is_some_and(|d| now >= d) {
-            return Some("connect timeout");
+            timers.close = Some("connect timeout");
+            return timers;
         }
-        for i in 0..self.sockets.len() {
-            while let Some(at) = self.sockets[i].acks.iter().position(|a| now >= a.deadline) {
-                let pending = self.sockets[i].acks.swap_remove(at);
-                let Some(ns) = registry.get(self.sockets[i].namespace) else {
-                    continue;
+        let mut i = 0;
+        while i < self.sockets.len() {
+            let Some(at) = self.sockets[i].acks.iter().position(|a| now >= a.deadline) else {
+                i += 1;
+                continue;
+            };
+            let pending = self.sockets[i].acks.swap_remove(at);
+            let Some(ns) = registry.get(self.sockets[i].namespace) else {
+                continue;
+            };
+            let socket = &mut self.sockets[i];
+            let mut ending = Ending::default();
+            let asked = conns.with(id, |out| {
+                let mut cx = Cx {
+                    out,
+                    socket,
+                    namespace: &ns.name,
+                    ending: &mut ending,
+                    max_pending_acks,
                 };
-                let socket = &mut self.sockets[i];
+                (pending.callback)(&mut cx, AckReply::Timeout);
+            });
+            // How the callback asked to end, as after any handler.
+            if ending.drop_transport {
+                timers.close = Some("transport close");
+                return timers;
+            }
+            if ending.close {
                 conns.with(id, |out| {
-                    let mut ending = Ending::default();
-                    let mut cx = Cx {
-                        out,
-                        socket,
-                        namespace: &ns.name,
-                        ending: &mut ending,
-                        max_pending_acks,
-                    };
-                    (pending.callback)(&mut cx, AckReply::Timeout);
+                    for socket in std::mem::take(&mut self.sockets) {
+                        disconnect_socket(out, registry, &socket);
+                    }
                 });
+                timers.close = Some("server close");
+                return timers;
+            }
+            if ending.disconnect {
+                let socket = self.sockets.swap_remove(i);
+                conns.with(id, |out| disconnect_socket(out, registry, &socket));
+                continue;
+            }
+            if let Some((_, why)) = asked {
+                timers.close = Some(why);
+                return timers;
             }
         }
-        None
+        timers
     }
 }
 

@@ -2,9 +2,13 @@
 //! middleware and event handlers (frozen at start, shared by every worker, no lock),
 //! sockets per connection, rooms on the fabric, acks both ways, binary attachments.
 //!
-//! Transports: WebSocket (`/socket.io/?EIO=4&transport=websocket`). HTTP long-polling
-//! and the upgrade are not served yet: a polling request is answered like a server
-//! without that transport (400, code 0 "Transport unknown").
+//! Transports: WebSocket (`/socket.io/?EIO=4&transport=websocket`), HTTP long-polling
+//! and the upgrade from polling to WebSocket (`polling.rs`), CORS (`cors.rs`). A
+//! session is found by its sid alone, on any connection of any core.
+//!
+//! State is kept per slot of the worker's connection table: a WebSocket connection's
+//! slot, or a polling session's mailbox slot (until an upgrade moves it to the
+//! WebSocket's).
 //!
 //! Rooms: a socket's rooms live in its worker's fabric index under
 //! `<namespace>\0<room>`; every socket is also in `<namespace>\0` (the namespace-wide
@@ -16,14 +20,17 @@
 //! `connect_timeout` is closed; a protocol error closes that connection only.
 
 mod conn;
+pub mod cors;
 mod cx;
+mod polling;
 pub mod registry;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engineio::packet::{Open, encode_open};
-use crate::engineio::request::{ErrorCode, Transport, check_handshake, parse_query};
+use crate::engineio::request::{ErrorCode, Query, Transport, check_handshake, parse_query};
 use crate::engineio::session::{self, Session};
 use crate::engineio::sid::{SID_RANDOM_BYTES, Sid};
 use crate::http::Request;
@@ -31,7 +38,9 @@ use crate::http::response::Answer;
 use crate::runtime::ConnId;
 use crate::worker::{App, Conns, Outbox};
 use crate::ws::{CloseCode, Payload};
+use bytes::Bytes;
 
+pub use cors::Cors;
 pub use cx::{AckReply, Cx, Event};
 pub use registry::{ConnectError, Handshake, Namespace, Registry};
 
@@ -54,6 +63,11 @@ pub struct Config {
     pub max_attachments: usize,
     /// Bytes of a CONNECT's auth kept for the socket.
     pub max_auth_bytes: usize,
+    /// Polling sessions one worker holds (more: 503).
+    pub max_polling_sessions: usize,
+    /// Bytes queued for a polling client that has not fetched them (more: the session
+    /// closes).
+    pub max_polling_queue: usize,
 }
 
 impl Default for Config {
@@ -68,6 +82,8 @@ impl Default for Config {
             max_pending_acks: 1024,
             max_attachments: 10,
             max_auth_bytes: 4096,
+            max_polling_sessions: 10_000,
+            max_polling_queue: 256 << 10,
         }
     }
 }
@@ -79,6 +95,13 @@ pub struct Server {
     worker: usize,
     /// Indexed by connection slot.
     conns: Vec<Option<ConnState>>,
+    /// Polling sessions (and those upgraded from polling) by sid → their slot.
+    sids: HashMap<Sid, ConnId>,
+    /// Held polling GETs → their session's slot.
+    held: HashMap<ConnId, ConnId>,
+    /// WebSockets probing an upgrade → the session's slot.
+    probes: HashMap<ConnId, ConnId>,
+    cors: Arc<Cors>,
     random: Vec<u8>,
 }
 
@@ -89,8 +112,40 @@ impl Server {
             registry,
             worker,
             conns: Vec::new(),
+            sids: HashMap::new(),
+            held: HashMap::new(),
+            probes: HashMap::new(),
+            cors: Arc::new(Cors::default()),
             random: Vec::new(),
         }
+    }
+
+    /// Answers cross-origin polling requests as `cors` says.
+    pub fn with_cors(mut self, cors: Arc<Cors>) -> Server {
+        self.cors = cors;
+        self
+    }
+
+    fn put_state(&mut self, id: ConnId, state: ConnState) {
+        let slot = id.slot as usize;
+        if self.conns.len() <= slot {
+            self.conns.resize_with(slot + 1, || None);
+        }
+        self.conns[slot] = Some(state);
+    }
+
+    fn take_state(&mut self, id: ConnId) -> Option<ConnState> {
+        let entry = self.conns.get_mut(id.slot as usize)?;
+        if entry.as_ref()?.generation != id.generation {
+            return None;
+        }
+        entry.take()
+    }
+
+    /// The session a request's sid names, if it lives here.
+    fn session_of(&self, query: &Query<'_>) -> Option<ConnId> {
+        let sid = Sid::parse(query.sid?)?;
+        self.sids.get(&sid).copied()
     }
 
     /// `n` bytes from the kernel's CSPRNG, fetched 4 KiB at a time.
@@ -127,6 +182,7 @@ impl Server {
         session::Config {
             ping_interval: self.config.ping_interval,
             ping_timeout: self.config.ping_timeout,
+            max_queued_bytes: self.config.max_polling_queue,
             ..session::Config::default()
         }
     }
@@ -145,21 +201,66 @@ impl App for Server {
         path == PATH
     }
 
+    fn owner(&self, req: &Request<'_>) -> Option<usize> {
+        let query = parse_query(req.target).ok()?;
+        Some(Sid::parse(query.sid?)?.worker())
+    }
+
+    fn http_body_limit(&self, _req: &Request<'_>) -> Option<usize> {
+        // JSONP bodies are form-encoded: up to three bytes per payload byte.
+        Some(self.config.max_payload.saturating_mul(3).saturating_add(16))
+    }
+
+    fn on_http(&mut self, conns: &mut Conns<'_>, id: ConnId, req: &Request<'_>, body: &[u8]) {
+        let jsonp = parse_query(req.target).is_ok_and(|q| q.jsonp.is_some());
+        if !jsonp && body.len() > self.config.max_payload {
+            let cors = self.cors.headers(req.origin);
+            conns.respond(id, 413, "text/plain", &cors, b"payload too large");
+            return;
+        }
+        self.on_polling_request(conns, id, req, body);
+    }
+
+    fn on_mailbox(&mut self, conns: &mut Conns<'_>, id: ConnId, text: bool, payload: Bytes) {
+        self.on_session_output(conns, id, text, payload);
+    }
+
     fn check_request(&mut self, req: &Request<'_>) -> Result<(), Answer> {
         let query = parse_query(req.target).map_err(refusal)?;
         if query.transport == Transport::Polling {
-            // Not served yet: answered as by a server without this transport.
-            return Err(refusal(ErrorCode::TransportUnknown));
+            // An upgrade request naming the polling transport.
+            return Err(refusal(ErrorCode::BadRequest));
         }
         if query.sid.is_some() {
-            // Only polling sessions are upgraded with a sid, and there are none.
-            return Err(refusal(ErrorCode::UnknownSid));
+            // An upgrade of a polling session: it must be here, on polling, and not
+            // already probed by another WebSocket.
+            let Some(key) = self.session_of(&query) else {
+                return Err(refusal(ErrorCode::UnknownSid));
+            };
+            let upgradable = self.state(key).is_some_and(|s| {
+                s.session.transport() == Transport::Polling
+                    && !s.session.is_upgrading()
+                    && !s.closing
+            });
+            return if upgradable {
+                Ok(())
+            } else {
+                Err(refusal(ErrorCode::BadRequest))
+            };
         }
         check_handshake(&query, req.method == "GET", req.upgrade.is_some()).map_err(refusal)
     }
 
-    fn on_open(&mut self, out: &mut Outbox<'_>, _req: &Request<'_>) {
+    fn on_open(&mut self, out: &mut Outbox<'_>, req: &Request<'_>) {
         let now = Instant::now();
+        if let Ok(query) = parse_query(req.target)
+            && query.sid.is_some()
+        {
+            let Some(key) = self.session_of(&query) else {
+                return out.close(CloseCode::NORMAL, "session gone");
+            };
+            return self.start_probe(out.id(), key, out);
+        }
         let sid = self.new_sid();
         let mut packet = Vec::with_capacity(128);
         encode_open(
@@ -174,19 +275,19 @@ impl App for Server {
         );
         out.send(true, &packet);
         let id = out.id();
-        let slot = id.slot as usize;
-        if self.conns.len() <= slot {
-            self.conns.resize_with(slot + 1, || None);
-        }
-        self.conns[slot] = Some(ConnState::new(
+        let state = ConnState::new(
             id.generation,
             Session::new(Transport::WebSocket, self.session_config(), now),
             now + self.config.connect_timeout,
-        ));
+        );
+        self.put_state(id, state);
     }
 
     fn on_message(&mut self, out: &mut Outbox<'_>, text: bool, payload: Payload<'_>) {
         let id = out.id();
+        if let Some(&key) = self.probes.get(&id) {
+            return self.on_probe_message(out, key, text, payload.as_slice());
+        }
         let config = self.config;
         let registry = Arc::clone(&self.registry);
         let mut fresh_ids = Vec::new();
@@ -212,27 +313,77 @@ impl App for Server {
     }
 
     fn on_close(&mut self, id: ConnId) {
-        if let Some(entry) = self.conns.get_mut(id.slot as usize)
-            && entry
-                .as_ref()
-                .is_some_and(|c| c.generation == id.generation)
+        self.forget_conn(id);
+        if let Some(state) = self.take_state(id)
+            && let Some(polling) = state.polling
         {
-            *entry = None;
+            if self.sids.get(&polling.sid) == Some(&id) {
+                self.sids.remove(&polling.sid);
+            }
+            if let Some(held) = polling.held {
+                self.held.remove(&held.conn);
+            }
+            if let Some(probe) = polling.probe {
+                self.probes.remove(&probe);
+            }
         }
     }
 
     fn on_sweep(&mut self, conns: &mut Conns<'_>, now: Instant) {
         let registry = Arc::clone(&self.registry);
-        for (slot, entry) in self.conns.iter_mut().enumerate() {
-            let Some(state) = entry.as_mut() else {
+        let max_acks = self.config.max_pending_acks;
+        for slot in 0..self.conns.len() {
+            let Some(state) = self.conns[slot].as_mut() else {
                 continue;
             };
             let id = ConnId {
                 slot: slot as u32,
                 generation: state.generation,
             };
-            let max_acks = self.config.max_pending_acks;
-            if let Some(reason) = state.on_timer(conns, id, &registry, max_acks, now) {
+            let on_polling = state.session.transport() == Transport::Polling;
+            if on_polling
+                && state
+                    .polling
+                    .as_ref()
+                    .is_some_and(|p| p.closing_since.is_some())
+            {
+                self.polling_timers(conns, id, now);
+                continue;
+            }
+            let held = state
+                .polling
+                .as_ref()
+                .and_then(|p| p.held)
+                .is_some_and(|h| conns.is_held(h.conn));
+            let probe = state.polling.as_ref().and_then(|p| p.probe);
+            let timers = state.on_timer(conns, id, &registry, max_acks, held, now);
+            if timers.abort_upgrade
+                && let Some(probe) = probe
+            {
+                self.probes.remove(&probe);
+                if let Some(p) = self.state(id).and_then(|s| s.polling.as_mut()) {
+                    p.probe = None;
+                }
+                conns.close(probe, CloseCode::NORMAL, "upgrade timeout");
+            }
+            if on_polling {
+                if let Some(reason) = timers.close {
+                    if reason == "ping timeout" {
+                        self.end_session(conns, id, b"1");
+                    } else {
+                        self.close_session(conns, id, reason);
+                    }
+                    continue;
+                }
+                if timers.release_get {
+                    self.release_get(conns, id, b"6");
+                }
+                if timers.poll_ready {
+                    self.try_answer(conns, id);
+                }
+            } else if let Some(reason) = timers.close
+                && let Some(state) = self.state(id)
+            {
                 state.closing = true;
                 conns.close(id, CloseCode::NORMAL, reason);
             }

@@ -10,6 +10,16 @@
 //! - `Linger`: the close handshake is done or the connection failed. Once the out-queue
 //!   drains we send FIN and wait for the peer's FIN, discarding input. Deadline: close
 //!   timeout (→ TCP close).
+//! - `Held`: a plain HTTP request (an Engine.IO polling GET, say) the app answers later
+//!   (`Conns::respond`), after which the connection reads its next request (`Handshake`,
+//!   keep-alive) or lingers. Input while held closes it (no pipelining behind a held
+//!   request). Deadline: idle timeout (→ TCP close).
+//! - `Moving`: the request belongs to another worker (`App::owner`); reading stopped and
+//!   the socket is handed over at the next flush with the bytes read so far.
+//!
+//! Mailboxes (`MAILBOX`): a slot in `Open` with no socket, standing for a session whose
+//! transport comes and goes (Engine.IO polling). It is in rooms and gets broadcasts like a
+//! connection; at the flush its frames go to `App::on_mailbox` instead of a socket.
 //!
 //! An idle open connection owns no heap memory: the reader's buffers and the out-queue
 //! are empty until a partial frame or a refused write needs them.
@@ -23,6 +33,8 @@ pub enum Phase {
     Open(Reader),
     Closing(Reader),
     Linger,
+    Held,
+    Moving,
 }
 
 pub struct Conn {
@@ -31,24 +43,30 @@ pub struct Conn {
     pub generation: u32,
     /// When the phase's timeout fires, in worker ticks.
     pub deadline: u32,
-    pub flags: u8,
+    pub flags: u16,
 }
 
 /// A ping was sent for idleness and no input has come since.
-pub const PINGED: u8 = 1;
+pub const PINGED: u16 = 1;
 /// Reading is paused until the out-queue drains.
-pub const READ_PAUSED: u8 = 2;
+pub const READ_PAUSED: u16 = 2;
 /// FIN has been sent.
-pub const SHUT: u8 = 4;
+pub const SHUT: u16 = 4;
 /// Reading is paused until this worker's fabric backlog drains.
-pub const FABRIC_PAUSED: u8 = 8;
+pub const FABRIC_PAUSED: u16 = 8;
 /// The out-queue is over the cap; the grace period runs (see `Core::over_cap`).
-pub const OVER_CAP: u8 = 16;
+pub const OVER_CAP: u16 = 16;
 /// Condemned as a slow consumer: no more data is queued; a 1008 close follows.
-pub const SLOW: u8 = 32;
+pub const SLOW: u16 = 32;
 /// Its own input produced output this turn (a reply): the flush writes it before the
 /// turn's pure deliveries, so a request's answer never waits for a whole fan-out.
-pub const REPLIED: u8 = 64;
+pub const REPLIED: u16 = 64;
+/// No socket: a session's stand-in (see the module doc).
+pub const MAILBOX: u16 = 128;
+/// Has answered a plain HTTP request: an idle keep-alive wait ends silently (no 408).
+pub const SERVED: u16 = 256;
+/// The client asked to close after the current plain HTTP request.
+pub const CLOSE_AFTER: u16 = 512;
 
 // The budget that keeps an idle connection small: checked at compile time.
 const _: () = assert!(std::mem::size_of::<Conn>() <= 112);
@@ -78,11 +96,11 @@ impl Conn {
         }
     }
 
-    pub fn has(&self, flag: u8) -> bool {
+    pub fn has(&self, flag: u16) -> bool {
         self.flags & flag != 0
     }
 
-    pub fn set(&mut self, flag: u8, on: bool) {
+    pub fn set(&mut self, flag: u16, on: bool) {
         if on {
             self.flags |= flag;
         } else {

@@ -23,12 +23,12 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use slab::Slab;
 
-use crate::fabric::{Broadcast, Fabric, Rooms};
+use crate::fabric::{Broadcast, Fabric, Handover, Inbound, Rooms};
 use crate::metrics::WorkerMetrics;
 use crate::runtime::ConnId;
 use crate::ws::CloseCode;
 
-use super::conn::{Conn, FABRIC_PAUSED, Phase, SLOW};
+use super::conn::{Conn, FABRIC_PAUSED, MAILBOX, Phase, REPLIED, SLOW};
 use super::outbox::CORK_BYTES;
 use super::outgoing::{FrameRef, Outgoing};
 
@@ -50,12 +50,27 @@ pub struct Hub {
     pub(crate) close_request: Option<(CloseCode, &'static str)>,
     /// Connections whose reading stopped because of the backlog.
     pub(crate) fabric_paused: Vec<ConnId>,
+    /// Connections whose own input (or an app's answer) produced output this turn: the
+    /// flush writes them first.
+    pub(crate) replied: Vec<ConnId>,
+    /// Closes asked for outside a connection's own callback (`Conns::close`), applied at
+    /// the flush.
+    pub(crate) closes: Vec<(ConnId, CloseCode, &'static str)>,
+    /// Sockets other workers handed to this one, to adopt after the inbox is drained.
+    pub(crate) handovers: Vec<Handover>,
+    /// Generation of the last slot handed out (connections and mailboxes).
+    pub(crate) next_generation: u32,
+    /// The worker's clock, in ticks, and the deadlines a `Conns` sets, in ticks.
+    pub(crate) now: u32,
+    pub(crate) keepalive_ticks: u32,
+    pub(crate) close_ticks: u32,
+    pub(crate) held_ticks: u32,
     max_queued: usize,
     hard_cap: usize,
     /// Per-slot stamps: dedup across rooms and exclusion, without clearing.
     mark: Vec<u32>,
     stamp: u32,
-    backlog: Vec<VecDeque<Arc<Broadcast>>>,
+    backlog: Vec<VecDeque<Inbound>>,
     backlog_len: usize,
     to_notify: Vec<bool>,
 }
@@ -79,6 +94,14 @@ impl Hub {
             slow: Vec::new(),
             close_request: None,
             fabric_paused: Vec::new(),
+            replied: Vec::new(),
+            closes: Vec::new(),
+            handovers: Vec::new(),
+            next_generation: 0,
+            now: 0,
+            keepalive_ticks: 1,
+            close_ticks: 1,
+            held_ticks: 1,
             max_queued,
             hard_cap: max_queued.saturating_mul(2),
             mark: Vec::new(),
@@ -86,6 +109,40 @@ impl Hub {
             backlog: (0..workers).map(|_| VecDeque::new()).collect(),
             backlog_len: 0,
             to_notify: vec![false; workers],
+        }
+    }
+
+    /// A fresh id for a new slot (connection or mailbox).
+    pub fn next_id_generation(&mut self) -> u32 {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.next_generation
+    }
+
+    /// Puts `id` among this turn's replies (written first) if it has output.
+    pub fn mark_replied(&mut self, id: ConnId) {
+        if self.outgoing.has(id)
+            && let Some(conn) = self
+                .conns
+                .get_mut(id.slot as usize)
+                .filter(|c| c.generation == id.generation)
+            && !conn.has(REPLIED)
+        {
+            conn.set(REPLIED, true);
+            self.replied.push(id);
+        }
+    }
+
+    /// A slot in `Open` without a socket (see `conn.rs`).
+    pub fn open_mailbox(&mut self) -> ConnId {
+        let generation = self.next_id_generation();
+        let mut conn = Conn::new(generation, u32::MAX);
+        conn.phase = Phase::Open(Default::default());
+        conn.set(MAILBOX, true);
+        let slot = self.conns.insert(conn);
+        self.metrics.open.set(self.conns.len() as u64);
+        ConnId {
+            slot: slot as u32,
+            generation,
         }
     }
 
@@ -98,19 +155,7 @@ impl Hub {
             if worker == self.index {
                 continue;
             }
-            let queue = &mut self.backlog[worker];
-            if queue.is_empty() {
-                match self.fabric.push(worker, Arc::clone(&msg)) {
-                    Ok(()) => {
-                        self.to_notify[worker] = true;
-                        continue;
-                    }
-                    Err(back) => queue.push_back(back),
-                }
-            } else {
-                queue.push_back(Arc::clone(&msg));
-            }
-            self.backlog_len += 1;
+            self.send_to(worker, Inbound::Broadcast(Arc::clone(&msg)));
         }
         if self.backlog_len > 0
             && let Some(id) = from
@@ -121,6 +166,23 @@ impl Hub {
             self.fabric_paused.push(id);
         }
         self.metrics.fabric_backlog.set(self.backlog_len as u64);
+    }
+
+    /// Queues `msg` for another worker, behind any backlog for it.
+    pub fn send_to(&mut self, worker: usize, msg: Inbound) {
+        let queue = &mut self.backlog[worker];
+        if queue.is_empty() {
+            match self.fabric.push(worker, msg) {
+                Ok(()) => {
+                    self.to_notify[worker] = true;
+                    return;
+                }
+                Err(back) => queue.push_back(back),
+            }
+        } else {
+            queue.push_back(msg);
+        }
+        self.backlog_len += 1;
     }
 
     /// Moves backlog into inboxes that have room and wakes the workers that got work.
@@ -156,7 +218,8 @@ impl Hub {
     pub fn drain_inbox(&mut self) -> bool {
         for _ in 0..INBOX_BUDGET {
             match self.fabric.pop(self.index) {
-                Some(msg) => self.deliver_local(&msg),
+                Some(Inbound::Broadcast(msg)) => self.deliver_local(&msg),
+                Some(Inbound::Handover(h)) => self.handovers.push(*h),
                 None => return false,
             }
         }

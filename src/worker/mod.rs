@@ -16,6 +16,14 @@
 //! with 1008 if it stays over for `slow_consumer_grace`, or at once if broadcasts push
 //! it past twice the cap (`hub.rs`). Memory per connection is thereby bounded.
 //!
+//! Plain HTTP (Engine.IO long-polling): an app that serves HTTP at a path
+//! (`App::http_body_limit`) gets each request with its whole body (`Content-Length`,
+//! bounded: over the limit → 413) in `App::on_http`, and answers it then or later
+//! (`Conns::respond`: a held long-poll). Connections are kept alive between requests.
+//! A request whose session lives on another worker (`App::owner`) is handed over with
+//! its socket and the bytes read so far, through that worker's inbox. Sessions without
+//! a socket of their own are mailboxes (`Conns::open_mailbox`, see `conn.rs`).
+//!
 //! Time is coarse: deadlines are kept in 100 ms ticks and checked by a sweep every
 //! 250 ms (uWebSockets sweeps every 4 s), which costs a few ns per connection and no
 //! timer structure per connection.
@@ -31,18 +39,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::config::Limits;
 use crate::fabric::Fabric;
-use crate::http::response::{Answer, write_ok};
+use crate::fabric::{Handover, Inbound};
+use crate::http::response::{Answer, write_ok, write_response};
 use crate::http::{Reject, Request};
 use crate::metrics::CloseReason;
 use crate::runtime::{ConnId, Driver, Sink};
 use crate::ws::close::ClosePayload;
 use crate::ws::{CloseCode, OpCode, Payload, ReadConfig, Role, Visitor, handshake};
 
-use conn::{Conn, FABRIC_PAUSED, OVER_CAP, PINGED, Phase, READ_PAUSED, REPLIED, SHUT, SLOW};
+use conn::{
+    CLOSE_AFTER, Conn, FABRIC_PAUSED, MAILBOX, OVER_CAP, PINGED, Phase, READ_PAUSED, REPLIED,
+    SERVED, SHUT, SLOW,
+};
 use hub::Hub;
 pub use outbox::Outbox;
 use outbox::{CORK_BYTES, seal};
@@ -79,28 +91,107 @@ pub trait App: Send + 'static {
     fn on_close(&mut self, _id: ConnId) {}
     /// Called every sweep (about every 250 ms) with the time, to run the app's timers.
     fn on_sweep(&mut self, _conns: &mut Conns<'_>, _now: Instant) {}
+    /// The worker that must serve `req` (the one owning its session), if not any.
+    fn owner(&self, _req: &Request<'_>) -> Option<usize> {
+        None
+    }
+    /// `Some(limit)`: the app serves plain HTTP `req` (not an upgrade) with a body of at
+    /// most `limit` bytes (more → 413); `None`: the worker refuses it as before (426).
+    fn http_body_limit(&self, _req: &Request<'_>) -> Option<usize> {
+        None
+    }
+    /// A plain HTTP request `id` with its whole body. Answer it with `Conns::respond`,
+    /// now or later (until then the connection is held).
+    fn on_http(&mut self, _conns: &mut Conns<'_>, _id: ConnId, _req: &Request<'_>, _body: &[u8]) {}
+    /// A message sent to mailbox `id` (by the app itself or a broadcast), in order.
+    fn on_mailbox(&mut self, _conns: &mut Conns<'_>, _id: ConnId, _text: bool, _payload: Bytes) {}
 }
 
-/// What `App::on_sweep` may do to any connection of its worker.
+/// What an app may do to any connection of its worker outside that connection's own
+/// callback (timers, HTTP requests, mailboxes).
 pub struct Conns<'a> {
-    hub: &'a mut Hub,
-    closes: &'a mut Vec<(ConnId, CloseCode, &'static str)>,
+    pub(crate) hub: &'a mut Hub,
 }
 
 impl Conns<'_> {
     /// Runs `f` with an `Outbox` on connection `id` (which may be gone: sends to a gone
-    /// connection are dropped at the flush).
-    pub fn with(&mut self, id: ConnId, f: impl FnOnce(&mut Outbox<'_>)) {
+    /// connection are dropped at the flush). Returns the close `f` asked for, if any:
+    /// the caller decides what closing means (`Conns::close` for a WebSocket).
+    pub fn with(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut Outbox<'_>),
+    ) -> Option<(CloseCode, &'static str)> {
+        debug_assert!(self.hub.cork.is_empty(), "the cork belongs to nobody here");
+        let outer = self.hub.close_request.take();
         f(&mut Outbox {
             hub: &mut *self.hub,
             id,
         });
         seal(&mut self.hub.cork, &mut self.hub.outgoing, id);
+        self.hub.mark_replied(id);
+        std::mem::replace(&mut self.hub.close_request, outer)
     }
 
-    /// Starts the close handshake on `id` after what was sent to it.
+    /// Closes `id` after what was sent to it: a WebSocket with `code`, a plain HTTP
+    /// connection after its answer, a mailbox at once.
     pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &'static str) {
-        self.closes.push((id, code, reason));
+        self.hub.closes.push((id, code, reason));
+    }
+
+    /// Answers the held (or current) plain HTTP request on `id`: status, content type,
+    /// `extra` header lines (each ending in CRLF) and body; the connection then waits
+    /// for its next request, unless the client asked to close it. `false`: no request
+    /// is waiting on `id` (gone, or answered).
+    pub fn respond(
+        &mut self,
+        id: ConnId,
+        status: u16,
+        content_type: &str,
+        extra: &[u8],
+        body: &[u8],
+    ) -> bool {
+        let hub = &mut *self.hub;
+        let Some(conn) = hub
+            .conns
+            .get_mut(id.slot as usize)
+            .filter(|c| c.generation == id.generation && matches!(c.phase, Phase::Held))
+        else {
+            return false;
+        };
+        let close = conn.has(CLOSE_AFTER);
+        if close {
+            conn.phase = Phase::Linger;
+            conn.deadline = hub.now + hub.close_ticks;
+        } else {
+            conn.phase = Phase::Handshake(Vec::new());
+            conn.deadline = hub.now + hub.keepalive_ticks;
+        }
+        conn.set(SERVED, true);
+        let mut response = Vec::with_capacity(160 + extra.len() + body.len());
+        write_response(&mut response, status, content_type, extra, body, close);
+        hub.outgoing.push(id, Bytes::from(response), false);
+        hub.mark_replied(id);
+        true
+    }
+
+    /// Whether `id` is a plain HTTP request waiting for its answer.
+    pub fn is_held(&self, id: ConnId) -> bool {
+        self.hub
+            .conns
+            .get(id.slot as usize)
+            .is_some_and(|c| c.generation == id.generation && matches!(c.phase, Phase::Held))
+    }
+
+    /// A new mailbox: a connection without a socket whose output goes to
+    /// `App::on_mailbox`. It lives until `close`d.
+    pub fn open_mailbox(&mut self) -> ConnId {
+        self.hub.open_mailbox()
+    }
+
+    /// Whether `id` has output the flush has not handed on yet.
+    pub fn has_output(&self, id: ConnId) -> bool {
+        self.hub.outgoing.has(id)
     }
 }
 
@@ -133,7 +224,8 @@ impl Stats {
 /// A worker's state apart from its driver: it is the driver's `Sink`.
 pub struct Core<A: App> {
     hub: Hub,
-    next_generation: u32,
+    /// Requests to hand to the worker owning their session: (conn, worker, bytes read).
+    moving: Vec<(ConnId, usize, Vec<u8>)>,
     /// Connections whose out-queue should be offered to the kernel again.
     dirty: Vec<ConnId>,
     /// Connections to close after this turn's writes.
@@ -143,10 +235,6 @@ pub struct Core<A: App> {
     /// Scratch for one connection's vectored write.
     iov: Vec<bytes::Bytes>,
     iov_keep: Vec<bool>,
-    /// Connections whose own input produced output this turn: written first.
-    replied: Vec<ConnId>,
-    /// Closes the app asked for during a sweep.
-    app_closes: Vec<(ConnId, CloseCode, &'static str)>,
     app: A,
     read_cfg: ReadConfig,
     limits: Limits,
@@ -193,21 +281,23 @@ fn ticks(d: Duration) -> u32 {
 
 impl<A: App> Core<A> {
     pub fn new(app: A, limits: Limits, fabric: Arc<Fabric>, index: usize) -> Self {
+        let mut hub = Hub::new(
+            fabric,
+            index,
+            limits.max_queued_bytes,
+            limits.max_rooms_per_connection,
+        );
+        hub.keepalive_ticks = ticks(limits.handshake_timeout);
+        hub.close_ticks = ticks(limits.close_timeout);
+        hub.held_ticks = ticks(limits.idle_timeout);
         Core {
-            hub: Hub::new(
-                fabric,
-                index,
-                limits.max_queued_bytes,
-                limits.max_rooms_per_connection,
-            ),
-            next_generation: 0,
+            hub,
+            moving: Vec::new(),
             dirty: Vec::new(),
             doomed: Vec::new(),
             over_cap: Vec::new(),
             iov: Vec::new(),
             iov_keep: Vec::new(),
-            replied: Vec::new(),
-            app_closes: Vec::new(),
             app,
             read_cfg: ReadConfig {
                 role: Role::Server,
@@ -249,18 +339,13 @@ impl<A: App> Core<A> {
 
     fn tick_clock(&mut self) {
         self.now = (self.origin.elapsed().as_millis() / TICK.as_millis()) as u32;
+        self.hub.now = self.now;
     }
 
-    /// Request head bytes for a connection in `Handshake`.
+    /// Bytes for a connection in `Handshake`: request heads (and bodies), one request
+    /// after another while the connection is kept alive.
     fn on_handshake_bytes(&mut self, id: ConnId, input: &mut [u8]) {
-        let Hub {
-            conns,
-            cork,
-            fabric,
-            metrics,
-            ..
-        } = &mut self.hub;
-        let Some(conn) = conns.get_mut(id.slot as usize) else {
+        let Some(conn) = self.conn_mut(id) else {
             return;
         };
         let Phase::Handshake(head) = &mut conn.phase else {
@@ -274,51 +359,102 @@ impl<A: App> Core<A> {
             owned = std::mem::take(head);
             &mut owned
         };
-        let outcome = match Request::parse(buf, self.limits.max_head) {
-            Ok(None) => {
-                // Keep the partial head (bounded: parse refuses past max_head).
-                if let Phase::Handshake(head) = &mut conn.phase
-                    && head.is_empty()
-                {
-                    head.extend_from_slice(buf);
-                }
-                return;
-            }
-            Ok(Some(req)) if req.upgrade.is_none() && req.path() == METRICS_PATH => {
-                let body = fabric.render_metrics();
-                let mut resp = Vec::with_capacity(body.len() + 128);
-                if req.method == "GET" {
-                    write_ok(&mut resp, "text/plain; version=0.0.4", body.as_bytes());
-                } else {
-                    Reject::BadRequest("use GET for /metrics").write_to(&mut resp);
-                }
-                cork.extend_from_slice(&resp);
-                metrics.closed(CloseReason::Http).inc();
-                conn.phase = Phase::Linger;
-                conn.deadline = self.now + ticks(self.limits.close_timeout);
-                return;
-            }
-            Ok(Some(req)) if !self.app.serves_path(req.path()) => Err(Reject::NotFound),
-            Ok(Some(req)) => match self.app.check_request(&req) {
-                Err(answer) => {
-                    tracing::debug!(status = answer.status, "request refused by the app");
-                    let mut resp = Vec::with_capacity(128 + answer.body.len());
-                    answer.write_to(&mut resp);
-                    cork.extend_from_slice(&resp);
-                    metrics.closed(CloseReason::HandshakeRejected).inc();
-                    conn.phase = Phase::Linger;
-                    conn.deadline = self.now + ticks(self.limits.close_timeout);
+        let mut start = 0;
+        while start < buf.len() {
+            match self.on_request(id, &mut buf[start..]) {
+                Step::Next(used) => start += used,
+                Step::Incomplete => {
+                    // Keep the partial request (bounded by the head and body limits).
+                    if let Some(conn) = self.conn_mut(id)
+                        && let Phase::Handshake(head) = &mut conn.phase
+                    {
+                        head.clear();
+                        head.extend_from_slice(&buf[start..]);
+                    }
                     return;
                 }
-                Ok(()) => handshake::accept(&req).map(|resp| (resp, req)),
-            },
-            Err(reject) => Err(reject),
+                Step::Done => return,
+            }
+        }
+    }
+
+    /// Answers a refused request and closes after the answer.
+    fn refuse(&mut self, id: ConnId, response: &[u8], reason: CloseReason) {
+        self.hub.cork.extend_from_slice(response);
+        self.hub.metrics.closed(reason).inc();
+        let deadline = self.now + ticks(self.limits.close_timeout);
+        if let Some(conn) = self.conn_mut(id) {
+            conn.phase = Phase::Linger;
+            conn.deadline = deadline;
+        }
+    }
+
+    /// One request at the front of `buf`.
+    fn on_request(&mut self, id: ConnId, buf: &mut [u8]) -> Step {
+        let req = match Request::parse(buf, self.limits.max_head) {
+            Ok(None) => return Step::Incomplete,
+            Ok(Some(req)) => req,
+            Err(reject) => {
+                tracing::debug!(
+                    status = reject.status(),
+                    why = reject.detail(),
+                    "request refused"
+                );
+                let mut resp = Vec::with_capacity(256);
+                reject.write_to(&mut resp);
+                self.refuse(id, &resp, CloseReason::HandshakeRejected);
+                return Step::Done;
+            }
         };
-        match outcome {
-            Ok((resp, req)) => {
-                cork.extend_from_slice(resp.as_bytes());
-                conn.phase = Phase::Open(Default::default());
-                conn.deadline = self.now + ticks(self.limits.idle_timeout);
+        if req.upgrade.is_none() && req.path() == METRICS_PATH {
+            let body = self.hub.fabric.render_metrics();
+            let mut resp = Vec::with_capacity(body.len() + 128);
+            if req.method == "GET" {
+                write_ok(&mut resp, "text/plain; version=0.0.4", body.as_bytes());
+            } else {
+                Reject::BadRequest("use GET for /metrics").write_to(&mut resp);
+            }
+            self.refuse(id, &resp, CloseReason::Http);
+            return Step::Done;
+        }
+        if !self.app.serves_path(req.path()) {
+            let mut resp = Vec::with_capacity(256);
+            Reject::NotFound.write_to(&mut resp);
+            self.refuse(id, &resp, CloseReason::HandshakeRejected);
+            return Step::Done;
+        }
+        if let Some(owner) = self.app.owner(&req)
+            && owner != self.hub.index
+            && owner < self.hub.fabric.workers()
+        {
+            // The session lives on `owner`: the socket and everything read so far go
+            // there at the flush, and this worker reads no more from it.
+            if let Some(conn) = self.conn_mut(id) {
+                conn.phase = Phase::Moving;
+                self.moving.push((id, owner, buf.to_vec()));
+            }
+            return Step::Done;
+        }
+        if req.upgrade.is_none()
+            && let Some(limit) = self.app.http_body_limit(&req)
+        {
+            return self.on_http_request(id, &req, buf, limit);
+        }
+        if let Err(answer) = self.app.check_request(&req) {
+            tracing::debug!(status = answer.status, "request refused by the app");
+            let mut resp = Vec::with_capacity(128 + answer.body.len());
+            answer.write_to(&mut resp);
+            self.refuse(id, &resp, CloseReason::HandshakeRejected);
+            return Step::Done;
+        }
+        match handshake::accept(&req) {
+            Ok(resp) => {
+                self.hub.cork.extend_from_slice(resp.as_bytes());
+                let deadline = self.now + ticks(self.limits.idle_timeout);
+                if let Some(conn) = self.conn_mut(id) {
+                    conn.phase = Phase::Open(Default::default());
+                    conn.deadline = deadline;
+                }
                 let head_len = req.head_len;
                 self.app.on_open(
                     &mut Outbox {
@@ -338,13 +474,67 @@ impl<A: App> Core<A> {
                     why = reject.detail(),
                     "handshake refused"
                 );
-                metrics.closed(CloseReason::HandshakeRejected).inc();
                 let mut resp = Vec::with_capacity(256);
                 reject.write_to(&mut resp);
-                cork.extend_from_slice(&resp);
-                conn.phase = Phase::Linger;
-                conn.deadline = self.now + ticks(self.limits.close_timeout);
+                self.refuse(id, &resp, CloseReason::HandshakeRejected);
             }
+        }
+        Step::Done
+    }
+
+    /// A plain HTTP request the app serves: waits for its body, then hands it over.
+    fn on_http_request(&mut self, id: ConnId, req: &Request<'_>, buf: &[u8], limit: usize) -> Step {
+        let body_len = match req.body_len() {
+            Ok(n) => n,
+            Err(reject) => {
+                let mut resp = Vec::with_capacity(256);
+                reject.write_to(&mut resp);
+                self.refuse(id, &resp, CloseReason::HandshakeRejected);
+                return Step::Done;
+            }
+        };
+        if body_len > limit {
+            let mut resp = Vec::with_capacity(256);
+            Answer {
+                status: 413,
+                content_type: "text/plain",
+                body: b"request body too large".to_vec(),
+            }
+            .write_to(&mut resp);
+            self.refuse(id, &resp, CloseReason::HandshakeRejected);
+            return Step::Done;
+        }
+        let end = req.head_len + body_len;
+        if buf.len() < end {
+            return Step::Incomplete;
+        }
+        let held_until = self.now + ticks(self.limits.idle_timeout);
+        let linger_until = self.now + ticks(self.limits.close_timeout);
+        let Some(conn) = self.conn_mut(id) else {
+            return Step::Done;
+        };
+        conn.phase = Phase::Held;
+        conn.deadline = held_until;
+        conn.set(CLOSE_AFTER, req.wants_close());
+        self.app.on_http(
+            &mut Conns { hub: &mut self.hub },
+            id,
+            req,
+            &buf[req.head_len..end],
+        );
+        let Some(conn) = self.conn_mut(id) else {
+            return Step::Done;
+        };
+        match conn.phase {
+            Phase::Handshake(_) => Step::Next(end),
+            Phase::Held if end < buf.len() => {
+                // Another request behind a held one: not supported (no client does it).
+                tracing::debug!("request pipelined behind a held request: closing");
+                conn.phase = Phase::Linger;
+                conn.deadline = linger_until;
+                Step::Done
+            }
+            _ => Step::Done,
         }
     }
 
@@ -501,7 +691,15 @@ impl<A: App> Core<A> {
                 slot: slot as u32,
                 generation: conn.generation,
             };
+            if conn.has(MAILBOX) {
+                conn.deadline = u32::MAX;
+                continue;
+            }
             match conn.phase {
+                Phase::Handshake(ref head) if head.is_empty() && conn.has(SERVED) => {
+                    // A kept-alive connection with no next request: close quietly.
+                    self.doomed.push(id);
+                }
                 Phase::Handshake(_) => {
                     let mut resp = Vec::with_capacity(256);
                     Reject::Timeout.write_to(&mut resp);
@@ -528,7 +726,8 @@ impl<A: App> Core<A> {
                     self.hub.metrics.closed(CloseReason::IdleTimeout).inc();
                     self.begin_close(slot, CloseCode::GOING_AWAY, "idle timeout");
                 }
-                Phase::Closing(_) | Phase::Linger => self.doomed.push(id),
+                Phase::Closing(_) | Phase::Linger | Phase::Held => self.doomed.push(id),
+                Phase::Moving => {}
             }
         }
         let grace = ticks(self.limits.slow_consumer_grace);
@@ -549,21 +748,38 @@ impl<A: App> Core<A> {
             true
         });
         self.over_cap = over;
-        let mut closes = std::mem::take(&mut self.app_closes);
-        self.app.on_sweep(
-            &mut Conns {
-                hub: &mut self.hub,
-                closes: &mut closes,
-            },
-            Instant::now(),
-        );
-        for (id, code, reason) in closes.drain(..) {
-            if self.conn_mut(id).is_some() {
-                self.hub.metrics.closed(CloseReason::App).inc();
-                self.begin_close(id.slot as usize, code, reason);
+        self.app
+            .on_sweep(&mut Conns { hub: &mut self.hub }, Instant::now());
+        self.apply_closes();
+    }
+
+    /// Carries out the closes an app asked for through `Conns::close`.
+    fn apply_closes(&mut self) {
+        while let Some((id, code, reason)) = self.hub.closes.pop() {
+            let close_ticks = ticks(self.limits.close_timeout);
+            let now = self.now;
+            let Some(conn) = self.conn_mut(id) else {
+                continue;
+            };
+            if conn.has(MAILBOX) {
+                self.doomed.push(id);
+                continue;
+            }
+            match conn.phase {
+                Phase::Open(_) => {
+                    self.hub.metrics.closed(CloseReason::App).inc();
+                    self.begin_close(id.slot as usize, code, reason);
+                }
+                Phase::Handshake(_) | Phase::Held => {
+                    conn.phase = Phase::Linger;
+                    conn.deadline = now + close_ticks;
+                    self.hub.metrics.closed(CloseReason::App).inc();
+                    // Offer the queue again: an empty one gets its FIN at once.
+                    self.dirty.push(id);
+                }
+                Phase::Closing(_) | Phase::Linger | Phase::Moving => {}
             }
         }
-        self.app_closes = closes;
     }
 
     /// Starts a graceful shutdown: 1001 to open connections, drop half-open ones.
@@ -575,11 +791,15 @@ impl<A: App> Core<A> {
                 continue;
             };
             match conn.phase {
+                _ if conn.has(MAILBOX) => self.doomed.push(ConnId {
+                    slot: slot as u32,
+                    generation: conn.generation,
+                }),
                 Phase::Open(_) => {
                     self.hub.metrics.closed(CloseReason::Shutdown).inc();
                     self.begin_close(slot, CloseCode::GOING_AWAY, "server shutting down")
                 }
-                Phase::Handshake(_) => self.doomed.push(ConnId {
+                Phase::Handshake(_) | Phase::Held => self.doomed.push(ConnId {
                     slot: slot as u32,
                     generation: conn.generation,
                 }),
@@ -611,8 +831,12 @@ impl<A: App> Core<A> {
 
     /// Writes this turn's output, retries refused writes, sends FINs, closes the doomed.
     fn flush<D: Driver>(&mut self, driver: &mut D) {
+        self.apply_closes();
         for id in std::mem::take(&mut self.hub.slow) {
             self.close_slow(id);
+        }
+        for (id, owner, bytes) in std::mem::take(&mut self.moving) {
+            self.hand_over(driver, id, owner, bytes);
         }
         if self.hub.push_backlog_and_notify() && !self.hub.fabric_paused.is_empty() {
             for id in std::mem::take(&mut self.hub.fabric_paused) {
@@ -630,19 +854,25 @@ impl<A: App> Core<A> {
         // handshake) never waits for a fan-out. Then a budget of the others, round
         // robin; past the budget the loop polls for input before writing more, so a
         // connection reached later gets this turn's frames and the next turns' in one
-        // write. What waits is bounded.
+        // write. What waits is bounded. A mailbox's output may answer a held request,
+        // which is a reply too: replies are written until none is left.
         let mut write_waiting = |core: &mut Self, id: ConnId| {
             core.hub.outgoing.take(id, &mut iov, &mut keep);
             core.deliver(driver, id, &iov, &keep);
             iov.clear();
             keep.clear();
         };
-        let mut replied = std::mem::take(&mut self.replied);
-        for &id in &replied {
-            write_waiting(self, id);
-        }
-        replied.clear();
-        self.replied = replied;
+        let mut replied = Vec::new();
+        let mut write_replies = |core: &mut Self, write: &mut dyn FnMut(&mut Self, ConnId)| {
+            while !core.hub.replied.is_empty() {
+                std::mem::swap(&mut replied, &mut core.hub.replied);
+                for &id in &replied {
+                    write(core, id);
+                }
+                replied.clear();
+            }
+        };
+        write_replies(self, &mut write_waiting);
         let mut written = 0;
         while written < WRITE_BUDGET_CONNS || self.hub.outgoing.len() > MAX_DEFERRED_PIECES {
             let Some(id) = self.hub.outgoing.next_ready() else {
@@ -651,12 +881,14 @@ impl<A: App> Core<A> {
             write_waiting(self, id);
             written += 1;
         }
+        write_replies(self, &mut write_waiting);
         self.hub
             .metrics
             .deferred_pieces
             .set(self.hub.outgoing.len() as u64);
         self.iov = iov;
         self.iov_keep = keep;
+        self.apply_closes();
         let dirty = std::mem::take(&mut self.dirty);
         for &id in &dirty {
             self.retry(driver, id);
@@ -671,6 +903,44 @@ impl<A: App> Core<A> {
         self.hub.cork.reserve(CORK_BYTES);
     }
 
+    /// Gives a connection whose session lives on `owner` to that worker.
+    fn hand_over<D: Driver>(&mut self, driver: &mut D, id: ConnId, owner: usize, bytes: Vec<u8>) {
+        if self.conn_mut(id).is_none() {
+            return;
+        }
+        let stream = driver.detach(id);
+        self.hub.outgoing.forget(id);
+        self.hub.conns.remove(id.slot as usize);
+        self.hub.metrics.handed_over.inc();
+        self.hub.metrics.open.set(self.hub.conns.len() as u64);
+        if let Some(stream) = stream {
+            self.hub.send_to(
+                owner,
+                Inbound::Handover(Box::new(Handover { stream, bytes })),
+            );
+        }
+    }
+
+    /// Serves a connection another worker handed over, starting with the bytes it read.
+    fn adopt<D: Driver>(&mut self, driver: &mut D, handover: Handover) {
+        let Handover { stream, mut bytes } = handover;
+        let generation = self.hub.next_id_generation();
+        let deadline = self.now + ticks(self.limits.handshake_timeout);
+        let slot = self.hub.conns.insert(Conn::new(generation, deadline));
+        self.hub.metrics.open.set(self.hub.conns.len() as u64);
+        let id = ConnId {
+            slot: slot as u32,
+            generation,
+        };
+        if let Err(e) = driver.adopt(id, stream) {
+            tracing::warn!(error = %e, "cannot adopt a handed-over connection");
+            self.hub.conns.remove(slot);
+            self.hub.metrics.open.set(self.hub.conns.len() as u64);
+            return;
+        }
+        self.data(id, &mut bytes);
+    }
+
     fn deliver<D: Driver>(
         &mut self,
         driver: &mut D,
@@ -683,6 +953,15 @@ impl<A: App> Core<A> {
             return;
         };
         conn.set(REPLIED, false);
+        if conn.has(MAILBOX) {
+            let mut messages = Vec::new();
+            split_messages(bufs, |text, payload| messages.push((text, payload)));
+            for (text, payload) in messages {
+                self.app
+                    .on_mailbox(&mut Conns { hub: &mut self.hub }, id, text, payload);
+            }
+            return;
+        }
         if conn.has(SLOW) {
             // Condemned: its 1008 close is already queued; data after it is dropped.
             return;
@@ -752,6 +1031,57 @@ impl<A: App> Core<A> {
     }
 }
 
+/// Splits frames this worker encoded (unmasked, unfragmented; a head never spans two
+/// pieces) back into messages, for a mailbox. Control frames are skipped.
+fn split_messages(bufs: &[Bytes], mut f: impl FnMut(bool, Bytes)) {
+    let mut spill = BytesMut::new();
+    let mut want = 0usize;
+    let mut text = false;
+    for piece in bufs {
+        let mut piece = piece.clone();
+        while !piece.is_empty() {
+            if want > 0 {
+                let n = want.min(piece.len());
+                spill.extend_from_slice(&piece.split_to(n));
+                want -= n;
+                if want == 0 {
+                    f(text, spill.split().freeze());
+                }
+                continue;
+            }
+            let Ok(Some(head)) = crate::ws::frame::Header::parse(&piece) else {
+                return; // Not a frame this worker wrote: nothing sane to do.
+            };
+            let _ = piece.split_to(head.len);
+            let len = head.payload_len as usize;
+            let op = OpCode::from_bits(head.opcode);
+            let data = op == Some(OpCode::Text) || op == Some(OpCode::Binary);
+            text = op == Some(OpCode::Text);
+            if len <= piece.len() {
+                let payload = piece.split_to(len);
+                if data {
+                    f(text, payload);
+                }
+            } else if data {
+                want = len - piece.len();
+                spill.extend_from_slice(&piece.split_to(piece.len()));
+            } else {
+                return;
+            }
+        }
+    }
+}
+
+/// What became of one request in a connection's input.
+enum Step {
+    /// Answered; the next request starts this many bytes on.
+    Next(usize),
+    /// More bytes are needed.
+    Incomplete,
+    /// The connection left the request phase (upgraded, held, refused, moving).
+    Done,
+}
+
 /// Where `/metrics` is served (a plain GET, not a WebSocket upgrade).
 pub const METRICS_PATH: &str = "/metrics";
 
@@ -798,21 +1128,19 @@ impl<A: App> Sink for Core<A> {
             return None;
         }
         self.hub.metrics.accepted.inc();
-        self.next_generation = self.next_generation.wrapping_add(1);
+        let generation = self.hub.next_id_generation();
         let deadline = self.now + ticks(self.limits.handshake_timeout);
-        let slot = self
-            .hub
-            .conns
-            .insert(Conn::new(self.next_generation, deadline));
+        let slot = self.hub.conns.insert(Conn::new(generation, deadline));
         self.hub.metrics.open.set(self.hub.conns.len() as u64);
         Some(ConnId {
             slot: slot as u32,
-            generation: self.next_generation,
+            generation,
         })
     }
 
     fn data(&mut self, id: ConnId, bytes: &mut [u8]) -> bool {
         let idle = ticks(self.limits.idle_timeout);
+        let close_ticks = ticks(self.limits.close_timeout);
         let now = self.now;
         self.hub.metrics.bytes_in.add(bytes.len() as u64);
         let Some(conn) = self.conn_mut(id) else {
@@ -826,18 +1154,20 @@ impl<A: App> Sink for Core<A> {
                 self.on_frame_bytes(id, bytes);
             }
             Phase::Closing(_) => self.on_frame_bytes(id, bytes),
-            Phase::Linger => {}
+            Phase::Held => {
+                // A request behind a held one: not supported (no client does it).
+                tracing::debug!("input while a request is held: closing");
+                conn.phase = Phase::Linger;
+                conn.deadline = now + close_ticks;
+                self.dirty.push(id);
+            }
+            Phase::Linger | Phase::Moving => {}
         }
         seal(&mut self.hub.cork, &mut self.hub.outgoing, id);
-        if self.hub.outgoing.has(id)
-            && let Some(conn) = self.conn_mut(id)
-            && !conn.has(REPLIED)
-        {
-            conn.set(REPLIED, true);
-            self.replied.push(id);
-        }
-        self.conn_mut(id)
-            .is_some_and(|c| !c.has(READ_PAUSED) && !c.has(FABRIC_PAUSED))
+        self.hub.mark_replied(id);
+        self.conn_mut(id).is_some_and(|c| {
+            !c.has(READ_PAUSED) && !c.has(FABRIC_PAUSED) && !matches!(c.phase, Phase::Moving)
+        })
     }
 
     fn writable(&mut self, id: ConnId) {
@@ -900,6 +1230,9 @@ impl<D: Driver, A: App> Worker<D, A> {
             turn?;
             inbox_waiting = self.core.hub.drain_inbox();
             self.core.tick_clock();
+            for handover in std::mem::take(&mut self.core.hub.handovers) {
+                self.core.adopt(&mut self.driver, handover);
+            }
             if Instant::now() >= next_sweep {
                 self.core.sweep();
                 next_sweep = Instant::now() + SWEEP_EVERY;

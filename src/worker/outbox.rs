@@ -131,6 +131,32 @@ impl Outbox<'_> {
         self.hub.rooms.rooms_of(self.id.slot)
     }
 
+    /// Takes over what `from` (a mailbox whose session moves to this connection) has:
+    /// its rooms, and the output not yet handed on, which follows what this connection
+    /// was sent so far.
+    pub(crate) fn take_over(&mut self, from: ConnId) {
+        seal(&mut self.hub.cork, &mut self.hub.outgoing, self.id);
+        let rooms: Vec<RoomKey> = self.hub.rooms.rooms_of(from.slot).to_vec();
+        self.hub.rooms.leave_all(from.slot);
+        for room in &rooms {
+            // Cannot exceed the bound: the mailbox held these rooms under the same one.
+            let _ = self.hub.rooms.join(self.id.slot, room);
+        }
+        let mut bufs = Vec::new();
+        let mut keep = Vec::new();
+        self.hub.outgoing.take(from, &mut bufs, &mut keep);
+        for (piece, keep) in bufs.into_iter().zip(keep) {
+            self.hub.outgoing.push(self.id, piece, keep);
+        }
+    }
+
+    /// Reaches the worker's other connections from this connection's callback (what
+    /// was sent on this one so far stays first).
+    pub(crate) fn conns(&mut self) -> super::Conns<'_> {
+        seal(&mut self.hub.cork, &mut self.hub.outgoing, self.id);
+        super::Conns { hub: self.hub }
+    }
+
     /// Closes this connection with `code` after what was sent so far; later messages in
     /// the same read are ignored.
     pub fn close(&mut self, code: CloseCode, reason: &'static str) {
