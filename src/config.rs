@@ -75,4 +75,9 @@ pub struct Config {
     pub workers: usize,
     pub driver: DriverKind,
     pub limits: Limits,
+    /// Origins allowed to read Engine.IO polling responses cross-origin (`*`: any);
+    /// empty: CORS off.
+    pub cors_origins: Vec<String>,
+    /// Whether cross-origin polling may carry cookies.
+    pub cors_credentials: bool,
 }

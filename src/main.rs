@@ -37,7 +37,7 @@ enum AppArg {
     Shootout,
     /// Topic fan-out: {"op":"subscribe"|"unsubscribe"|"publish","topic":T,...} (README).
     Pubsub,
-    /// Socket.IO (`/socket.io/`, WebSocket transport) made to the official-client test contract.
+    /// Socket.IO (`/socket.io/`, polling and WebSocket) made to the official-client test contract.
     Conformance,
 }
 
@@ -93,6 +93,13 @@ struct ServeArgs {
     /// Connections held at most, over all workers (default: what the open-file limit allows).
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Origins allowed to use Engine.IO polling cross-origin (comma-separated, or `*`);
+    /// CORS is off without it.
+    #[arg(long, value_delimiter = ',')]
+    cors_origin: Vec<String>,
+    /// Let cross-origin polling requests carry cookies (Access-Control-Allow-Credentials).
+    #[arg(long)]
+    cors_credentials: bool,
 }
 
 fn main() -> ExitCode {
@@ -159,6 +166,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             max_rooms_per_connection: args.max_rooms_per_connection,
             ..Limits::default()
         },
+        cors_origins: args.cors_origin,
+        cors_credentials: args.cors_credentials,
     };
     match throng::server::serve(config, args.max_connections) {
         Ok(_) => ExitCode::SUCCESS,

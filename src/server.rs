@@ -104,6 +104,10 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
             .max_message
             .min(crate::sio::Config::default().max_payload);
     }
+    let cors = Arc::new(crate::sio::Cors::new(
+        config.cors_origins.iter().cloned(),
+        config.cors_credentials,
+    ));
     let mut handles = Vec::with_capacity(workers);
     for (index, driver) in drivers.into_iter().enumerate() {
         let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
@@ -118,7 +122,10 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
             AppKind::Echo => start.spawn(driver, Echo),
             AppKind::Shootout => start.spawn(driver, Shootout),
             AppKind::Pubsub => start.spawn(driver, PubSub),
-            AppKind::Conformance => start.spawn(driver, crate::app::conformance::server(index)),
+            AppKind::Conformance => start.spawn(
+                driver,
+                crate::app::conformance::server(index).with_cors(Arc::clone(&cors)),
+            ),
         }
         .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;
         handles.push(handle);

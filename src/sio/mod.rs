@@ -353,7 +353,7 @@ impl App for Server {
             let held = state
                 .polling
                 .as_ref()
-                .and_then(|p| p.held)
+                .and_then(|p| p.held.as_ref())
                 .is_some_and(|h| conns.is_held(h.conn));
             let probe = state.polling.as_ref().and_then(|p| p.probe);
             let timers = state.on_timer(conns, id, &registry, max_acks, held, now);

@@ -57,10 +57,12 @@ pub(crate) struct Polling {
     pub upgraded: bool,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct HeldGet {
     pub conn: ConnId,
     pub jsonp: Option<u32>,
+    /// Its CORS answer headers (empty: none).
+    pub cors: Box<[u8]>,
 }
 
 /// A request's CORS answer headers (empty when CORS is off or the origin not allowed).
@@ -113,7 +115,7 @@ impl Server {
             return self.refuse(conns, id, &cors, ErrorCode::BadRequest);
         }
         match req.method {
-            "GET" => self.poll(conns, id, key, query.jsonp),
+            "GET" => self.poll(conns, id, key, query.jsonp, cors),
             "POST" => self.post(conns, id, key, req, body, &cors, query.jsonp),
             _ => self.refuse(conns, id, &cors, ErrorCode::BadRequest),
         }
@@ -191,7 +193,14 @@ impl Server {
     }
 
     /// A GET on session `key`.
-    fn poll(&mut self, conns: &mut Conns<'_>, id: ConnId, key: ConnId, jsonp: Option<u32>) {
+    fn poll(
+        &mut self,
+        conns: &mut Conns<'_>,
+        id: ConnId,
+        key: ConnId,
+        jsonp: Option<u32>,
+        cors: Vec<u8>,
+    ) {
         let Some(previous) = self
             .state(key)
             .and_then(|s| s.polling.as_mut())
@@ -212,7 +221,11 @@ impl Server {
             self.held.remove(&first.conn);
         }
         if let Some(p) = self.state(key).and_then(|s| s.polling.as_mut()) {
-            p.held = Some(HeldGet { conn: id, jsonp });
+            p.held = Some(HeldGet {
+                conn: id,
+                jsonp,
+                cors: cors.into_boxed_slice(),
+            });
         }
         self.held.insert(id, key);
         let probed = self.state(key).is_some_and(|s| s.session.is_probed());
@@ -346,12 +359,12 @@ impl Server {
         let Some(polling) = state.polling.as_mut() else {
             return;
         };
-        let Some(held) = polling.held else {
+        let Some(held_conn) = polling.held.as_ref().map(|h| h.conn) else {
             return;
         };
-        if !conns.is_held(held.conn) {
+        if !conns.is_held(held_conn) {
             polling.held = None;
-            self.held.remove(&held.conn);
+            self.held.remove(&held_conn);
             return;
         }
         let closing = polling.closing_since.is_some();
@@ -369,11 +382,11 @@ impl Server {
             (None, true) => b"1".to_vec(),
             (None, false) => return,
         };
-        if let Some(p) = state.polling.as_mut() {
-            p.held = None;
-        }
+        let Some(held) = state.polling.as_mut().and_then(|p| p.held.take()) else {
+            return;
+        };
         self.held.remove(&held.conn);
-        self.answer_get(conns, held.conn, held.jsonp, b"", &body);
+        self.answer_get(conns, held.conn, held.jsonp, &held.cors, &body);
         if done {
             self.drop_session(conns, key);
         }
@@ -386,7 +399,7 @@ impl Server {
         };
         if let Some(held) = polling.held.take() {
             self.held.remove(&held.conn);
-            self.answer_get(conns, held.conn, held.jsonp, b"", packet);
+            self.answer_get(conns, held.conn, held.jsonp, &held.cors, packet);
         }
     }
 
@@ -528,7 +541,7 @@ impl Server {
         let mut conns = out.conns();
         if let Some(held) = held {
             self.held.remove(&held.conn);
-            self.answer_get(&mut conns, held.conn, held.jsonp, b"", b"6");
+            self.answer_get(&mut conns, held.conn, held.jsonp, &held.cors, b"6");
         }
         conns.close(key, CloseCode::NORMAL, "upgraded");
         if closing {
@@ -540,7 +553,7 @@ impl Server {
     pub(crate) fn forget_conn(&mut self, id: ConnId) {
         if let Some(key) = self.held.remove(&id)
             && let Some(p) = self.state(key).and_then(|s| s.polling.as_mut())
-            && p.held.is_some_and(|h| h.conn == id)
+            && p.held.as_ref().is_some_and(|h| h.conn == id)
         {
             p.held = None;
         }
