@@ -36,6 +36,9 @@ pub(crate) struct ConnState {
     pub session: Session,
     /// Set for a session opened by HTTP long-polling (upgraded or not).
     pub polling: Option<Box<super::polling::Polling>>,
+    /// Why the connection is closing, for the sockets' disconnect handlers (Node's
+    /// reasons); `transport close` when the peer just went away.
+    pub close_reason: Option<&'static str>,
     connect_deadline: Option<Instant>,
     sockets: Vec<Socket>,
     binary: Reassembly,
@@ -61,6 +64,7 @@ impl ConnState {
             closing: false,
             session,
             polling: None,
+            close_reason: None,
             connect_deadline: Some(connect_deadline),
             sockets: Vec::new(),
             binary: Reassembly::new(),
@@ -169,7 +173,15 @@ impl ConnState {
             (PacketType::ConnectError, _) => fail(out, "CONNECT_ERROR from a client"),
             (_, None) => fail(out, "packet for a namespace not joined"),
             (PacketType::Disconnect, Some(i)) => {
-                let socket = self.sockets.swap_remove(i);
+                let mut socket = self.sockets.swap_remove(i);
+                let max_acks = config.max_pending_acks;
+                notify_disconnect(
+                    out,
+                    registry,
+                    max_acks,
+                    &mut socket,
+                    "client namespace disconnect",
+                );
                 leave_namespace(out, registry, &socket);
             }
             (PacketType::Event | PacketType::BinaryEvent, Some(i)) => {
@@ -272,8 +284,32 @@ impl ConnState {
                 .map(Box::from),
             next_ack: 0,
             acks: Vec::new(),
+            state: ns.state.map(|make| make()),
         });
         self.connect_deadline = None;
+        if ns.on_connect.is_some() {
+            let i = self.sockets.len() - 1;
+            self.run(out, config, registry, i, |cx, ns| {
+                if let Some(handler) = &ns.on_connect {
+                    handler(cx, &Handshake { namespace, auth });
+                }
+            });
+        }
+    }
+
+    /// Every socket leaves with `reason` (its disconnect handler runs); the connection
+    /// is gone or going.
+    pub fn disconnect_all(
+        &mut self,
+        out: &mut Outbox<'_>,
+        registry: &Registry,
+        max_pending_acks: usize,
+        reason: &str,
+    ) {
+        for mut socket in std::mem::take(&mut self.sockets) {
+            notify_disconnect(out, registry, max_pending_acks, &mut socket, reason);
+            leave_namespace(out, registry, &socket);
+        }
     }
 
     /// Runs `f` with a `Cx` for socket `i`, then applies how it asked to end.
@@ -299,15 +335,19 @@ impl ConnState {
             };
             f(&mut cx, ns);
         }
+        let max_acks = config.max_pending_acks;
         if ending.drop_transport {
+            self.close_reason.get_or_insert("forced close");
             out.close(CloseCode::NORMAL, "transport close");
         } else if ending.close {
-            for socket in std::mem::take(&mut self.sockets) {
+            for mut socket in std::mem::take(&mut self.sockets) {
+                notify_disconnect(out, registry, max_acks, &mut socket, SERVER_DISCONNECT);
                 disconnect_socket(out, registry, &socket);
             }
             out.close(CloseCode::NORMAL, "server close");
-        } else if ending.disconnect {
-            let socket = self.sockets.swap_remove(i);
+        } else if ending.disconnect && i < self.sockets.len() {
+            let mut socket = self.sockets.swap_remove(i);
+            notify_disconnect(out, registry, max_acks, &mut socket, SERVER_DISCONNECT);
             disconnect_socket(out, registry, &socket);
         }
     }
@@ -373,12 +413,15 @@ impl ConnState {
             });
             // How the callback asked to end, as after any handler.
             if ending.drop_transport {
+                self.close_reason.get_or_insert("forced close");
                 timers.close = Some("transport close");
                 return timers;
             }
             if ending.close {
                 conns.with(id, |out| {
-                    for socket in std::mem::take(&mut self.sockets) {
+                    for mut socket in std::mem::take(&mut self.sockets) {
+                        let reason = SERVER_DISCONNECT;
+                        notify_disconnect(out, registry, max_pending_acks, &mut socket, reason);
                         disconnect_socket(out, registry, &socket);
                     }
                 });
@@ -386,8 +429,12 @@ impl ConnState {
                 return timers;
             }
             if ending.disconnect {
-                let socket = self.sockets.swap_remove(i);
-                conns.with(id, |out| disconnect_socket(out, registry, &socket));
+                let mut socket = self.sockets.swap_remove(i);
+                conns.with(id, |out| {
+                    let reason = SERVER_DISCONNECT;
+                    notify_disconnect(out, registry, max_pending_acks, &mut socket, reason);
+                    disconnect_socket(out, registry, &socket)
+                });
                 continue;
             }
             if let Some((_, why)) = asked {
@@ -413,6 +460,34 @@ fn leave_namespace(out: &mut Outbox<'_>, registry: &Registry, socket: &Socket) {
     for key in mine {
         out.leave(&key);
     }
+}
+
+/// Node's reason when the server disconnects a socket.
+const SERVER_DISCONNECT: &str = "server namespace disconnect";
+
+/// Runs the namespace's disconnect handler for `socket` (what it asks to end is moot).
+fn notify_disconnect(
+    out: &mut Outbox<'_>,
+    registry: &Registry,
+    max_pending_acks: usize,
+    socket: &mut Socket,
+    reason: &str,
+) {
+    let Some(ns) = registry.get(socket.namespace) else {
+        return;
+    };
+    let Some(handler) = &ns.on_disconnect else {
+        return;
+    };
+    let mut ending = Ending::default();
+    let mut cx = Cx {
+        out,
+        socket,
+        namespace: &ns.name,
+        ending: &mut ending,
+        max_pending_acks,
+    };
+    handler(&mut cx, reason);
 }
 
 fn disconnect_socket(out: &mut Outbox<'_>, registry: &Registry, socket: &Socket) {

@@ -36,10 +36,55 @@ impl<'a> Event<'a> {
         self.elements.iter().skip(1).map(|v| v.get().as_bytes())
     }
 
+    /// The arguments after the name, raw JSON (as `args`, collected).
+    pub fn raw_args(&self) -> Vec<&'a [u8]> {
+        self.args().collect()
+    }
+
     /// Argument `i` (after the name) as a string, if it is one.
     pub fn arg_str(&self, i: usize) -> Option<String> {
         serde_json::from_str(self.elements.get(i + 1)?.get()).ok()
     }
+
+    /// The arguments after the name as `T`, typically a tuple (`(String, u32)`), or a
+    /// single argument's type with `arg::<T>(i)`. `None` if they do not fit `T`.
+    /// Attachments stay placeholders here; take them with `bin`.
+    pub fn args_as<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        let mut array = String::from("[");
+        for (i, v) in self.elements.iter().skip(1).enumerate() {
+            if i > 0 {
+                array.push(',');
+            }
+            array.push_str(v.get());
+        }
+        array.push(']');
+        serde_json::from_str(&array).ok()
+    }
+
+    /// Argument `i` (after the name) as `T`.
+    pub fn arg<T: serde::de::DeserializeOwned>(&self, i: usize) -> Option<T> {
+        serde_json::from_str(self.elements.get(i + 1)?.get()).ok()
+    }
+
+    /// Attachment `i` of a binary event (shared, no copy).
+    pub fn bin(&self, i: usize) -> Option<Bytes> {
+        self.attachments.get(i).cloned()
+    }
+}
+
+/// The JSON elements of `args` (a `Serialize` tuple, or any value serializing to an
+/// array; another value is one argument), for `emit_ser`.
+fn serialize_args<T: serde::Serialize + ?Sized>(args: &T) -> Option<Vec<Box<RawValue>>> {
+    let value = serde_json::to_value(args).ok()?;
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        serde_json::Value::Null => Vec::new(),
+        other => vec![other],
+    };
+    items
+        .iter()
+        .map(|v| serde_json::value::to_raw_value(v).ok())
+        .collect()
 }
 
 /// An ack the server asked for: the client's reply, or none in time.
@@ -69,6 +114,8 @@ pub(crate) struct Socket {
     pub auth: Option<Box<str>>,
     pub next_ack: u64,
     pub acks: Vec<PendingAck>,
+    /// The namespace's per-socket state (`Namespace::state`).
+    pub state: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// What a handler asked for that ends its socket or connection, applied after it returns.
@@ -98,7 +145,9 @@ impl<'a, 'b> Cx<'a, 'b> {
                 .filter(|r| !r.is_empty())
                 .map(|r| room_key(self.namespace, r))
                 .collect(),
+            except: Vec::new(),
             except_sender: false,
+            volatile: false,
             cx: self,
         }
     }
@@ -107,7 +156,9 @@ impl<'a, 'b> Cx<'a, 'b> {
     pub fn broadcast(&mut self) -> Operator<'_, 'a, 'b> {
         Operator {
             rooms: vec![room_key(self.namespace, "")],
+            except: Vec::new(),
             except_sender: true,
+            volatile: false,
             cx: self,
         }
     }
@@ -116,7 +167,9 @@ impl<'a, 'b> Cx<'a, 'b> {
     pub fn to_all(&mut self) -> Operator<'_, 'a, 'b> {
         Operator {
             rooms: vec![room_key(self.namespace, "")],
+            except: Vec::new(),
             except_sender: false,
+            volatile: false,
             cx: self,
         }
     }
@@ -126,6 +179,29 @@ impl Cx<'_, '_> {
     /// The socket's id (not the Engine.IO sid).
     pub fn id(&self) -> &str {
         &self.socket.id
+    }
+
+    /// This socket's state, if the namespace declared one of type `S`
+    /// (`Namespace::state::<S>()`).
+    pub fn state<S: 'static>(&mut self) -> Option<&mut S> {
+        self.socket.state.as_mut()?.downcast_mut::<S>()
+    }
+
+    /// Emits `name` with `args`, a `Serialize` tuple (`("hello", 42)`), to this socket.
+    pub fn emit_ser<T: serde::Serialize + ?Sized>(&mut self, name: &str, args: &T) {
+        let Some(items) = serialize_args(args) else {
+            return tracing::debug!("emit_ser: arguments do not serialize");
+        };
+        let raw: Vec<&[u8]> = items.iter().map(|v| v.get().as_bytes()).collect();
+        self.emit(name, &raw, &[]);
+    }
+
+    /// Answers `ev`'s ack with `args`, a `Serialize` tuple; nothing if none was asked.
+    pub fn ack_ser<T: serde::Serialize + ?Sized>(&mut self, ev: &Event<'_>, args: &T) {
+        if let Some(items) = serialize_args(args) {
+            let raw: Vec<&[u8]> = items.iter().map(|v| v.get().as_bytes()).collect();
+            self.ack(ev, &raw, &[]);
+        }
     }
 
     pub fn namespace(&self) -> &str {
@@ -252,10 +328,54 @@ impl Cx<'_, '_> {
 pub struct Operator<'c, 'a, 'b> {
     cx: &'c mut Cx<'a, 'b>,
     rooms: Vec<String>,
+    except: Vec<String>,
     except_sender: bool,
+    volatile: bool,
 }
 
 impl Operator<'_, '_, '_> {
+    /// Also to the members of `rooms` (of this namespace).
+    pub fn to(mut self, rooms: &[&str]) -> Self {
+        let namespace = self.cx.namespace;
+        let everyone = room_key(namespace, "");
+        if !self.rooms.contains(&everyone) {
+            self.rooms.extend(
+                rooms
+                    .iter()
+                    .filter(|r| !r.is_empty())
+                    .map(|r| room_key(namespace, r)),
+            );
+        }
+        self
+    }
+
+    /// Not to the members of `rooms`.
+    pub fn except(mut self, rooms: &[&str]) -> Self {
+        let namespace = self.cx.namespace;
+        self.except.extend(
+            rooms
+                .iter()
+                .filter(|r| !r.is_empty())
+                .map(|r| room_key(namespace, r)),
+        );
+        self
+    }
+
+    /// May be dropped for recipients that are not keeping up (Node's `volatile`).
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
+    }
+
+    /// Emits `name` with `args`, a `Serialize` tuple.
+    pub fn emit_ser<T: serde::Serialize + ?Sized>(self, name: &str, args: &T) {
+        let Some(items) = serialize_args(args) else {
+            return tracing::debug!("emit_ser: arguments do not serialize");
+        };
+        let raw: Vec<&[u8]> = items.iter().map(|v| v.get().as_bytes()).collect();
+        self.emit(name, &raw, &[]);
+    }
+
     /// Emits an event given as raw array elements (name first), encoded once. Not sent
     /// if the name is unsendable or no room was named.
     pub fn emit_elements(self, elements: &[&[u8]], attachments: &[Bytes]) {
@@ -267,7 +387,10 @@ impl Operator<'_, '_, '_> {
         for a in attachments {
             frames.extend_from_slice(&encode_frame(false, &[a]));
         }
-        let mut msg = Broadcast::to_all(frames.freeze()).in_rooms(&self.rooms);
+        let mut msg = Broadcast::to_all(frames.freeze())
+            .in_rooms(&self.rooms)
+            .except_rooms(&self.except)
+            .volatile(self.volatile);
         if self.except_sender {
             msg.except_origin = Some(self.cx.out.origin());
         }
@@ -387,6 +510,34 @@ mod tests {
             assert!(!sendable_event_name(Some(&bad)), "{bad:?}");
         }
         assert!(!sendable_event_name(None));
+    }
+
+    #[test]
+    fn typed_arguments_both_ways() {
+        let elements: Vec<&RawValue> =
+            serde_json::from_str(r#"["say","hi",{"n":2},[1,2]]"#).unwrap();
+        let ev = Event {
+            name: "say".into(),
+            elements,
+            ack: None,
+            attachments: &[],
+        };
+        let (text, obj, list): (String, serde_json::Value, Vec<u8>) = ev.args_as().unwrap();
+        assert_eq!(text, "hi");
+        assert_eq!(obj["n"], 2);
+        assert_eq!(list, vec![1, 2]);
+        assert_eq!(ev.arg::<String>(0).as_deref(), Some("hi"));
+        assert!(ev.args_as::<(u32,)>().is_none());
+        assert_eq!(ev.raw_args(), vec![&b"\"hi\""[..], br#"{"n":2}"#, b"[1,2]"]);
+        let raw = |v: Option<Vec<Box<RawValue>>>| -> Vec<String> {
+            v.unwrap().iter().map(|r| r.get().to_string()).collect()
+        };
+        assert_eq!(
+            raw(serialize_args(&("a", 1, [true]))),
+            ["\"a\"", "1", "[true]"]
+        );
+        assert_eq!(raw(serialize_args(&())), Vec::<String>::new());
+        assert_eq!(raw(serialize_args(&"one")), ["\"one\""]);
     }
 
     #[test]

@@ -142,6 +142,15 @@ impl Server {
         entry.take()
     }
 
+    /// Runs the disconnect handlers of a connection's sockets (it is gone or going).
+    fn disconnect_sockets(&self, conns: &mut Conns<'_>, id: ConnId, state: &mut ConnState) {
+        let reason = state.close_reason.unwrap_or("transport close");
+        let max_acks = self.config.max_pending_acks;
+        conns.with(id, |out| {
+            state.disconnect_all(out, &self.registry, max_acks, reason);
+        });
+    }
+
     /// The session a request's sid names, if it lives here.
     fn session_of(&self, query: &Query<'_>) -> Option<ConnId> {
         let sid = Sid::parse(query.sid?)?;
@@ -185,6 +194,21 @@ impl Server {
             max_queued_bytes: self.config.max_polling_queue,
             ..session::Config::default()
         }
+    }
+}
+
+/// The disconnect reason Node gives for a close of the connection `why`.
+pub(crate) fn node_reason(why: &'static str) -> &'static str {
+    match why {
+        "transport close"
+        | "transport error"
+        | "ping timeout"
+        | "parse error"
+        | "forced close"
+        | "server shutting down" => why,
+        // A CONNECT that never came, or a protocol error.
+        "connect timeout" => "transport close",
+        _ => "parse error",
     }
 }
 
@@ -309,14 +333,17 @@ impl App for Server {
         );
         if out.is_closing() {
             state.closing = true;
+            state.close_reason.get_or_insert("parse error");
         }
     }
 
-    fn on_close(&mut self, id: ConnId) {
+    fn on_close(&mut self, conns: &mut Conns<'_>, id: ConnId) {
         self.forget_conn(id);
-        if let Some(state) = self.take_state(id)
-            && let Some(polling) = state.polling
-        {
+        let Some(mut state) = self.take_state(id) else {
+            return;
+        };
+        self.disconnect_sockets(conns, id, &mut state);
+        if let Some(polling) = state.polling {
             if self.sids.get(&polling.sid) == Some(&id) {
                 self.sids.remove(&polling.sid);
             }
@@ -368,6 +395,9 @@ impl App for Server {
             }
             if on_polling {
                 if let Some(reason) = timers.close {
+                    if let Some(state) = self.state(id) {
+                        state.close_reason.get_or_insert(node_reason(reason));
+                    }
                     if reason == "ping timeout" {
                         self.end_session(conns, id, b"1");
                     } else {
@@ -385,6 +415,7 @@ impl App for Server {
                 && let Some(state) = self.state(id)
             {
                 state.closing = true;
+                state.close_reason.get_or_insert(node_reason(reason));
                 conns.close(id, CloseCode::NORMAL, reason);
             }
         }

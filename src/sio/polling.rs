@@ -410,6 +410,7 @@ impl Server {
         };
         tracing::debug!(why, "closing a polling session");
         state.closing = true;
+        state.close_reason.get_or_insert(super::node_reason(why));
         if let Some(polling) = state.polling.as_mut()
             && polling.closing_since.is_none()
         {
@@ -426,9 +427,10 @@ impl Server {
 
     /// Forgets session `key` and closes its mailbox (and a probe).
     pub(crate) fn drop_session(&mut self, conns: &mut Conns<'_>, key: ConnId) {
-        let Some(state) = self.take_state(key) else {
+        let Some(mut state) = self.take_state(key) else {
             return;
         };
+        self.disconnect_sockets(conns, key, &mut state);
         if let Some(polling) = state.polling {
             self.sids.remove(&polling.sid);
             if let Some(held) = polling.held {

@@ -2,6 +2,7 @@
 //! shared by every worker through an `Arc`, read without any lock. Handlers belong to
 //! the namespace, not to the socket, so an idle socket pays nothing per event.
 
+use std::any::Any;
 use std::collections::HashMap;
 
 use serde_json::value::RawValue;
@@ -49,12 +50,19 @@ impl ConnectError {
 
 pub type Middleware = Box<dyn Fn(&Handshake<'_>) -> Result<(), ConnectError> + Send + Sync>;
 pub type EventHandler = Box<dyn Fn(&mut Cx<'_, '_>, &Event<'_>) + Send + Sync>;
+pub type ConnectHandler = Box<dyn Fn(&mut Cx<'_, '_>, &Handshake<'_>) + Send + Sync>;
+pub type DisconnectHandler = Box<dyn Fn(&mut Cx<'_, '_>, &str) + Send + Sync>;
+/// Makes a socket's state when it connects.
+pub type StateFactory = fn() -> Box<dyn Any + Send>;
 
-/// One namespace: its middleware, in order, and its event handlers.
+/// One namespace: its middleware, in order, and its handlers.
 pub struct Namespace {
     pub(crate) name: String,
     middleware: Vec<Middleware>,
     handlers: HashMap<String, EventHandler>,
+    pub(crate) on_connect: Option<ConnectHandler>,
+    pub(crate) on_disconnect: Option<DisconnectHandler>,
+    pub(crate) state: Option<StateFactory>,
 }
 
 impl Namespace {
@@ -63,7 +71,38 @@ impl Namespace {
             name: name.into(),
             middleware: Vec::new(),
             handlers: HashMap::new(),
+            on_connect: None,
+            on_disconnect: None,
+            state: None,
         }
+    }
+
+    /// Gives each socket of this namespace a state `S` (`Default` at CONNECT), reached
+    /// with `Cx::state::<S>()`. A zero-sized `S` costs no allocation.
+    pub fn state<S: Default + Send + 'static>(mut self) -> Namespace {
+        self.state = Some(|| Box::new(S::default()));
+        self
+    }
+
+    /// Runs once a CONNECT is accepted (after the middleware), before any event.
+    pub fn on_connect(
+        mut self,
+        f: impl Fn(&mut Cx<'_, '_>, &Handshake<'_>) + Send + Sync + 'static,
+    ) -> Namespace {
+        self.on_connect = Some(Box::new(f));
+        self
+    }
+
+    /// Runs when a socket leaves, with Node's reason: `client namespace disconnect`,
+    /// `server namespace disconnect`, `transport close`, `transport error`,
+    /// `ping timeout`, `parse error`, `forced close`, `server shutting down`. The socket
+    /// is still in its rooms; what is emitted to it is dropped.
+    pub fn on_disconnect(
+        mut self,
+        f: impl Fn(&mut Cx<'_, '_>, &str) + Send + Sync + 'static,
+    ) -> Namespace {
+        self.on_disconnect = Some(Box::new(f));
+        self
     }
 
     /// Runs on every CONNECT to this namespace; an `Err` refuses it.

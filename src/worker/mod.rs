@@ -88,7 +88,8 @@ pub trait App: Send + 'static {
     /// A complete message from the peer.
     fn on_message(&mut self, out: &mut Outbox<'_>, text: bool, payload: Payload<'_>);
     /// The connection is gone, whatever the reason: drop what the app keeps for it.
-    fn on_close(&mut self, _id: ConnId) {}
+    /// It is still in its rooms (others can be told); what is sent to it is dropped.
+    fn on_close(&mut self, _conns: &mut Conns<'_>, _id: ConnId) {}
     /// Called every sweep (about every 250 ms) with the time, to run the app's timers.
     fn on_sweep(&mut self, _conns: &mut Conns<'_>, _now: Instant) {}
     /// The worker that must serve `req` (the one owning its session), if not any.
@@ -822,7 +823,7 @@ impl<A: App> Core<A> {
             self.hub.metrics.closed(reason).inc();
         }
         driver.close(id);
-        self.app.on_close(id);
+        self.app.on_close(&mut Conns { hub: &mut self.hub }, id);
         self.hub.outgoing.forget(id);
         self.hub.conns.remove(id.slot as usize);
         self.hub.rooms.leave_all(id.slot);
