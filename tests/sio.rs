@@ -66,6 +66,13 @@ fn official_client_over_websocket() {
     run_node_suite("websocket.test.js", server.port);
 }
 
+#[test]
+fn official_client_over_polling_and_upgrade_without_cookies() {
+    let server = Server::start(&["--app", "conformance", "--workers", "2"]);
+    run_node_suite("polling.test.js", server.port);
+}
+
+
 /// Kills the reference server when the test ends, however it ends.
 struct Reference(std::process::Child);
 
@@ -76,10 +83,10 @@ impl Drop for Reference {
     }
 }
 
-#[test]
-fn the_suite_passes_against_node_socket_io_too() {
+/// Node's reference server on a free port, killed when dropped.
+fn reference() -> (Reference, u16) {
     let port = util::free_port();
-    let _node = Reference(
+    let node = Reference(
         Command::new("node")
             .arg(sio_dir().join("node-server.js"))
             .arg(port.to_string())
@@ -93,5 +100,18 @@ fn the_suite_passes_against_node_socket_io_too() {
         assert!(Instant::now() < deadline, "node's server did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
-    run_node_suite("websocket.test.js", port);
+    (node, port)
+}
+
+#[test]
+fn the_suites_pass_against_node_socket_io_too() {
+    for file in [
+        "websocket.test.js",
+        "polling.test.js",
+        "engineio-raw.test.js",
+    ] {
+        // One server per file: their broadcasts to `/` would cross otherwise.
+        let (_node, port) = reference();
+        run_node_suite(file, port);
+    }
 }

@@ -95,13 +95,20 @@ impl<'a> Request<'a> {
         Ok(Some(req))
     }
 
-    /// The body's length from `Content-Length`: `Ok(0)` when absent, `Err` when it is not
-    /// a number or a `Transfer-Encoding` is given (bodies must have a length here).
+    /// Whether the body is sent in chunks (`Transfer-Encoding: chunked`).
+    pub fn is_chunked(&self) -> bool {
+        self.transfer_encoding
+            .is_some_and(|v| has_token(v, "chunked"))
+    }
+
+    /// The body's length from `Content-Length`: `Ok(0)` when absent (or chunked), `Err`
+    /// when it is not a number, or a transfer coding other than `chunked` is given.
     pub fn body_len(&self) -> Result<usize, Reject> {
         if self.transfer_encoding.is_some() {
-            return Err(Reject::BadRequest(
-                "Transfer-Encoding is not supported; send Content-Length",
-            ));
+            if self.is_chunked() && self.content_length.is_none() {
+                return Ok(0);
+            }
+            return Err(Reject::BadRequest("unsupported Transfer-Encoding"));
         }
         match self.content_length {
             None => Ok(0),
@@ -128,6 +135,58 @@ impl<'a> Request<'a> {
     }
 }
 
+/// A chunked body at the front of `buf` (after the head): `Ok(Some((body, used)))` once
+/// the last chunk and the trailers are in, `Ok(None)` if more bytes are needed. `Err`
+/// when it is malformed, or holds more than `limit` bytes of data (`too_large`: 413).
+pub fn decode_chunked(buf: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize)>, ChunkError> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let (start, size) = match httparse::parse_chunk_size(&buf[at..]) {
+            Ok(httparse::Status::Complete((n, size))) => (at + n, size),
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(ChunkError::Malformed),
+        };
+        let size = usize::try_from(size).map_err(|_| ChunkError::TooLarge)?;
+        if body.len().saturating_add(size) > limit {
+            return Err(ChunkError::TooLarge);
+        }
+        if size == 0 {
+            // Trailers (ignored), up to the empty line.
+            let mut line = start;
+            loop {
+                let Some(end) = buf[line..].windows(2).position(|w| w == b"\r\n") else {
+                    return if buf.len() - start > 8 << 10 {
+                        Err(ChunkError::Malformed)
+                    } else {
+                        Ok(None)
+                    };
+                };
+                if end == 0 {
+                    return Ok(Some((body, line + 2)));
+                }
+                line += end + 2;
+            }
+        }
+        let end = start + size;
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(ChunkError::Malformed);
+        }
+        body.extend_from_slice(&buf[start..end]);
+        at = end + 2;
+    }
+}
+
+/// Why a chunked body was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkError {
+    Malformed,
+    TooLarge,
+}
+
 /// Whether a comma-separated header value holds `token` (ASCII case-insensitive).
 pub fn has_token(value: &[u8], token: &str) -> bool {
     value
@@ -138,6 +197,28 @@ pub fn has_token(value: &[u8], token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunked_bodies_are_joined_bounded_and_checked() {
+        let wire = b"3\r\n40,\r\n2;ext=1\r\n42\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        assert_eq!(
+            decode_chunked(wire, 100),
+            Ok(Some((b"40,42".to_vec(), wire.len() - 4)))
+        );
+        for cut in 0..wire.len() - 4 {
+            assert_eq!(decode_chunked(&wire[..cut], 100), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(decode_chunked(wire, 4), Err(ChunkError::TooLarge));
+        assert_eq!(
+            decode_chunked(b"3\r\nabcX\r\n0\r\n\r\n", 100),
+            Err(ChunkError::Malformed)
+        );
+        assert_eq!(decode_chunked(b"zz\r\n", 100), Err(ChunkError::Malformed));
+        assert_eq!(
+            decode_chunked(b"ffffffffffffffff\r\n", 100),
+            Err(ChunkError::TooLarge)
+        );
+    }
 
     const UPGRADE: &[u8] =
         b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\

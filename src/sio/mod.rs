@@ -66,7 +66,8 @@ pub struct Config {
     /// Polling sessions one worker holds (more: 503).
     pub max_polling_sessions: usize,
     /// Bytes queued for a polling client that has not fetched them (more: the session
-    /// closes).
+    /// closes). At least `max_payload` plus some room is used, so that one message of
+    /// the largest size always fits.
     pub max_polling_queue: usize,
 }
 
@@ -83,7 +84,7 @@ impl Default for Config {
             max_attachments: 10,
             max_auth_bytes: 4096,
             max_polling_sessions: 10_000,
-            max_polling_queue: 256 << 10,
+            max_polling_queue: 1 << 20,
         }
     }
 }
@@ -191,7 +192,10 @@ impl Server {
         session::Config {
             ping_interval: self.config.ping_interval,
             ping_timeout: self.config.ping_timeout,
-            max_queued_bytes: self.config.max_polling_queue,
+            max_queued_bytes: self
+                .config
+                .max_polling_queue
+                .max(self.config.max_payload.saturating_add(64 << 10)),
             ..session::Config::default()
         }
     }

@@ -9,8 +9,8 @@
 //!
 //! Per session at most one GET is held; a second one while it is held gets 400 and
 //! ends the session (the first gets `1`). A POST answers `ok` once its packets ran. A
-//! server-side close queues `1` behind what was sent and waits (`CLOSE_WAIT`) for a GET
-//! to take it; a client `1` ends a held GET with `6`.
+//! server-side close sends `1` after what was sent, in a response of its own, and waits
+//! (`CLOSE_WAIT`) for a GET to take it; a client `1` ends a held GET with `6`.
 //!
 //! Upgrade: a WebSocket with the sid is a probe (`probes`); `2probe` → `3probe` and the
 //! held GET is released with `6` (then again every sweep while probing); `5` moves the
@@ -41,8 +41,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(30);
 /// Packets one POST may carry.
 const MAX_PACKETS_PER_POST: usize = 4096;
 
+/// Also for JSONP, as Node sends it.
 const TEXT: &str = "text/plain; charset=UTF-8";
-const SCRIPT: &str = "text/javascript; charset=UTF-8";
 
 /// A polling session's transport state.
 pub(crate) struct Polling {
@@ -186,9 +186,13 @@ impl Server {
         cors: &[u8],
         payload: &[u8],
     ) -> bool {
+        // Polling answers must never be cached by a proxy or the browser.
+        let mut extra = Vec::with_capacity(cors.len() + 26);
+        extra.extend_from_slice(b"Cache-Control: no-store\r\n");
+        extra.extend_from_slice(cors);
         match jsonp_index {
-            Some(index) => conns.respond(id, 200, SCRIPT, cors, &jsonp::wrap(index, payload)),
-            None => conns.respond(id, 200, TEXT, cors, payload),
+            Some(index) => conns.respond(id, 200, TEXT, &extra, &jsonp::wrap(index, payload)),
+            None => conns.respond(id, 200, TEXT, &extra, payload),
         }
     }
 
@@ -371,16 +375,15 @@ impl Server {
         if closing && conns.has_output(key) {
             return; // The close packet goes after what is still on its way.
         }
+        // The close packet travels alone, in the response after the last data: the
+        // official client handles a payload's messages a tick later than a close in
+        // the same payload, and would see the close first.
         let payload = state.session.take_payload(max_payload);
-        let done = closing && state.session.queued_bytes() == 0;
-        let body = match (payload, done) {
-            (Some(mut p), true) => {
-                p.extend_from_slice(b"\x1e1");
-                p
-            }
-            (Some(p), false) => p,
-            (None, true) => b"1".to_vec(),
-            (None, false) => return,
+        let done = closing && payload.is_none();
+        let body = match payload {
+            Some(p) => p,
+            None if done => b"1".to_vec(),
+            None => return,
         };
         let Some(held) = state.polling.as_mut().and_then(|p| p.held.take()) else {
             return;

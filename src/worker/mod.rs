@@ -44,6 +44,7 @@ use bytes::{Bytes, BytesMut};
 use crate::config::Limits;
 use crate::fabric::Fabric;
 use crate::fabric::{Handover, Inbound};
+use crate::http::request::{ChunkError, decode_chunked};
 use crate::http::response::{Answer, write_ok, write_response};
 use crate::http::{Reject, Request};
 use crate::metrics::CloseReason;
@@ -494,7 +495,7 @@ impl<A: App> Core<A> {
                 return Step::Done;
             }
         };
-        if body_len > limit {
+        let too_large = |core: &mut Self| {
             let mut resp = Vec::with_capacity(256);
             Answer {
                 status: 413,
@@ -502,13 +503,35 @@ impl<A: App> Core<A> {
                 body: b"request body too large".to_vec(),
             }
             .write_to(&mut resp);
-            self.refuse(id, &resp, CloseReason::HandshakeRejected);
-            return Step::Done;
-        }
-        let end = req.head_len + body_len;
-        if buf.len() < end {
-            return Step::Incomplete;
-        }
+            core.refuse(id, &resp, CloseReason::HandshakeRejected);
+            Step::Done
+        };
+        let chunked;
+        let (body, end): (&[u8], usize) = if req.is_chunked() {
+            match decode_chunked(&buf[req.head_len..], limit) {
+                Ok(Some((body, used))) => {
+                    chunked = body;
+                    (&chunked, req.head_len + used)
+                }
+                Ok(None) => return Step::Incomplete,
+                Err(ChunkError::TooLarge) => return too_large(self),
+                Err(ChunkError::Malformed) => {
+                    let mut resp = Vec::with_capacity(256);
+                    Reject::BadRequest("malformed chunked body").write_to(&mut resp);
+                    self.refuse(id, &resp, CloseReason::HandshakeRejected);
+                    return Step::Done;
+                }
+            }
+        } else {
+            if body_len > limit {
+                return too_large(self);
+            }
+            let end = req.head_len + body_len;
+            if buf.len() < end {
+                return Step::Incomplete;
+            }
+            (&buf[req.head_len..end], end)
+        };
         let held_until = self.now + ticks(self.limits.idle_timeout);
         let linger_until = self.now + ticks(self.limits.close_timeout);
         let Some(conn) = self.conn_mut(id) else {
@@ -517,12 +540,8 @@ impl<A: App> Core<A> {
         conn.phase = Phase::Held;
         conn.deadline = held_until;
         conn.set(CLOSE_AFTER, req.wants_close());
-        self.app.on_http(
-            &mut Conns { hub: &mut self.hub },
-            id,
-            req,
-            &buf[req.head_len..end],
-        );
+        self.app
+            .on_http(&mut Conns { hub: &mut self.hub }, id, req, body);
         let Some(conn) = self.conn_mut(id) else {
             return Step::Done;
         };

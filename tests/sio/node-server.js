@@ -3,6 +3,7 @@
 // checked against the reference implementation:
 //   node tests/sio/node-server.js PORT &
 //   THRONG_URL=http://127.0.0.1:PORT node --test tests/sio/websocket.test.js
+// (and likewise polling.test.js, engineio-raw.test.js).
 "use strict";
 
 const { Server } = require("socket.io");
@@ -10,7 +11,8 @@ const { Server } = require("socket.io");
 const port = Number(process.argv[2] || 3000);
 const io = new Server(port, {
   path: "/socket.io/",
-  transports: ["websocket"],
+  // Both transports, as in the contract: HTTP long-polling, WebSocket, and the upgrade.
+  transports: ["polling", "websocket"],
   pingInterval: 1000,
   pingTimeout: 800,
   maxHttpBufferSize: 1e6,
