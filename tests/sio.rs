@@ -72,6 +72,12 @@ fn official_client_over_polling_and_upgrade_without_cookies() {
     run_node_suite("polling.test.js", server.port);
 }
 
+#[test]
+fn engineio_polling_and_upgrade_byte_by_byte() {
+    // Its own server: its sessions in `/` see every broadcast of the other suites.
+    let server = Server::start(&["--app", "conformance", "--workers", "2"]);
+    run_node_suite("engineio-raw.test.js", server.port);
+}
 
 /// Kills the reference server when the test ends, however it ends.
 struct Reference(std::process::Child);

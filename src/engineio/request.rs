@@ -104,7 +104,8 @@ pub fn parse_query(target: &str) -> Result<Query<'_>, ErrorCode> {
                 }
             }
             "EIO" => eio4 = value == "4",
-            "sid" => sid = Some(value),
+            // An empty sid opens a session, as in Node.
+            "sid" => sid = Some(value).filter(|v| !v.is_empty()),
             "j" => jsonp = value.parse().ok(),
             _ => {}
         }

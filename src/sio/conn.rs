@@ -36,6 +36,8 @@ pub(crate) struct ConnState {
     pub session: Session,
     /// Set for a session opened by HTTP long-polling (upgraded or not).
     pub polling: Option<Box<super::polling::Polling>>,
+    /// A WebSocket-only session's sid (polling sessions keep theirs in `polling`).
+    pub ws_sid: Option<Sid>,
     /// Why the connection is closing, for the sockets' disconnect handlers (Node's
     /// reasons); `transport close` when the peer just went away.
     pub close_reason: Option<&'static str>,
@@ -64,6 +66,7 @@ impl ConnState {
             closing: false,
             session,
             polling: None,
+            ws_sid: None,
             close_reason: None,
             connect_deadline: Some(connect_deadline),
             sockets: Vec::new(),

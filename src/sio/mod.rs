@@ -102,7 +102,11 @@ pub struct Server {
     held: HashMap<ConnId, ConnId>,
     /// WebSockets probing an upgrade → the session's slot.
     probes: HashMap<ConnId, ConnId>,
+    /// POSTs whose body is still arriving → their session's slot.
+    posting: HashMap<ConnId, ConnId>,
     cors: Arc<Cors>,
+    /// Sessions on polling now (bounded by `max_polling_sessions`).
+    polling_sessions: usize,
     random: Vec<u8>,
 }
 
@@ -116,7 +120,9 @@ impl Server {
             sids: HashMap::new(),
             held: HashMap::new(),
             probes: HashMap::new(),
+            posting: HashMap::new(),
             cors: Arc::new(Cors::default()),
+            polling_sessions: 0,
             random: Vec::new(),
         }
     }
@@ -240,13 +246,23 @@ impl App for Server {
     }
 
     fn on_http(&mut self, conns: &mut Conns<'_>, id: ConnId, req: &Request<'_>, body: &[u8]) {
+        let was_posting = self.posting.remove(&id);
         let jsonp = parse_query(req.target).is_ok_and(|q| q.jsonp.is_some());
         if !jsonp && body.len() > self.config.max_payload {
             let cors = self.cors.headers(req.origin);
             conns.respond(id, 413, "text/plain", &cors, b"payload too large");
             return;
         }
+        if let Some(key) = was_posting {
+            // Back in the table for `post` to see that this POST was the first.
+            self.posting.insert(id, key);
+        }
         self.on_polling_request(conns, id, req, body);
+        self.posting.remove(&id);
+    }
+
+    fn on_http_head(&mut self, conns: &mut Conns<'_>, id: ConnId, req: &Request<'_>) {
+        self.on_post_head(conns, id, req);
     }
 
     fn on_mailbox(&mut self, conns: &mut Conns<'_>, id: ConnId, text: bool, payload: Bytes) {
@@ -303,11 +319,14 @@ impl App for Server {
         );
         out.send(true, &packet);
         let id = out.id();
-        let state = ConnState::new(
+        let mut state = ConnState::new(
             id.generation,
             Session::new(Transport::WebSocket, self.session_config(), now),
             now + self.config.connect_timeout,
         );
+        // Known so that polling with this sid gets Node's "Bad request" (code 3).
+        state.ws_sid = Some(sid);
+        self.sids.insert(sid, id);
         self.put_state(id, state);
     }
 
@@ -342,12 +361,20 @@ impl App for Server {
     }
 
     fn on_close(&mut self, conns: &mut Conns<'_>, id: ConnId) {
-        self.forget_conn(id);
+        self.forget_conn(conns, id);
         let Some(mut state) = self.take_state(id) else {
             return;
         };
         self.disconnect_sockets(conns, id, &mut state);
+        if let Some(sid) = state.ws_sid
+            && self.sids.get(&sid) == Some(&id)
+        {
+            self.sids.remove(&sid);
+        }
         if let Some(polling) = state.polling {
+            if !polling.upgraded {
+                self.polling_sessions = self.polling_sessions.saturating_sub(1);
+            }
             if self.sids.get(&polling.sid) == Some(&id) {
                 self.sids.remove(&polling.sid);
             }

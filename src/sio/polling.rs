@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::engineio::jsonp;
-use crate::engineio::packet::{Open, PacketType, decode_payload, encode_open};
+use crate::engineio::packet::{Open, PacketError, PacketType, decode_payload, encode_open};
 use crate::engineio::request::{ErrorCode, Query, Transport, check_handshake, parse_query};
 use crate::engineio::session::{Action, Outbound, Session, Via};
 use crate::engineio::sid::{SID_RANDOM_BYTES, Sid};
@@ -111,7 +111,8 @@ impl Server {
         let Some(state) = self.state(key) else {
             return self.refuse(conns, id, &cors, ErrorCode::UnknownSid);
         };
-        if state.session.transport() != Transport::Polling {
+        if state.session.transport() != Transport::Polling || !query.eio4 {
+            // Another transport's session, or another protocol version (Node: 3).
             return self.refuse(conns, id, &cors, ErrorCode::BadRequest);
         }
         match req.method {
@@ -133,7 +134,7 @@ impl Server {
 
     /// The handshake GET: a new session, answered with its open packet.
     fn open_session(&mut self, conns: &mut Conns<'_>, id: ConnId, cors: &[u8], query: &Query<'_>) {
-        if self.sids.len() >= self.config.max_polling_sessions {
+        if self.polling_sessions >= self.config.max_polling_sessions {
             tracing::warn!(
                 max = self.config.max_polling_sessions,
                 "polling session refused: at the bound on polling sessions per worker"
@@ -175,6 +176,7 @@ impl Server {
         }));
         self.put_state(key, state);
         self.sids.insert(sid, key);
+        self.polling_sessions += 1;
         self.answer_get(conns, id, query.jsonp, cors, &packet);
     }
 
@@ -253,6 +255,11 @@ impl Server {
         cors: &[u8],
         jsonp_index: Option<u32>,
     ) {
+        let first_in_progress =
+            self.posting.remove(&id).is_none() && self.posting.values().any(|&k| k == key);
+        if first_in_progress {
+            return self.overlapping_post(conns, id, key);
+        }
         let closing = self
             .state(key)
             .and_then(|s| s.polling.as_ref())
@@ -278,13 +285,20 @@ impl Server {
         } else {
             body
         };
-        let Ok(packets) = decode_payload(payload, MAX_PACKETS_PER_POST) else {
-            return self.refuse_post(conns, id, cors, key, "parse error");
-        };
+        // Invalid UTF-8 is read as U+FFFD, as Node does.
+        let lossy = String::from_utf8_lossy(payload);
+        let packets = decode_payload(lossy.as_bytes(), MAX_PACKETS_PER_POST);
         conns.respond(id, 200, "text/html", cors, b"ok");
         if closing {
             return; // Ignored: the session is ending.
         }
+        let packets = match packets {
+            Ok(packets) => packets,
+            // An attachment that does not decode: a Socket.IO error, closed gracefully.
+            Err(PacketError::BadBase64) => return self.close_session(conns, key, "parse error"),
+            // Not Engine.IO at all: the session ends now (Node).
+            Err(_) => return self.end_session(conns, key, b"1"),
+        };
         let config = self.config;
         let registry = std::sync::Arc::clone(&self.registry);
         let now = Instant::now();
@@ -292,6 +306,13 @@ impl Server {
             if packet.kind == PacketType::Close {
                 // The client leaves: a held GET ends with a noop, the session now.
                 return self.end_session(conns, key, b"6");
+            }
+            if packet.kind == PacketType::Ping {
+                // Heartbeats go the other way in v4: the session ends now (Node).
+                if let Some(state) = self.state(key) {
+                    state.close_reason = Some("transport error");
+                }
+                return self.end_session(conns, key, b"1");
             }
             let fresh = match &packet.data {
                 crate::engineio::packet::Data::Text(t) if t.first() == Some(&b'0') => {
@@ -310,6 +331,45 @@ impl Server {
             }
         }
         self.try_answer(conns, key);
+    }
+
+    /// The head of a POST whose body is on its way: one POST per session at a time (a
+    /// second one → 400, and the session ends, as in Node).
+    pub(crate) fn on_post_head(&mut self, conns: &mut Conns<'_>, id: ConnId, req: &Request<'_>) {
+        if req.method != "POST" {
+            return;
+        }
+        let Some(key) = parse_query(req.target)
+            .ok()
+            .and_then(|q| self.session_of(&q))
+        else {
+            return;
+        };
+        if self.posting.values().any(|&k| k == key) {
+            return self.overlapping_post(conns, id, key);
+        }
+        self.posting.insert(id, key);
+    }
+
+    /// A second POST while one is arriving: 400, the first one's connection is dropped
+    /// and the session ends.
+    fn overlapping_post(&mut self, conns: &mut Conns<'_>, id: ConnId, key: ConnId) {
+        tracing::debug!("overlapping polling POSTs: closing the session");
+        conns.respond(id, 400, "", b"", b"");
+        let first: Vec<ConnId> = self
+            .posting
+            .iter()
+            .filter(|&(_, &k)| k == key)
+            .map(|(&c, _)| c)
+            .collect();
+        for conn in first {
+            self.posting.remove(&conn);
+            conns.close(conn, CloseCode::NORMAL, "overlapping POST");
+        }
+        if let Some(state) = self.state(key) {
+            state.close_reason.get_or_insert("transport error");
+        }
+        self.end_session(conns, key, b"1");
     }
 
     /// A POST the session cannot take: 400 (code 3), and the session closes.
@@ -435,6 +495,9 @@ impl Server {
         };
         self.disconnect_sockets(conns, key, &mut state);
         if let Some(polling) = state.polling {
+            if !polling.upgraded {
+                self.polling_sessions = self.polling_sessions.saturating_sub(1);
+            }
             self.sids.remove(&polling.sid);
             if let Some(held) = polling.held {
                 self.held.remove(&held.conn);
@@ -537,6 +600,7 @@ impl Server {
             p.upgraded = true;
             p.held.take()
         });
+        self.polling_sessions = self.polling_sessions.saturating_sub(1);
         state.generation = ws.generation;
         let closing = state.closing;
         if let Some(p) = state.polling.as_ref() {
@@ -554,13 +618,25 @@ impl Server {
         }
     }
 
-    /// A connection of this worker is gone: forget what referred to it.
-    pub(crate) fn forget_conn(&mut self, id: ConnId) {
+    /// A connection of this worker is gone: forget what referred to it; a polling
+    /// session whose held GET it was ends.
+    pub(crate) fn forget_conn(&mut self, conns: &mut Conns<'_>, id: ConnId) {
+        if let Some(key) = self.posting.remove(&id) {
+            // A POST cut short: the client is gone (Node closes the session too).
+            if let Some(state) = self.state(key) {
+                state.close_reason.get_or_insert("transport close");
+            }
+            self.drop_session(conns, key);
+        }
         if let Some(key) = self.held.remove(&id)
-            && let Some(p) = self.state(key).and_then(|s| s.polling.as_mut())
+            && let Some(state) = self.state(key)
+            && let Some(p) = state.polling.as_mut()
             && p.held.as_ref().is_some_and(|h| h.conn == id)
         {
+            // The client dropped its GET: it is gone (Node closes the session too).
             p.held = None;
+            state.close_reason.get_or_insert("transport close");
+            self.drop_session(conns, key);
         }
         if let Some(key) = self.probes.remove(&id)
             && let Some(state) = self.state(key)

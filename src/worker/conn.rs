@@ -67,6 +67,8 @@ pub const MAILBOX: u16 = 128;
 pub const SERVED: u16 = 256;
 /// The client asked to close after the current plain HTTP request.
 pub const CLOSE_AFTER: u16 = 512;
+/// A plain HTTP request's head is in and its body is arriving (`App::on_http_head` ran).
+pub const BODY_PENDING: u16 = 1024;
 
 // The budget that keeps an idle connection small: checked at compile time.
 const _: () = assert!(std::mem::size_of::<Conn>() <= 112);

@@ -53,8 +53,8 @@ use crate::ws::close::ClosePayload;
 use crate::ws::{CloseCode, OpCode, Payload, ReadConfig, Role, Visitor, handshake};
 
 use conn::{
-    CLOSE_AFTER, Conn, FABRIC_PAUSED, MAILBOX, OVER_CAP, PINGED, Phase, READ_PAUSED, REPLIED,
-    SERVED, SHUT, SLOW,
+    BODY_PENDING, CLOSE_AFTER, Conn, FABRIC_PAUSED, MAILBOX, OVER_CAP, PINGED, Phase, READ_PAUSED,
+    REPLIED, SERVED, SHUT, SLOW,
 };
 use hub::Hub;
 pub use outbox::Outbox;
@@ -102,6 +102,9 @@ pub trait App: Send + 'static {
     fn http_body_limit(&self, _req: &Request<'_>) -> Option<usize> {
         None
     }
+    /// The head of plain HTTP request `id` is in, its body is still arriving (once per
+    /// request). `on_http` or `on_close` follows.
+    fn on_http_head(&mut self, _conns: &mut Conns<'_>, _id: ConnId, _req: &Request<'_>) {}
     /// A plain HTTP request `id` with its whole body. Answer it with `Conns::respond`,
     /// now or later (until then the connection is held).
     fn on_http(&mut self, _conns: &mut Conns<'_>, _id: ConnId, _req: &Request<'_>, _body: &[u8]) {}
@@ -484,6 +487,18 @@ impl<A: App> Core<A> {
         Step::Done
     }
 
+    /// The body of `req` is still arriving: the app hears of the request once.
+    fn body_pending(&mut self, id: ConnId, req: &Request<'_>) -> Step {
+        if let Some(conn) = self.conn_mut(id)
+            && !conn.has(BODY_PENDING)
+        {
+            conn.set(BODY_PENDING, true);
+            self.app
+                .on_http_head(&mut Conns { hub: &mut self.hub }, id, req);
+        }
+        Step::Incomplete
+    }
+
     /// A plain HTTP request the app serves: waits for its body, then hands it over.
     fn on_http_request(&mut self, id: ConnId, req: &Request<'_>, buf: &[u8], limit: usize) -> Step {
         let body_len = match req.body_len() {
@@ -513,7 +528,7 @@ impl<A: App> Core<A> {
                     chunked = body;
                     (&chunked, req.head_len + used)
                 }
-                Ok(None) => return Step::Incomplete,
+                Ok(None) => return self.body_pending(id, req),
                 Err(ChunkError::TooLarge) => return too_large(self),
                 Err(ChunkError::Malformed) => {
                     let mut resp = Vec::with_capacity(256);
@@ -528,7 +543,7 @@ impl<A: App> Core<A> {
             }
             let end = req.head_len + body_len;
             if buf.len() < end {
-                return Step::Incomplete;
+                return self.body_pending(id, req);
             }
             (&buf[req.head_len..end], end)
         };
@@ -539,6 +554,7 @@ impl<A: App> Core<A> {
         };
         conn.phase = Phase::Held;
         conn.deadline = held_until;
+        conn.set(BODY_PENDING, false);
         conn.set(CLOSE_AFTER, req.wants_close());
         self.app
             .on_http(&mut Conns { hub: &mut self.hub }, id, req, body);
