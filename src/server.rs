@@ -98,7 +98,7 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
             .collect(),
     ));
     let mut limits = config.limits;
-    if config.app == AppKind::Conformance {
+    if matches!(config.app, AppKind::Conformance | AppKind::SioShootout) {
         // maxPayload, advertised in the open packet, is the WebSocket message limit.
         limits.max_message = limits
             .max_message
@@ -119,6 +119,7 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
             AppKind::Shootout => start.spawn(driver, Shootout),
             AppKind::Pubsub => start.spawn(driver, PubSub),
             AppKind::Conformance => start.spawn(driver, crate::app::conformance::server(index)),
+            AppKind::SioShootout => start.spawn(driver, crate::app::sio_shootout::server(index)),
         }
         .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;
         handles.push(handle);
