@@ -26,26 +26,38 @@ fn registry() -> Registry {
         .on("broadcast", broadcast))
 }
 
-/// The event's array elements from `from` on, raw JSON.
-fn raw<'e>(ev: &'e Event<'_>, from: usize) -> Vec<&'e [u8]> {
-    ev.elements
-        .iter()
-        .skip(from)
-        .map(|v| v.get().as_bytes())
-        .collect()
+/// Arguments kept on the stack up to this count (a heap `Vec` past it).
+const INLINE_ARGS: usize = 8;
+
+/// Calls `f` with the event's array elements from `from` on, raw JSON, gathered on the
+/// stack when there are at most [`INLINE_ARGS`].
+fn with_raw<R>(ev: &Event<'_>, from: usize, f: impl FnOnce(&mut [&[u8]]) -> R) -> R {
+    let rest = ev.elements.get(from..).unwrap_or_default();
+    if rest.len() <= INLINE_ARGS {
+        let mut buf: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
+        for (slot, v) in buf.iter_mut().zip(rest) {
+            *slot = v.get().as_bytes();
+        }
+        f(&mut buf[..rest.len()])
+    } else {
+        f(&mut rest.iter().map(|v| v.get().as_bytes()).collect::<Vec<_>>())
+    }
 }
 
 fn echo(cx: &mut Cx<'_, '_>, ev: &Event<'_>) {
     if ev.ack.is_some() {
-        cx.ack(ev, &raw(ev, 1), ev.attachments);
+        with_raw(ev, 1, |args| cx.ack(ev, args, ev.attachments));
     } else {
-        cx.emit_elements(&raw(ev, 0), ev.attachments);
+        with_raw(ev, 0, |elements| cx.emit_elements(elements, ev.attachments));
     }
 }
 
 fn broadcast(cx: &mut Cx<'_, '_>, ev: &Event<'_>) {
-    let mut elements = raw(ev, 0);
-    cx.to_all().emit_elements(&elements, ev.attachments);
-    elements[0] = br#""broadcastResult""#;
-    cx.emit_elements(&elements, ev.attachments);
+    with_raw(ev, 0, |elements| {
+        cx.to_all().emit_elements(elements, ev.attachments);
+        if let Some(name) = elements.first_mut() {
+            *name = br#""broadcastResult""#;
+        }
+        cx.emit_elements(elements, ev.attachments);
+    });
 }
