@@ -10,7 +10,9 @@
 # pinned to core 1 (CLIENT_CORE). Scenarios:
 #   echo:      `throng bench echo`: per CONNS:INFLIGHT[:ack] pair of ECHO, that many
 #              connections keep that many 64 B (SIZE) `42["echo",P]` in flight (`:ack`:
-#              `42<id>["echo",P]` answered by the ack `43<id>[P]`): msgs/s, p99.
+#              `42<id>["echo",P]` answered by the ack `43<id>[P]`): msgs/s, p99. Messages
+#              start once every connection is open (`--open-first`): Node socket.io,
+#              busy echoing, may otherwise not finish 1,000 handshakes in the run.
 #   broadcast: `throng bench broadcast`, the websocket-shootout ramp over Socket.IO: clients
 #              added STEP at a time up to MAX_CLIENTS, CONCURRENT senders, PADDING bytes,
 #              until the LIMIT_PERCENTILE-th broadcast round trip passes LIMIT_RTT_MS.
@@ -31,7 +33,8 @@
 #      SERVERS (default "throng node-socketio"), SCENARIOS (default "echo broadcast fanout
 #      connect"), ECHO (default "100:1 100:8 1000:1 100:8:ack"), SIZE (echo payload bytes,
 #      default 64), GEN_THREADS (default 1), SOURCES (default 4), SERVER_CORE, CLIENT_CORE,
-#      NO_BUILD=1; broadcast: STEP (default 1000), MAX_CLIENTS (default 19000, the open-file
+#      NO_BUILD=1; broadcast: STEP (default 500: Node socket.io holds fewer than 1,000
+#      clients within the limit here), MAX_CLIENTS (default 19000, the open-file
 #      limit here is 20,000 per process), CONCURRENT (4), PADDING (200), LIMIT_PERCENTILE
 #      (95), LIMIT_RTT_MS (100); fanout: SUBSCRIBERS (default 1000); connect: CONNS
 #      (default 10000).
@@ -49,7 +52,7 @@ SOURCES=${SOURCES:-4}
 SERVERS=${SERVERS:-"throng node-socketio"}
 SCENARIOS=${SCENARIOS:-"echo broadcast fanout connect"}
 ECHO=${ECHO:-"100:1 100:8 1000:1 100:8:ack"}
-STEP=${STEP:-1000}
+STEP=${STEP:-500}
 MAX_CLIENTS=${MAX_CLIENTS:-19000}
 CONCURRENT=${CONCURRENT:-4}
 PADDING=${PADDING:-200}
@@ -162,7 +165,7 @@ for server in $SERVERS; do
           run_scenario "$server" echo "echo $conns x $SIZE B, $inflight in flight${ack:+, acks}" "" \
             bench echo --url @URL "${common[@]}" --conns "$conns" --size "$SIZE" \
             --inflight "$inflight" --secs "$SECS" --warmup "$WARMUP" --threads "$GEN_THREADS" \
-            "${flags[@]}"
+            --open-first "${flags[@]}"
         done
         ;;
       broadcast)
@@ -270,7 +273,7 @@ if len(bc) > 1:
 others = [s for s in servers if s != "throng"]
 if "throng" in servers and others:
     print()
-    head = f'{"":<52}{"throng":>12}' + "".join(f"{s:>15}{'throng/' + s:>18}" for s in others)
+    head = f'{"":<52}{"throng":>12}' + "".join(f"  {s:>15}  {'throng/' + s:>22}" for s in others)
     print(head)
     for label, per in figures.items():
         t = per.get("throng")
@@ -283,7 +286,7 @@ if "throng" in servers and others:
                 ratio = f"{t / v:.2f}x"
                 if per["lower"]:
                     ratio += " (lower better)"
-            line += f"{fmt(v):>15}{ratio:>18}"
+            line += f"  {fmt(v):>15}  {ratio:>22}"
         print(line)
 print(f'\nraw results: {sys.argv[1]}')
 print("notes: every server ran alone on core 0 with one worker, the generator on core 1; srv "

@@ -162,7 +162,7 @@ fn socketio_echo_and_connect_run_clean_against_sio_shootout() {
             "2",
         ];
         if ack {
-            args.push("--ack");
+            args.extend(["--ack", "--open-first"]);
         }
         let out = bench(&args);
         assert!(
@@ -173,6 +173,7 @@ fn socketio_echo_and_connect_run_clean_against_sio_shootout() {
         let v = json(&out);
         assert_eq!(v["wire"], "socketio");
         assert_eq!(v["ack"], ack);
+        assert_eq!(v["open_first"], ack);
         assert_eq!(v["connected"], 6);
         assert_eq!(v["errors"], 0);
         assert_eq!(v["bad_replies"], 0);

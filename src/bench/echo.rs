@@ -87,6 +87,10 @@ pub struct EchoArgs {
     /// `43<id>[P]`) instead of the `echo` event back.
     #[arg(long)]
     pub ack: bool,
+    /// Start sending only once every connection of a thread is open (or failed), so that
+    /// a server slow to accept while it echoes is measured on all its connections.
+    #[arg(long)]
+    pub open_first: bool,
 }
 
 /// The payload of message `seq`: its sequence number as (up to) 16 lowercase hex digits,
@@ -329,7 +333,7 @@ pub fn run(args: &EchoArgs) -> Result<bool, String> {
         serde_json::json!({
             "mode": "echo", "url": args.url, "conns": args.conns, "size": args.size,
             "inflight": args.inflight, "secs": args.secs, "binary": args.binary,
-            "wire": args.proto.name(), "ack": args.ack,
+            "wire": args.proto.name(), "ack": args.ack, "open_first": args.open_first,
             "warmup": args.warmup, "threads": threads,
             "messages": total.messages, "msgs_per_sec": rate.round(),
             "p50_us": p.p50, "p99_us": p.p99, "p999_us": p.p999, "max_us": p.max,
@@ -399,6 +403,8 @@ struct Setup<'a> {
     sio: Option<EchoFrames>,
     inflight: usize,
     window: Window,
+    /// Hold the first messages until every connection of the thread is open or failed.
+    open_first: bool,
 }
 
 fn run_thread(
@@ -422,12 +428,14 @@ fn run_thread(
         sio: (args.proto == ClientProto::Socketio).then_some(EchoFrames { ack: args.ack }),
         inflight: args.inflight,
         window,
+        open_first: args.open_first,
     };
     let mut out = Outcome::new();
     let mut dialer = Dialer::new(target, args.sources, CONCURRENCY, None);
     let mut live: Slab<Conn> = Slab::with_capacity(conns);
     let mut scratch = vec![0u8; 256 << 10];
     let mut next_sweep = Instant::now();
+    let mut held_back = setup.open_first;
     loop {
         let now = Instant::now();
         if now >= window.until {
@@ -501,6 +509,18 @@ fn run_thread(
             next_sweep = now + Duration::from_millis(250);
             sweep(&mut live, &mut dialer, &mut out, now);
         }
+        if held_back && dialer.started == conns && dialer.in_progress == 0 {
+            // Every connection is open or gone: now they all start at once.
+            held_back = false;
+            for (_, conn) in live.iter_mut() {
+                for _ in 0..setup.inflight {
+                    send(conn, &setup, now, &mut rng);
+                }
+                if let Err(e) = conn.client.flush() {
+                    tracing::debug!(error = %e, "write failed; the read will report it");
+                }
+            }
+        }
     }
     // Connects that never finished by the end are failures too.
     for (_, conn) in live.iter() {
@@ -564,8 +584,10 @@ fn turn(
     let now = Instant::now();
     if !was_open && conn.client.phase == Phase::Open {
         out.connected += 1;
-        for _ in 0..setup.inflight {
-            send(conn, setup, now, rng);
+        if !setup.open_first {
+            for _ in 0..setup.inflight {
+                send(conn, setup, now, rng);
+            }
         }
     }
     out.bad_replies += u64::from(replies.bad);
