@@ -15,6 +15,8 @@ pub enum AppKind {
     Pubsub,
     /// Socket.IO at `/socket.io/`, the contract of the official-client tests.
     Conformance,
+    /// The shootout protocol over Socket.IO at `/socket.io/` (echo, broadcast).
+    SioShootout,
 }
 
 /// Which kernel interface moves the bytes.

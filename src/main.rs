@@ -39,6 +39,8 @@ enum AppArg {
     Pubsub,
     /// Socket.IO (`/socket.io/`, polling and WebSocket) made to the official-client test contract.
     Conformance,
+    /// websocket-shootout over Socket.IO (`/socket.io/`, namespace `/`): events `echo`, `broadcast`.
+    SioShootout,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -153,6 +155,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             AppArg::Shootout => AppKind::Shootout,
             AppArg::Pubsub => AppKind::Pubsub,
             AppArg::Conformance => AppKind::Conformance,
+            AppArg::SioShootout => AppKind::SioShootout,
         },
         workers,
         driver,

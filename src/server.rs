@@ -98,7 +98,7 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
             .collect(),
     ));
     let mut limits = config.limits;
-    if config.app == AppKind::Conformance {
+    if matches!(config.app, AppKind::Conformance | AppKind::SioShootout) {
         // maxPayload, advertised in the open packet, is the WebSocket message limit.
         limits.max_message = limits
             .max_message
@@ -125,6 +125,10 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
             AppKind::Conformance => start.spawn(
                 driver,
                 crate::app::conformance::server(index).with_cors(Arc::clone(&cors)),
+            ),
+            AppKind::SioShootout => start.spawn(
+                driver,
+                crate::app::sio_shootout::server(index).with_cors(Arc::clone(&cors)),
             ),
         }
         .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;

@@ -1,6 +1,7 @@
-//! End to end: `throng bench echo|connect` against the real `throng serve --app echo`.
-//! Checks the exit codes, the JSON line on stdout and its field names (scripts parse
-//! them), and the loopback-only refusal. Every run here is bounded to a few seconds.
+//! End to end: `throng bench echo|connect` against the real `throng serve --app echo`
+//! (and, with `--proto socketio`, `--app sio-shootout`). Checks the exit codes, the JSON
+//! line on stdout and its field names (scripts parse them), and the loopback-only
+//! refusal. Every run here is bounded to a few seconds.
 
 mod util;
 
@@ -136,6 +137,97 @@ fn connect_holds_connections_from_several_sources() {
     assert_eq!(v["conns_held"], 200);
     assert_eq!(v["failed"], 0);
     assert!(v["server_rss_after_kb"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn socketio_echo_and_connect_run_clean_against_sio_shootout() {
+    let server = Server::start(&["--app", "sio-shootout"]);
+    let url = server.url();
+    for ack in [false, true] {
+        let mut args = vec![
+            "echo",
+            "--url",
+            &url,
+            "--proto",
+            "socketio",
+            "--conns",
+            "6",
+            "--inflight",
+            "4",
+            "--secs",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "2",
+        ];
+        if ack {
+            args.extend(["--ack", "--open-first"]);
+        }
+        let out = bench(&args);
+        assert!(
+            out.status.success(),
+            "ack {ack}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json(&out);
+        assert_eq!(v["wire"], "socketio");
+        assert_eq!(v["ack"], ack);
+        assert_eq!(v["open_first"], ack);
+        assert_eq!(v["connected"], 6);
+        assert_eq!(v["errors"], 0);
+        assert_eq!(v["bad_replies"], 0);
+        assert_eq!(v["connect_failed"], 0);
+        assert!(v["messages"].as_u64().unwrap() > 0, "{v}");
+    }
+
+    let pid = server.pid().to_string();
+    let out = bench(&[
+        "connect",
+        "--url",
+        &url,
+        "--proto",
+        "socketio",
+        "--conns",
+        "100",
+        "--server-pid",
+        &pid,
+        "--hold",
+        "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["wire"], "socketio");
+    assert_eq!(v["conns_held"], 100);
+    assert_eq!(v["failed"], 0);
+}
+
+#[test]
+fn socketio_runs_without_a_server_or_with_ws_only_flags_fail() {
+    // (How a client fails on a refused CONNECT or a missing open packet is unit-tested
+    // in src/bench/client.rs and src/bench/sio.rs.)
+    let port = util::free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let out = bench(&[
+        "echo", "--url", &url, "--proto", "socketio", "--conns", "2", "--secs", "1", "--warmup",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["connect_failed"], 2);
+    for args in [
+        &["echo", "--url", &url, "--ack", "--secs", "1"][..],
+        &[
+            "echo", "--url", &url, "--proto", "socketio", "--binary", "--secs", "1",
+        ],
+    ] {
+        let out = bench(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+    }
 }
 
 #[test]

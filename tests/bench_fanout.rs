@@ -1,5 +1,5 @@
 //! End to end: `throng bench broadcast|fanout` against the real `throng serve --app
-//! shootout|pubsub`. Checks the exit codes, the JSON lines on stdout and their field
+//! shootout|pubsub` (and, with `--proto socketio`, `--app sio-shootout`). Checks the exit codes, the JSON lines on stdout and their field
 //! names (scripts parse them), and that every delivery was counted exactly once. Every
 //! run here is bounded to a few seconds.
 
@@ -198,6 +198,59 @@ fn fanout_over_shootout_loses_nothing() {
     assert_eq!(u(&v, "publisher_received"), u(&v, "publishes"));
     assert_eq!(u(&v, "publisher_missing"), 0);
     assert_eq!(u(&v, "publisher_duplicates"), 0);
+}
+
+#[test]
+fn broadcast_and_fanout_over_socketio_lose_nothing() {
+    let server = Server::start(&["--app", "sio-shootout"]);
+    let out = bench(&[
+        "broadcast",
+        "--url",
+        &server.url(),
+        "--proto",
+        "socketio",
+        "--step-size",
+        "30",
+        "--max-clients",
+        "60",
+        "--sample-size",
+        "3",
+        "--limit-rtt-ms",
+        "10000",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "two steps and a summary: {lines:?}");
+    for step in &lines[..2] {
+        assert_eq!(step["wire"], "socketio");
+        assert_eq!(u(step, "samples"), 4 * 3);
+        assert_eq!(
+            u(step, "missing") + u(step, "extra") + u(step, "unexpected"),
+            0,
+            "{step}"
+        );
+    }
+    assert_eq!(u(&lines[2], "clients_within_limit"), 60);
+
+    let out = bench(&[
+        "fanout",
+        "--url",
+        &server.url(),
+        "--proto",
+        "socketio",
+        "--subscribers",
+        "20",
+        "--secs",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["proto"], "sio-shootout");
+    assert_eq!(v["wire"], "socketio");
+    assert_clean_fanout(&v, 20);
+    assert_eq!(u(&v, "publisher_received"), u(&v, "publishes"));
 }
 
 #[test]

@@ -1,4 +1,5 @@
-# Shared by scripts/bench-echo.sh, scripts/bench-idle.sh and scripts/bench-fanout.sh: build
+# Shared by scripts/bench-echo.sh, scripts/bench-idle.sh, scripts/bench-fanout.sh and
+# scripts/bench-sio.sh: build
 # the servers, start one pinned to a core, wait (bounded) for its port, read its CPU time,
 # stop it, and tag the generator's JSON lines. Loopback (127.0.0.1) only. Source this file; do not run it.
 #
@@ -7,7 +8,9 @@
 # tungstenite's 128 KiB default), node-ws (node's `ws`, one JS thread by nature); and, for the
 # shootout protocol (echo + broadcast, scripts/bench-fanout.sh, which sets THRONG_APP=shootout):
 # tokio-tungstenite-shootout (benches/peers/tokio-tungstenite-shootout, 1 runtime worker
-# thread) and node-ws-shootout (benches/peers/node-ws/shootout.js).
+# thread) and node-ws-shootout (benches/peers/node-ws/shootout.js); and, for the
+# sio-shootout protocol over Socket.IO (scripts/bench-sio.sh, THRONG_APP=sio-shootout):
+# node-socketio (benches/peers/socketio/server.js, Node socket.io 4.8, one JS thread).
 #
 # Env: SERVER_CORE (default 0), CLIENT_CORE (default 1), NO_BUILD=1 to skip the builds.
 # Set by the sourcing script: THRONG_APP (default echo).
@@ -19,6 +22,7 @@ TT_ECHO="$TT_DIR/target/release/tokio-tungstenite-echo"
 TT_SHOOT_DIR="$ROOT/benches/peers/tokio-tungstenite-shootout"
 TT_SHOOT="$TT_SHOOT_DIR/target/release/tokio-tungstenite-shootout"
 NODE_DIR="$ROOT/benches/peers/node-ws"
+SIO_DIR="$ROOT/benches/peers/socketio"
 BENCH_OUT="$ROOT/target/bench"
 SERVER_CORE=${SERVER_CORE:-0}
 CLIENT_CORE=${CLIENT_CORE:-1}
@@ -26,7 +30,7 @@ SERVER_PID=
 SERVER_NAME=
 THRONG_APP=${THRONG_APP:-echo}
 SERVER_NAMES="throng, tokio-tungstenite, tokio-tungstenite-4k, node-ws, \
-tokio-tungstenite-shootout, node-ws-shootout"
+tokio-tungstenite-shootout, node-ws-shootout, node-socketio"
 
 say() { echo "== $*" >&2; }
 die() {
@@ -72,7 +76,7 @@ check_servers() {
   for name in "$@"; do
     case $name in
       throng | tokio-tungstenite | tokio-tungstenite-4k | node-ws) ;;
-      tokio-tungstenite-shootout | node-ws-shootout) ;;
+      tokio-tungstenite-shootout | node-ws-shootout | node-socketio) ;;
       *) die "unknown server '$name' ($SERVER_NAMES)" ;;
     esac
   done
@@ -112,6 +116,13 @@ build_all() {
     fi
     ;;
   esac
+  case " $* " in *" node-socketio "*)
+    if [ ! -d "$SIO_DIR/node_modules/socket.io" ]; then
+      say "installing node's socket.io (npm ci in $SIO_DIR)"
+      npm ci --prefix "$SIO_DIR" --no-audit --no-fund --loglevel=error || die "npm ci failed"
+    fi
+    ;;
+  esac
   [ -x "$THRONG" ] || die "$THRONG is missing"
   mkdir -p "$BENCH_OUT"
 }
@@ -143,6 +154,8 @@ start_server() {
       cmd=("$TT_SHOOT" --port "$port" --threads 1) ;;
     node-ws-shootout)
       cmd=(node "$NODE_DIR/shootout.js" --port "$port") ;;
+    node-socketio)
+      cmd=(node "$SIO_DIR/server.js" "$port") ;;
     *) die "unknown server '$name' ($SERVER_NAMES)" ;;
   esac
   say "starting $name on core $SERVER_CORE: ${cmd[*]} (log: $log)"

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use super::fleet::{CONNECT_TIMEOUT, Counts};
 use super::report::{CpuMeter, parse_target};
+use super::sio::ClientProto;
 use receivers::{Cmd, Progress, Receivers, Reply, Tally};
 use senders::{RESULT_TIMEOUT, SenderState, Senders};
 
@@ -81,6 +82,11 @@ pub struct BroadcastArgs {
     /// Source addresses to spread over: 127.0.0.2 .. 127.0.0.(K+1); 0 lets the kernel pick.
     #[arg(long, default_value_t = 4)]
     pub sources: usize,
+    /// Wire protocol: `ws` (the shootout's JSON), or `socketio` (the sio-shootout
+    /// contract at /socket.io/ on the URL's host and port: `42["broadcast",X]` to every
+    /// client, `42["broadcastResult",X]` to the sender).
+    #[arg(long, value_enum, default_value = "ws")]
+    pub proto: ClientProto,
 }
 
 /// RTT figures of one step, in microseconds.
@@ -198,7 +204,7 @@ fn check(args: &BroadcastArgs) -> Result<usize, String> {
 /// Runs the steps, reports each and the result. `Ok(false)` when a delivery was
 /// missing, extra or unexpected, a connection failed, or no step was measured.
 pub fn run(args: &BroadcastArgs) -> Result<bool, String> {
-    let target = parse_target(&args.url)?;
+    let target = parse_target(&args.url)?.speaking(args.proto);
     let max_clients = check(args)?;
     let run_cpu = CpuMeter::start();
     let senders = Senders::new(&target, args.sources, args.padding).map_err(|e| e.to_string())?;
@@ -449,7 +455,8 @@ impl Run<'_> {
         println!(
             "{}",
             serde_json::json!({
-                "mode": "broadcast", "kind": "step", "url": args.url, "step": k,
+                "mode": "broadcast", "kind": "step", "url": args.url,
+                "wire": args.proto.name(), "step": k,
                 "clients": clients, "samples": samples,
                 "sampling_ms": sampling.as_millis() as u64,
                 "rtt_min_us": r.min, "rtt_p50_us": r.p50, "rtt_limit_pct_us": r.at_limit,
@@ -497,11 +504,16 @@ impl Run<'_> {
             .or(s.first_error.clone());
         let cpu_percent = cpu.percent();
         eprintln!(
-            "broadcast {}: {} clients held within p{} <= {} ms (steps of {}, up to {}, {} \
+            "broadcast {}{}: {} clients held within p{} <= {} ms (steps of {}, up to {}, {} \
              senders x {} samples, {} B padding, {} receiver thread(s)); stopped: {}; {} \
              steps, {} missing, {} extra, {} unexpected, {} connects failed, {} lost; \
              generator CPU {cpu_percent:.0}%",
             args.url,
+            if args.proto == ClientProto::Socketio {
+                " (socketio)"
+            } else {
+                ""
+            },
             self.best,
             args.limit_percentile,
             args.limit_rtt_ms,
@@ -526,6 +538,7 @@ impl Run<'_> {
             "{}",
             serde_json::json!({
                 "mode": "broadcast", "kind": "summary", "url": args.url,
+                "wire": args.proto.name(),
                 "step_size": args.step_size, "max_clients": max_clients,
                 "concurrent": args.concurrent, "sample_size": args.sample_size,
                 "padding": args.padding, "limit_percentile": args.limit_percentile,

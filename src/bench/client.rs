@@ -12,6 +12,10 @@
 //!   kernel refuses stays in `out`, and it is offered again on the next turn.
 //! - The server's pings are answered with pongs (queued with the next flush), so a long
 //!   hold is not closed by the server's idle timeout.
+//! - With `--proto socketio` ([`sio`](super::sio)) the client is open only once Socket.IO
+//!   is connected to `/` (open packet read, CONNECT sent, `40{"sid":…}` read), and it
+//!   answers Engine.IO pings itself: the mode's visitor sees neither the handshake nor a
+//!   heartbeat, only the frames that follow.
 //! - [`Dialer`] bounds connects in progress and, optionally, their start rate, and binds
 //!   each socket to its source address with port 0 (and `IP_BIND_ADDRESS_NO_PORT`, so
 //!   the port is picked at connect time) before connecting.
@@ -29,6 +33,7 @@ use crate::ws::mask::apply_mask;
 use crate::ws::reader::{Payload, ReadConfig, Reader, Role, Visitor};
 
 use super::report::Target;
+use super::sio::{self, ClientProto, Control, Stage};
 
 /// Client-side reader limits: the generator accepts what it sends and a bit more.
 pub const CLIENT_READ: ReadConfig = ReadConfig {
@@ -63,8 +68,10 @@ impl XorShift {
     }
 }
 
+/// Whether a connection is ready for the mode's traffic.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum Phase {
+    /// The WebSocket handshake (and, over Socket.IO, the CONNECT) is under way.
     Handshaking,
     Open,
 }
@@ -79,10 +86,14 @@ pub struct Client {
     reader: Reader,
     /// Bytes not yet taken by the kernel.
     out: Vec<u8>,
-    /// The response head read so far; empty once open.
+    /// The response head read so far; empty once upgraded.
     head: Vec<u8>,
     expected_accept: [u8; 28],
     closed_by_peer: bool,
+    /// The 101 was read: frames follow.
+    upgraded: bool,
+    /// The Socket.IO handshake's stage (`--proto socketio` only).
+    sio: Option<Stage>,
 }
 
 impl Client {
@@ -132,6 +143,8 @@ impl Client {
             head: Vec::new(),
             expected_accept: accept_key(&key),
             closed_by_peer: false,
+            upgraded: false,
+            sio: (target.proto == ClientProto::Socketio).then_some(Stage::AwaitOpen),
         })
     }
 
@@ -181,14 +194,17 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            if self.phase == Phase::Handshaking {
+            if !self.upgraded {
                 self.head.extend_from_slice(&scratch[..n]);
                 let Some(end) = parse_response_head(&self.head, &self.expected_accept)
                     .map_err(io::Error::other)?
                 else {
                     continue;
                 };
-                self.phase = Phase::Open;
+                self.upgraded = true;
+                if self.sio.is_none() {
+                    self.phase = Phase::Open;
+                }
                 self.out.shrink_to(256);
                 let mut rest = self.head.split_off(end);
                 self.head = Vec::new();
@@ -213,23 +229,60 @@ impl Client {
             out: &mut self.out,
             rng,
             closed: false,
+            sio: self.sio.as_mut(),
+            failure: None,
         };
         let result = self.reader.feed(data, &CLIENT_READ, &mut tee);
         self.closed_by_peer |= tee.closed;
-        result.map_err(|v| io::Error::other(format!("server broke the protocol: {v}")))
+        let failure = tee.failure;
+        result.map_err(|v| io::Error::other(format!("server broke the protocol: {v}")))?;
+        if let Some(why) = failure {
+            return Err(io::Error::other(why));
+        }
+        if self.phase == Phase::Handshaking && self.sio == Some(Stage::Connected) {
+            self.phase = Phase::Open;
+        }
+        Ok(())
     }
 }
 
-/// Passes messages on to the caller's visitor and answers pings itself.
+/// Passes messages on to the caller's visitor and answers pings itself; over Socket.IO
+/// it also runs the handshake and answers Engine.IO pings (see [`sio::control`]).
 struct Tee<'a, V> {
     inner: &'a mut V,
     out: &'a mut Vec<u8>,
     rng: &'a mut XorShift,
     closed: bool,
+    sio: Option<&'a mut Stage>,
+    /// Why the Socket.IO layer gave up on this connection; later messages are dropped.
+    failure: Option<&'static str>,
 }
 
 impl<V: Visitor> Visitor for Tee<'_, V> {
     fn message(&mut self, text: bool, payload: Payload<'_>) {
+        if self.failure.is_some() {
+            return;
+        }
+        if let Some(stage) = self.sio.as_deref_mut() {
+            match sio::control(*stage, text, payload.as_slice()) {
+                Control::Pass => {}
+                Control::Pong(data) => {
+                    return queue_masked_parts(self.out, OpCode::Text, &[b"3", data], self.rng);
+                }
+                Control::Open => {
+                    *stage = Stage::AwaitConnect;
+                    return queue_masked(self.out, OpCode::Text, sio::CONNECT, self.rng);
+                }
+                Control::Connected => {
+                    *stage = Stage::Connected;
+                    return;
+                }
+                Control::Fail(why) => {
+                    self.failure = Some(why);
+                    return;
+                }
+            }
+        }
         self.inner.message(text, payload);
     }
     fn ping(&mut self, payload: &[u8]) {
@@ -257,10 +310,18 @@ impl Visitor for Ignore {
 }
 
 fn queue_masked(out: &mut Vec<u8>, op: OpCode, payload: &[u8], rng: &mut XorShift) {
+    queue_masked_parts(out, op, &[payload], rng);
+}
+
+/// Appends one masked frame whose payload is `parts` joined (no temporary buffer).
+pub fn queue_masked_parts(out: &mut Vec<u8>, op: OpCode, parts: &[&[u8]], rng: &mut XorShift) {
     let key = (rng.next() as u32).to_ne_bytes();
-    out.extend_from_slice(FrameHead::new(true, op, payload.len(), Some(key)).as_bytes());
+    let len = parts.iter().map(|p| p.len()).sum();
+    out.extend_from_slice(FrameHead::new(true, op, len, Some(key)).as_bytes());
     let start = out.len();
-    out.extend_from_slice(payload);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
     apply_mask(&mut out[start..], key, 0);
 }
 
@@ -521,6 +582,7 @@ mod tests {
             addr: "127.0.0.1:9".parse().unwrap(),
             host_header: "127.0.0.1:9".into(),
             path: "/".into(),
+            proto: ClientProto::Ws,
         };
         let mut d = Dialer::new(target.clone(), 0, 2, None);
         let now = Instant::now();
@@ -538,5 +600,113 @@ mod tests {
             Err(Some(Duration::from_millis(300)))
         );
         assert_eq!(d.ready(t0 + Duration::from_millis(500)), Ok(()));
+    }
+
+    /// Collects messages (text flag and bytes).
+    #[derive(Default)]
+    struct Seen(Vec<(bool, Vec<u8>)>);
+
+    impl Visitor for Seen {
+        fn message(&mut self, text: bool, p: Payload<'_>) {
+            self.0.push((text, p.as_slice().to_vec()));
+        }
+        fn ping(&mut self, _: &[u8]) {}
+        fn pong(&mut self, _: &[u8]) {}
+        fn close(&mut self, _: Option<CloseCode>, _: &str) {}
+    }
+
+    /// What a Socket.IO client's `Tee` made of some server frames.
+    struct TeeRun {
+        /// What reached the mode.
+        seen: Vec<Vec<u8>>,
+        /// What the client queued, unmasked.
+        sent: Vec<Vec<u8>>,
+        stage: Stage,
+        failure: Option<&'static str>,
+    }
+
+    /// Runs `frames` (server text frames) through a Socket.IO client's `Tee` from
+    /// `AwaitOpen`.
+    fn through_sio_tee(frames: &[&[u8]]) -> TeeRun {
+        let mut wire = Vec::new();
+        for f in frames {
+            wire.extend_from_slice(FrameHead::new(true, OpCode::Text, f.len(), None).as_bytes());
+            wire.extend_from_slice(f);
+        }
+        let (mut seen, mut out, mut stage) = (Seen::default(), Vec::new(), Stage::AwaitOpen);
+        let mut rng = XorShift::from_time(3);
+        let mut tee = Tee {
+            inner: &mut seen,
+            out: &mut out,
+            rng: &mut rng,
+            closed: false,
+            sio: Some(&mut stage),
+            failure: None,
+        };
+        Reader::default()
+            .feed(&mut wire, &CLIENT_READ, &mut tee)
+            .unwrap();
+        let failure = tee.failure;
+        let server = ReadConfig {
+            role: Role::Server,
+            max_message: 1 << 10,
+        };
+        let mut sent = Seen::default();
+        Reader::default()
+            .feed(&mut out, &server, &mut sent)
+            .unwrap();
+        assert!(sent.0.iter().all(|(text, _)| *text));
+        let texts = |v: Seen| v.0.into_iter().map(|(_, b)| b).collect();
+        TeeRun {
+            seen: texts(seen),
+            sent: texts(sent),
+            stage,
+            failure,
+        }
+    }
+
+    #[test]
+    fn socketio_handshake_and_heartbeat_stay_inside_the_client() {
+        let open: &[u8] = br#"0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#;
+        let TeeRun {
+            seen,
+            sent,
+            stage,
+            failure,
+        } = through_sio_tee(&[
+            open,
+            b"2",
+            br#"40{"sid":"a"}"#,
+            b"2",
+            br#"42["echo","x"]"#,
+            b"2probe",
+            br#"43[]"#,
+        ]);
+        assert_eq!(failure, None);
+        assert_eq!(stage, Stage::Connected);
+        assert_eq!(seen, vec![br#"42["echo","x"]"#.to_vec(), b"43[]".to_vec()]);
+        let want: Vec<Vec<u8>> = [&b"40"[..], b"3", b"3", b"3probe"]
+            .iter()
+            .map(|b| b.to_vec())
+            .collect();
+        assert_eq!(sent, want, "CONNECT, then a pong per ping");
+    }
+
+    #[test]
+    fn a_refused_socketio_connect_fails_the_connection() {
+        let TeeRun {
+            seen,
+            sent,
+            stage,
+            failure,
+        } = through_sio_tee(&[
+            br#"0{"sid":"s"}"#,
+            br#"44{"message":"Invalid namespace"}"#,
+            br#"42["echo","x"]"#,
+        ]);
+        assert!(failure.is_some_and(|f| f.contains("refused")));
+        assert_eq!(stage, Stage::AwaitConnect);
+        assert!(seen.is_empty(), "nothing reaches the mode after a failure");
+        assert_eq!(sent, vec![b"40".to_vec()]);
     }
 }

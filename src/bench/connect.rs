@@ -8,6 +8,10 @@
 //! The loop keeps running while settling and holding, so the server's pings are
 //! answered and connections it drops are counted.
 //!
+//! With `--proto socketio` a connection counts as held once Socket.IO is connected to
+//! `/` (open packet read, CONNECT answered), so the figures are per idle Socket.IO
+//! connection; the server's Engine.IO pings are answered while the connections are held.
+//!
 //! Invariants: N stays under this machine's open-file limit ([`MAX_CONNS`]); the slab
 //! figure is machine-wide, so on loopback it covers both ends of each connection (and
 //! anything else the machine did meanwhile).
@@ -20,6 +24,7 @@ use slab::Slab;
 
 use super::client::{Client, Dialer, Ignore, Phase, XorShift};
 use super::report::{CpuMeter, Target, parse_target, per_conn_bytes, rss_kb, slab_kb};
+use super::sio::ClientProto;
 
 /// Connections one generator process can hold under this machine's 20,000 fd limit.
 pub const MAX_CONNS: usize = 19_900;
@@ -55,6 +60,10 @@ pub struct ConnectArgs {
     /// Handshakes in progress at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    /// Wire protocol: `ws`, or `socketio` (held once CONNECTed to namespace / at
+    /// /socket.io/ on the URL's host and port).
+    #[arg(long, value_enum, default_value = "ws")]
+    pub proto: ClientProto,
 }
 
 /// The open connections and the loop that serves them.
@@ -152,7 +161,7 @@ impl Pool {
 /// Checks the arguments, runs the phases, reports. `Ok(false)` when not every
 /// connection was held.
 pub fn run(args: &ConnectArgs) -> Result<bool, String> {
-    let target = parse_target(&args.url)?;
+    let target = parse_target(&args.url)?.speaking(args.proto);
     if args.conns == 0 || args.conns > MAX_CONNS {
         return Err(format!(
             "--conns must be 1..={MAX_CONNS}: this process may open at most 20,000 files \
@@ -212,10 +221,15 @@ pub fn run(args: &ConnectArgs) -> Result<bool, String> {
     let kb = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
     let bytes = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.0}"));
     eprintln!(
-        "connect {}: {held} of {} held ({} failed) from {} source address(es) in {connect_secs:.2} s \
+        "connect {}{}: {held} of {} held ({} failed) from {} source address(es) in {connect_secs:.2} s \
          = {rate:.0} connects/s; server RSS {} -> {} KiB = {} B/conn; kernel slab {} -> {} KiB \
          = {} B/conn (both ends, machine-wide); generator CPU {cpu_percent:.0}%",
         args.url,
+        if args.proto == ClientProto::Socketio {
+            " (socketio)"
+        } else {
+            ""
+        },
         args.conns,
         pool.failed,
         args.sources,
@@ -238,7 +252,8 @@ pub fn run(args: &ConnectArgs) -> Result<bool, String> {
     println!(
         "{}",
         serde_json::json!({
-            "mode": "connect", "url": args.url, "conns_requested": args.conns,
+            "mode": "connect", "url": args.url, "wire": args.proto.name(),
+            "conns_requested": args.conns,
             "conns_held": held, "failed": pool.failed,
             "connect_secs": (connect_secs * 1000.0).round() / 1000.0,
             "connects_per_sec": rate.round(), "sources": args.sources,

@@ -17,6 +17,10 @@
 //!   whose oldest message waits [`REPLY_TIMEOUT`] is failed, and the run ends at
 //!   warmup + secs, or earlier when no connection is left.
 //! - All frames a connection queues in one turn leave in one `write`.
+//! - With `--proto socketio` each message is the event `42["echo","<payload>"]`, answered
+//!   `42["echo","<payload>"]`, or with `--ack` `42<seq>["echo","<payload>"]` answered by
+//!   the ack `43<seq>["<payload>"]` ([`EchoFrames`]); the same checks apply to the
+//!   payload, and the client layer keeps the heartbeat out of the replies.
 
 use std::collections::VecDeque;
 use std::io;
@@ -34,6 +38,7 @@ use crate::ws::reader::{Payload, Visitor};
 
 use super::client::{Client, Dialer, Phase, XorShift};
 use super::report::{CpuMeter, Percentiles, Target, latency_histogram, parse_target};
+use super::sio::{ClientProto, EchoFrames};
 
 /// Handshakes still unfinished after this are failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,6 +79,18 @@ pub struct EchoArgs {
     /// pick (127.0.0.1, whose ephemeral ports TIME_WAIT from earlier runs may use up).
     #[arg(long, default_value_t = 4)]
     pub sources: usize,
+    /// Wire protocol: `ws`, or `socketio` (Socket.IO at /socket.io/ on the URL's host and
+    /// port, namespace /, the sio-shootout contract: event `echo`).
+    #[arg(long, value_enum, default_value = "ws")]
+    pub proto: ClientProto,
+    /// Socket.IO only: ask for an ack with each message (`42<id>["echo",P]`, answered
+    /// `43<id>[P]`) instead of the `echo` event back.
+    #[arg(long)]
+    pub ack: bool,
+    /// Start sending only once every connection of a thread is open (or failed), so that
+    /// a server slow to accept while it echoes is measured on all its connections.
+    #[arg(long)]
+    pub open_first: bool,
 }
 
 /// The payload of message `seq`: its sequence number as (up to) 16 lowercase hex digits,
@@ -110,10 +127,28 @@ impl Pattern {
     pub fn queue(&self, out: &mut Vec<u8>, op: OpCode, seq: u64, key: [u8; 4]) {
         out.extend_from_slice(FrameHead::new(true, op, self.bytes.len(), Some(key)).as_bytes());
         let start = out.len();
+        self.push(out, seq);
+        apply_mask(&mut out[start..], key, 0);
+    }
+
+    /// Appends message `seq` as a Socket.IO text frame (`frames` says which), masked
+    /// with `key`.
+    pub fn queue_sio(&self, out: &mut Vec<u8>, frames: EchoFrames, seq: u64, key: [u8; 4]) {
+        let mut buf = [0u8; 48];
+        let (head, tail) = frames.request(seq, &mut buf);
+        let len = head.len() + self.bytes.len() + tail.len();
+        out.extend_from_slice(FrameHead::new(true, OpCode::Text, len, Some(key)).as_bytes());
+        let start = out.len();
+        out.extend_from_slice(head);
+        self.push(out, seq);
+        out.extend_from_slice(tail);
+        apply_mask(&mut out[start..], key, 0);
+    }
+
+    fn push(&self, out: &mut Vec<u8>, seq: u64) {
         let n = self.prefix_len();
         out.extend_from_slice(&self.seq_digits(seq)[SEQ_DIGITS - n..]);
         out.extend_from_slice(&self.bytes[n..]);
-        apply_mask(&mut out[start..], key, 0);
     }
 
     /// Whether `payload` is exactly message `seq`.
@@ -194,6 +229,14 @@ pub fn run(args: &EchoArgs) -> Result<bool, String> {
     if args.sources > 250 {
         return Err("--sources must be 0..=250".into());
     }
+    match args.proto {
+        ClientProto::Ws if args.ack => return Err("--ack needs --proto socketio".into()),
+        ClientProto::Socketio if args.binary => {
+            return Err("--binary is not supported with --proto socketio".into());
+        }
+        _ => {}
+    }
+    let target = target.speaking(args.proto);
     if args.conns > super::connect::MAX_CONNS {
         return Err(format!(
             "--conns {} is over {}: this process may open at most 20,000 files",
@@ -244,10 +287,15 @@ pub fn run(args: &EchoArgs) -> Result<bool, String> {
     };
     let p = Percentiles::of(&total.hist);
     eprintln!(
-        "echo {}: {} conns x {} B {}, {} in flight, {} s (+{} s warmup), {} thread(s): \
+        "echo {}{}: {} conns x {} B {}, {} in flight, {} s (+{} s warmup), {} thread(s): \
          {:.0} msgs/s, latency p50 {} us, p99 {} us, p99.9 {} us, max {} us; \
          {} connected, {} connects failed, {} errors, {} bad replies; generator CPU {:.0}%",
         args.url,
+        match (args.proto, args.ack) {
+            (ClientProto::Ws, _) => "",
+            (ClientProto::Socketio, false) => " (socketio)",
+            (ClientProto::Socketio, true) => " (socketio, acks)",
+        },
         args.conns,
         args.size,
         if args.binary { "binary" } else { "text" },
@@ -285,6 +333,7 @@ pub fn run(args: &EchoArgs) -> Result<bool, String> {
         serde_json::json!({
             "mode": "echo", "url": args.url, "conns": args.conns, "size": args.size,
             "inflight": args.inflight, "secs": args.secs, "binary": args.binary,
+            "wire": args.proto.name(), "ack": args.ack, "open_first": args.open_first,
             "warmup": args.warmup, "threads": threads,
             "messages": total.messages, "msgs_per_sec": rate.round(),
             "p50_us": p.p50, "p99_us": p.p99, "p999_us": p.p999, "max_us": p.max,
@@ -312,14 +361,30 @@ struct Conn {
 struct Replies<'a> {
     pattern: &'a Pattern,
     expect_text: bool,
+    /// Socket.IO: the frames around each payload.
+    sio: Option<EchoFrames>,
     next_reply: u64,
     ok: u32,
     bad: u32,
 }
 
+impl Replies<'_> {
+    fn good(&self, text: bool, frame: &[u8]) -> bool {
+        let seq = self.next_reply;
+        match self.sio {
+            None => text == self.expect_text && self.pattern.matches(frame, seq),
+            Some(f) => {
+                text && f
+                    .reply(frame, seq)
+                    .is_some_and(|p| self.pattern.matches(p, seq))
+            }
+        }
+    }
+}
+
 impl Visitor for Replies<'_> {
     fn message(&mut self, text: bool, payload: Payload<'_>) {
-        if text == self.expect_text && self.pattern.matches(payload.as_slice(), self.next_reply) {
+        if self.good(text, payload.as_slice()) {
             self.ok += 1;
         } else {
             self.bad += 1;
@@ -335,8 +400,11 @@ impl Visitor for Replies<'_> {
 struct Setup<'a> {
     pattern: &'a Pattern,
     op: OpCode,
+    sio: Option<EchoFrames>,
     inflight: usize,
     window: Window,
+    /// Hold the first messages until every connection of the thread is open or failed.
+    open_first: bool,
 }
 
 fn run_thread(
@@ -357,14 +425,17 @@ fn run_thread(
         } else {
             OpCode::Text
         },
+        sio: (args.proto == ClientProto::Socketio).then_some(EchoFrames { ack: args.ack }),
         inflight: args.inflight,
         window,
+        open_first: args.open_first,
     };
     let mut out = Outcome::new();
     let mut dialer = Dialer::new(target, args.sources, CONCURRENCY, None);
     let mut live: Slab<Conn> = Slab::with_capacity(conns);
     let mut scratch = vec![0u8; 256 << 10];
     let mut next_sweep = Instant::now();
+    let mut held_back = setup.open_first;
     loop {
         let now = Instant::now();
         if now >= window.until {
@@ -438,6 +509,18 @@ fn run_thread(
             next_sweep = now + Duration::from_millis(250);
             sweep(&mut live, &mut dialer, &mut out, now);
         }
+        if held_back && dialer.started == conns && dialer.in_progress == 0 {
+            // Every connection is open or gone: now they all start at once.
+            held_back = false;
+            for (_, conn) in live.iter_mut() {
+                for _ in 0..setup.inflight {
+                    send(conn, &setup, now, &mut rng);
+                }
+                if let Err(e) = conn.client.flush() {
+                    tracing::debug!(error = %e, "write failed; the read will report it");
+                }
+            }
+        }
     }
     // Connects that never finished by the end are failures too.
     for (_, conn) in live.iter() {
@@ -491,6 +574,7 @@ fn turn(
     let mut replies = Replies {
         pattern: setup.pattern,
         expect_text: setup.op == OpCode::Text,
+        sio: setup.sio,
         next_reply: conn.next_reply,
         ok: 0,
         bad: 0,
@@ -500,8 +584,10 @@ fn turn(
     let now = Instant::now();
     if !was_open && conn.client.phase == Phase::Open {
         out.connected += 1;
-        for _ in 0..setup.inflight {
-            send(conn, setup, now, rng);
+        if !setup.open_first {
+            for _ in 0..setup.inflight {
+                send(conn, setup, now, rng);
+            }
         }
     }
     out.bad_replies += u64::from(replies.bad);
@@ -533,9 +619,11 @@ fn turn(
 
 fn send(conn: &mut Conn, setup: &Setup<'_>, now: Instant, rng: &mut XorShift) {
     let key = (rng.next() as u32).to_ne_bytes();
-    setup
-        .pattern
-        .queue(conn.client.out(), setup.op, conn.next_send, key);
+    let out = conn.client.out();
+    match setup.sio {
+        None => setup.pattern.queue(out, setup.op, conn.next_send, key),
+        Some(frames) => setup.pattern.queue_sio(out, frames, conn.next_send, key),
+    }
     conn.next_send += 1;
     conn.sent.push_back(now);
 }
@@ -609,6 +697,7 @@ mod tests {
         let mut r = Replies {
             pattern: &p,
             expect_text: true,
+            sio: None,
             next_reply: 3,
             ok: 0,
             bad: 0,
@@ -620,5 +709,63 @@ mod tests {
         r.message(true, Payload::Assembled(m3.clone())); // seq 4 expected: bad
         r.message(false, Payload::Assembled(m3)); // binary: bad
         assert_eq!((r.ok, r.bad, r.next_reply), (1, 2, 6));
+    }
+
+    #[test]
+    fn socketio_messages_carry_their_sequence_and_check_back() {
+        for ack in [false, true] {
+            let frames = EchoFrames { ack };
+            let p = Pattern::new(64);
+            let mut wire = Vec::new();
+            for seq in [0u64, 41] {
+                p.queue_sio(&mut wire, frames, seq, [5, 6, 7, 8]);
+            }
+            let got = server_view(&mut wire);
+            let body = |seq: u64| {
+                let mut one = Vec::new();
+                p.queue(&mut one, OpCode::Text, seq, [0; 4]);
+                String::from_utf8(server_view(&mut one).remove(0).1).unwrap()
+            };
+            let want = |seq: u64| match ack {
+                false => format!(r#"42["echo","{}"]"#, body(seq)),
+                true => format!(r#"42{seq}["echo","{}"]"#, body(seq)),
+            };
+            assert_eq!(got[0], (true, want(0).into_bytes()));
+            assert_eq!(got[1], (true, want(41).into_bytes()));
+        }
+    }
+
+    #[test]
+    fn socketio_replies_are_checked_by_frame_id_and_payload() {
+        let p = Pattern::new(40);
+        let mut one = Vec::new();
+        p.queue(&mut one, OpCode::Text, 5, [0; 4]);
+        let body = String::from_utf8(server_view(&mut one).remove(0).1).unwrap();
+        let replies = |ack: bool, frames: &[String]| {
+            let mut r = Replies {
+                pattern: &p,
+                expect_text: true,
+                sio: Some(EchoFrames { ack }),
+                next_reply: 5,
+                ok: 0,
+                bad: 0,
+            };
+            for f in frames {
+                r.message(true, Payload::Assembled(f.clone().into_bytes()));
+            }
+            (r.ok, r.bad)
+        };
+        let event = format!(r#"42["echo","{body}"]"#);
+        let acked = format!(r#"435["{body}"]"#);
+        assert_eq!(replies(false, std::slice::from_ref(&event)), (1, 0));
+        assert_eq!(replies(true, std::slice::from_ref(&acked)), (1, 0));
+        // The next one must carry seq 6: the same frame again is out of sequence.
+        assert_eq!(replies(false, &[event.clone(), event.clone()]), (1, 1));
+        assert_eq!(replies(true, &[acked.clone(), acked.clone()]), (1, 1));
+        assert_eq!(replies(true, std::slice::from_ref(&event)), (0, 1));
+        assert_eq!(replies(false, std::slice::from_ref(&acked)), (0, 1));
+        let corrupt = event.replace("abc", "abd");
+        assert_ne!(corrupt, event);
+        assert_eq!(replies(false, &[corrupt]), (0, 1));
     }
 }

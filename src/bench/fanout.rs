@@ -8,6 +8,10 @@
 //! `--warmup` + `--secs` seconds. Each payload is a [`Stamped`](super::json::Stamped)
 //! JSON string of `--size` bytes carrying its sequence number and send time.
 //!
+//! With `--proto socketio` the protocol is the shootout over Socket.IO (`--app
+//! sio-shootout`): `42["broadcast",X]` to every client, `42["broadcastResult",X]` as the
+//! ack; the figures are the same.
+//!
 //! Threads: the publisher (`publisher.rs`) runs on the calling thread; subscribers are
 //! spread over `--threads` threads (`subscriber.rs`), each a [`Fleet`] that shares only
 //! atomics ([`Shared`]) with the publisher and hands its [`SubStats`] back when joined.
@@ -47,6 +51,7 @@ use super::client::{Client, XorShift};
 use super::fleet::{CONNECT_TIMEOUT, Fleet};
 use super::json::{MIN_STAMPED, Proto, Publish, SeqSet, queue_text};
 use super::report::{CpuMeter, latency_histogram, parse_target};
+use super::sio::ClientProto;
 use publisher::{Gen, PubState, Publisher};
 use subscriber::{Progress, SubStats};
 
@@ -68,9 +73,10 @@ pub struct FanoutArgs {
     /// Target, e.g. ws://127.0.0.1:8080/ (loopback only).
     #[arg(long)]
     pub url: String,
-    /// The protocol the server speaks.
-    #[arg(long, value_enum, default_value = "pubsub")]
-    pub mode: Proto,
+    /// The protocol the server speaks (default pubsub; over --proto socketio only the
+    /// shootout exists, and is the default).
+    #[arg(long, value_enum)]
+    pub mode: Option<Proto>,
     /// The topic subscribed to and published on (pubsub).
     #[arg(long, default_value = "bench")]
     pub topic: String,
@@ -103,6 +109,25 @@ pub struct FanoutArgs {
     /// Source addresses to spread over: 127.0.0.2 .. 127.0.0.(K+1); 0 lets the kernel pick.
     #[arg(long, default_value_t = 4)]
     pub sources: usize,
+    /// Wire protocol: `ws`, or `socketio` (the sio-shootout contract at /socket.io/ on the
+    /// URL's host and port).
+    #[arg(long, value_enum, default_value = "ws")]
+    pub proto: ClientProto,
+}
+
+impl FanoutArgs {
+    /// The fan-out protocol: `--mode` (default pubsub) over WebSocket; over Socket.IO
+    /// the shootout, the only one it has.
+    fn fan_proto(&self) -> Result<Proto, String> {
+        match (self.proto, self.mode) {
+            (ClientProto::Ws, Some(Proto::SioShootout)) => Ok(Proto::Shootout),
+            (ClientProto::Ws, mode) => Ok(mode.unwrap_or(Proto::Pubsub)),
+            (ClientProto::Socketio, Some(Proto::Pubsub)) => {
+                Err("--mode pubsub does not exist over --proto socketio (the shootout does)".into())
+            }
+            (ClientProto::Socketio, _) => Ok(Proto::SioShootout),
+        }
+    }
 }
 
 /// What the publisher and the subscriber threads share: atomics only.
@@ -182,7 +207,8 @@ fn check(args: &FanoutArgs) -> Result<(), String> {
 /// duplicated, out of order or unexpected, an ack is missing, a connection failed, or
 /// nothing was measured.
 pub fn run(args: &FanoutArgs) -> Result<bool, String> {
-    let target = parse_target(&args.url)?;
+    let fan = args.fan_proto()?;
+    let target = parse_target(&args.url)?.speaking(args.proto);
     check(args)?;
     let threads = args.threads.min(args.subscribers);
     let publisher_fleet =
@@ -201,7 +227,7 @@ pub fn run(args: &FanoutArgs) -> Result<bool, String> {
     let mut handles = Vec::with_capacity(threads);
     for i in 0..threads {
         let share = args.subscribers / threads + usize::from(i < args.subscribers % threads);
-        match subscriber::spawn(i, share, &target, args, shared.clone()) {
+        match subscriber::spawn(i, share, &target, args, fan, shared.clone()) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 // The threads started so far end at once.
@@ -213,8 +239,8 @@ pub fn run(args: &FanoutArgs) -> Result<bool, String> {
     let mut publisher = Publisher {
         fleet: publisher_fleet,
         generator: Gen {
-            proto: args.mode,
-            publish: Publish::new(args.mode, &args.topic, args.size),
+            proto: fan,
+            publish: Publish::new(fan, &args.topic, args.size),
             buf: Vec::new(),
             window: args.window as u64,
             max_lag: args.max_lag,
@@ -348,7 +374,7 @@ fn publish(args: &FanoutArgs, p: &mut Publisher, shared: &Shared) -> io::Result<
     }
     timing.cpu_percent = cpu.percent();
     let drain_from = Instant::now();
-    let expected_own = p.generator.proto == Proto::Shootout;
+    let expected_own = p.generator.proto.is_shootout();
     loop {
         let done = p.with(|st| {
             let expected = st.sent * timing.ready as u64;
@@ -395,7 +421,8 @@ fn report(
         ack: [u64; 3],
         first_error: Option<String>,
     }
-    let shootout = args.mode == Proto::Shootout;
+    let fan = p.generator.proto;
+    let shootout = fan.is_shootout();
     let pb = p
         .with(|st| Pub {
             sent: st.sent,
@@ -463,10 +490,7 @@ fn report(
         }
     }
     let first_error = (!errors.is_empty()).then(|| errors.join("; then: "));
-    let proto = match args.mode {
-        Proto::Pubsub => "pubsub",
-        Proto::Shootout => "shootout",
-    };
+    let proto = fan.name();
     eprintln!(
         "fanout {} ({proto}{}): {} of {} subscribers, window {}, max lag {} ({} stalls), {} \
          B, {} s (+{} s warmup), {} thread(s): {:.0} deliveries/s ({:.0} publishes/s), latency p50 {} us, p95 {} us, \
@@ -526,7 +550,7 @@ fn report(
         );
     }
     let mut line = serde_json::json!({
-        "mode": "fanout", "proto": proto, "url": args.url,
+        "mode": "fanout", "proto": proto, "wire": args.proto.name(), "url": args.url,
         "topic": if shootout { None } else { Some(&args.topic) },
         "subscribers": args.subscribers, "subscribed": timing.ready,
         "window": args.window, "max_lag": args.max_lag, "lag_stalls": pb.lag_stalls,
@@ -597,6 +621,42 @@ mod tests {
         }
     }
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: FanoutArgs,
+    }
+
+    fn fan(flags: &[&str]) -> Result<Proto, String> {
+        use clap::Parser;
+        let mut argv = vec!["fanout", "--url", "ws://127.0.0.1:1/"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .args
+            .fan_proto()
+    }
+
+    #[test]
+    fn the_fanout_protocol_follows_the_wire() {
+        assert_eq!(fan(&[]), Ok(Proto::Pubsub));
+        assert_eq!(fan(&["--mode", "shootout"]), Ok(Proto::Shootout));
+        assert_eq!(
+            fan(&["--proto", "ws", "--mode", "pubsub"]),
+            Ok(Proto::Pubsub)
+        );
+        assert_eq!(fan(&["--proto", "socketio"]), Ok(Proto::SioShootout));
+        assert_eq!(
+            fan(&["--proto", "socketio", "--mode", "shootout"]),
+            Ok(Proto::SioShootout)
+        );
+        assert!(fan(&["--proto", "socketio", "--mode", "pubsub"]).is_err());
+        assert!(
+            fan(&["--mode", "sio-shootout"]).is_err(),
+            "not a --mode value"
+        );
+    }
+
     pub(super) fn delivery(proto: Proto, seq: u64, ns: u64) -> Vec<u8> {
         let mut p = Publish::new(proto, "t", 40);
         let mut buf = Vec::new();
@@ -607,7 +667,7 @@ mod tests {
                 let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
                 format!(r#"{{"topic":"t","data":{}}}"#, v["data"]).into_bytes()
             }
-            Proto::Shootout => buf,
+            Proto::Shootout | Proto::SioShootout => buf,
         }
     }
 }

@@ -1,16 +1,18 @@
 //! The JSON text frames of the `broadcast` and `fanout` modes: what they send, and how
 //! they recognise what comes back without a JSON parser on the hot path.
 //!
-//! Two protocols (see `throng bench broadcast --help`):
+//! Three protocols (see `throng bench broadcast --help`):
 //! - shootout: `{"type":"broadcast","payload":X}` goes to every client, then
 //!   `{"type":"broadcastResult","payload":X}` to the sender; `{"type":"echo",..}` echoes.
+//! - sio-shootout (`--proto socketio`): the same over Socket.IO, as events:
+//!   `42["broadcast",X]` goes to every client, then `42["broadcastResult",X]` to the sender.
 //! - pubsub: `{"op":"publish","topic":T,"data":X,"id":N}` reaches every subscriber of T
 //!   as `{"topic":T,"data":X}`, then the publisher gets `{"op":"published","id":N}`.
 //!
 //! Fan-out payloads ([`Stamped`]) are a JSON string that *ends* in a fixed-size stamp:
-//! `"<padding>~<seq: 16 hex><send ns: 16 hex>"`. Both delivery shapes end with `X}`, so a
-//! receiver finds the stamp at a fixed distance from the end of the frame ([`parse_stamp`])
-//! and never scans or allocates.
+//! `"<padding>~<seq: 16 hex><send ns: 16 hex>"`. Every delivery shape ends with `X}` or
+//! `X]`, so a receiver finds the stamp at a fixed distance from the end of the frame
+//! ([`parse_stamp`]) and never scans or allocates.
 //!
 //! Invariants: everything here is a pure function of its input; nothing read from the
 //! network can panic (every index is checked); payloads built here are plain ASCII, so
@@ -18,6 +20,8 @@
 
 use crate::ws::frame::{FrameHead, OpCode};
 use crate::ws::mask::apply_mask;
+
+use super::sio::ClientProto;
 
 /// Appends a masked text frame carrying `payload` to `out`.
 pub fn queue_text(out: &mut Vec<u8>, payload: &[u8], key: [u8; 4]) {
@@ -32,12 +36,20 @@ pub fn queue_text(out: &mut Vec<u8>, payload: &[u8], key: [u8; 4]) {
 pub const BROADCAST_PREFIX: &[u8] = br#"{"type":"broadcast","#;
 /// The shootout reply to the sender.
 pub const RESULT_PREFIX: &[u8] = br#"{"type":"broadcastResult","#;
+/// The sio-shootout delivery prefix (the comma matters here too).
+pub const SIO_BROADCAST_PREFIX: &[u8] = br#"42["broadcast","#;
+/// The sio-shootout reply to the sender.
+pub const SIO_RESULT_PREFIX: &[u8] = br#"42["broadcastResult","#;
 /// The pubsub delivery prefix.
 pub const DELIVERY_PREFIX: &[u8] = br#"{"topic":"#;
 
-/// Whether `frame` is a shootout broadcast delivery (not a broadcastResult).
-pub fn is_broadcast(frame: &[u8]) -> bool {
-    frame.starts_with(BROADCAST_PREFIX)
+/// Whether `frame` is a shootout broadcast delivery (not a broadcastResult) in `wire`'s
+/// shape.
+pub fn is_broadcast(wire: ClientProto, frame: &[u8]) -> bool {
+    match wire {
+        ClientProto::Ws => frame.starts_with(BROADCAST_PREFIX),
+        ClientProto::Socketio => frame.starts_with(SIO_BROADCAST_PREFIX),
+    }
 }
 
 /// The websocket-shootout padding: "1234567890" repeated, cut to `len` bytes.
@@ -46,26 +58,51 @@ pub fn shootout_padding(len: usize) -> String {
 }
 
 /// Writes (into `buf`, cleared first) the shootout client's broadcast:
-/// `{"type":"broadcast","payload":{"sendTime":"<unix ns>","padding":"<padding>"}}`.
+/// `{"type":"broadcast","payload":{"sendTime":"<unix ns>","padding":"<padding>"}}`, or
+/// over Socket.IO `42["broadcast",{"sendTime":"<unix ns>","padding":"<padding>"}]`.
 /// `sendTime` is a string, as in the original tool; `padding` must need no escaping
 /// (see [`shootout_padding`]).
-pub fn shootout_broadcast(buf: &mut Vec<u8>, send_unix_ns: u64, padding: &str) {
+pub fn shootout_broadcast(wire: ClientProto, buf: &mut Vec<u8>, send_unix_ns: u64, padding: &str) {
     buf.clear();
-    buf.extend_from_slice(br#"{"type":"broadcast","payload":{"sendTime":""#);
+    buf.extend_from_slice(match wire {
+        ClientProto::Ws => br#"{"type":"broadcast","payload":"#,
+        ClientProto::Socketio => SIO_BROADCAST_PREFIX,
+    });
+    buf.extend_from_slice(br#"{"sendTime":""#);
     buf.extend_from_slice(send_unix_ns.to_string().as_bytes());
     buf.extend_from_slice(br#"","padding":""#);
     buf.extend_from_slice(padding.as_bytes());
-    buf.extend_from_slice(br#""}}"#);
+    buf.extend_from_slice(br#""}"#);
+    buf.push(match wire {
+        ClientProto::Ws => b'}',
+        ClientProto::Socketio => b']',
+    });
 }
 
-/// The `sendTime` of a `{"type":"broadcastResult","payload":{"sendTime":"<ns>",..}}`,
-/// parsed fully (a sender sees a few of these per step); `None` for anything else.
-pub fn broadcast_result_send_time(frame: &[u8]) -> Option<u64> {
-    let v: serde_json::Value = serde_json::from_slice(frame).ok()?;
-    if v.get("type")?.as_str()? != "broadcastResult" {
-        return None;
-    }
-    let t = v.get("payload")?.get("sendTime")?;
+/// The `sendTime` of a `{"type":"broadcastResult","payload":{"sendTime":"<ns>",..}}`
+/// (over Socket.IO `42["broadcastResult",{"sendTime":"<ns>",..}]`), parsed fully (a
+/// sender sees a few of these per step); `None` for anything else.
+pub fn broadcast_result_send_time(wire: ClientProto, frame: &[u8]) -> Option<u64> {
+    let payload = match wire {
+        ClientProto::Ws => {
+            let v: serde_json::Value = serde_json::from_slice(frame).ok()?;
+            if v.get("type")?.as_str()? != "broadcastResult" {
+                return None;
+            }
+            v.get("payload")?.clone()
+        }
+        ClientProto::Socketio => {
+            let v: serde_json::Value = serde_json::from_slice(frame.strip_prefix(b"42")?).ok()?;
+            let [name, payload] = v.as_array()?.as_slice() else {
+                return None;
+            };
+            if name.as_str()? != "broadcastResult" {
+                return None;
+            }
+            payload.clone()
+        }
+    };
+    let t = payload.get("sendTime")?;
     // The original tool sends a string; accept a number too.
     t.as_str()
         .and_then(|s| s.parse().ok())
@@ -127,10 +164,15 @@ fn read_hex(src: &[u8]) -> Option<u64> {
 }
 
 /// The (sequence, send ns) stamp of a frame that ends with a [`Stamped`] payload and
-/// then `}` (trailing whitespace allowed): `{"topic":T,"data":X}`,
-/// `{"type":"broadcast","payload":X}` or `{"type":"broadcastResult","payload":X}`.
+/// then `}` or `]` (trailing whitespace allowed): `{"topic":T,"data":X}`,
+/// `{"type":"broadcast","payload":X}`, `{"type":"broadcastResult","payload":X}`,
+/// `42["broadcast",X]` or `42["broadcastResult",X]`.
 pub fn parse_stamp(frame: &[u8]) -> Option<(u64, u64)> {
-    let frame = frame.trim_ascii_end().strip_suffix(b"}")?.trim_ascii_end();
+    let frame = frame.trim_ascii_end();
+    let frame = frame
+        .strip_suffix(b"}")
+        .or_else(|| frame.strip_suffix(b"]"))?
+        .trim_ascii_end();
     let frame = frame.strip_suffix(b"\"")?;
     let at = frame.len().checked_sub(STAMP_LEN - 1)?;
     let stamp = &frame[at..];
@@ -148,13 +190,34 @@ pub enum Proto {
     Pubsub,
     /// websocket-shootout: every client receives every broadcast, `broadcastResult` acks.
     Shootout,
+    /// The shootout over Socket.IO (`--proto socketio`, not a `--mode` of its own).
+    #[value(skip)]
+    #[serde(rename = "sio-shootout")]
+    SioShootout,
+}
+
+impl Proto {
+    /// Every client receives every broadcast (no subscribe), the sender too.
+    pub fn is_shootout(self) -> bool {
+        matches!(self, Proto::Shootout | Proto::SioShootout)
+    }
+
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Pubsub => "pubsub",
+            Proto::Shootout => "shootout",
+            Proto::SioShootout => "sio-shootout",
+        }
+    }
 }
 
 /// Builds the publisher's frames for one protocol and topic.
 #[derive(Debug)]
 pub struct Publish {
     proto: Proto,
-    /// `{"op":"publish","topic":"T","data":` or `{"type":"broadcast","payload":`.
+    /// `{"op":"publish","topic":"T","data":`, `{"type":"broadcast","payload":` or
+    /// `42["broadcast",`.
     prefix: Vec<u8>,
     stamped: Stamped,
 }
@@ -167,6 +230,7 @@ impl Publish {
                 format!(r#"{{"op":"publish","topic":{topic},"data":"#).into_bytes()
             }
             Proto::Shootout => br#"{"type":"broadcast","payload":"#.to_vec(),
+            Proto::SioShootout => SIO_BROADCAST_PREFIX.to_vec(),
         };
         Publish {
             proto,
@@ -185,7 +249,11 @@ impl Publish {
             buf.extend_from_slice(br#","id":"#);
             buf.extend_from_slice(seq.to_string().as_bytes());
         }
-        buf.push(b'}');
+        buf.push(if self.proto == Proto::SioShootout {
+            b']'
+        } else {
+            b'}'
+        });
     }
 
     /// The pubsub subscribe request for this topic.
@@ -223,6 +291,15 @@ pub fn classify(proto: Proto, frame: &[u8]) -> Incoming {
             None => Incoming::Unexpected,
         },
         Proto::Shootout => Incoming::Unexpected,
+        Proto::SioShootout if frame.starts_with(SIO_BROADCAST_PREFIX) => match parse_stamp(frame) {
+            Some((seq, ns)) => Incoming::Delivery(seq, ns),
+            None => Incoming::Unexpected,
+        },
+        Proto::SioShootout if frame.starts_with(SIO_RESULT_PREFIX) => match parse_stamp(frame) {
+            Some((seq, _)) => Incoming::Ack(seq),
+            None => Incoming::Unexpected,
+        },
+        Proto::SioShootout => Incoming::Unexpected,
         Proto::Pubsub if frame.starts_with(DELIVERY_PREFIX) => match parse_stamp(frame) {
             Some((seq, ns)) => Incoming::Delivery(seq, ns),
             None => Incoming::Unexpected,
@@ -329,33 +406,68 @@ mod tests {
         assert_eq!(pad, "12345678901234567890123");
         assert_eq!(shootout_padding(0), "");
         let mut buf = vec![b'x'];
-        shootout_broadcast(&mut buf, 1_700_000_000_123_456_789, &pad);
+        shootout_broadcast(ClientProto::Ws, &mut buf, 1_700_000_000_123_456_789, &pad);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["type"], "broadcast");
         assert_eq!(v["payload"]["sendTime"], "1700000000123456789");
         assert_eq!(v["payload"]["padding"], pad.as_str());
-        assert!(is_broadcast(&buf));
+        assert!(is_broadcast(ClientProto::Ws, &buf));
+        assert!(!is_broadcast(ClientProto::Socketio, &buf));
+
+        shootout_broadcast(ClientProto::Socketio, &mut buf, 5, "12");
+        assert_eq!(
+            buf,
+            br#"42["broadcast",{"sendTime":"5","padding":"12"}]"#.to_vec()
+        );
+        assert!(is_broadcast(ClientProto::Socketio, &buf));
+        assert!(!is_broadcast(ClientProto::Ws, &buf));
+        assert!(!is_broadcast(
+            ClientProto::Socketio,
+            br#"42["broadcastResult",{"sendTime":"5"}]"#
+        ));
+    }
+
+    #[test]
+    fn socketio_broadcast_results_give_back_their_send_time() {
+        let s = |f: &[u8]| broadcast_result_send_time(ClientProto::Socketio, f);
+        assert_eq!(
+            s(br#"42["broadcastResult",{"sendTime":"77","padding":"1"}]"#),
+            Some(77)
+        );
+        assert_eq!(s(br#"42["broadcastResult",{"sendTime":78}]"#), Some(78));
+        for bad in [
+            &br#"42["broadcast",{"sendTime":"77"}]"#[..],
+            br#"42["broadcastResult"]"#,
+            br#"42["broadcastResult",{"sendTime":"1"},2]"#,
+            br#"43["broadcastResult",{"sendTime":"1"}]"#,
+            br#"{"type":"broadcastResult","payload":{"sendTime":"1"}}"#,
+            b"42",
+            b"",
+        ] {
+            assert_eq!(s(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
     fn broadcast_results_give_back_their_send_time() {
         let mut sent = Vec::new();
-        shootout_broadcast(&mut sent, 42_000_000_001, "12");
+        shootout_broadcast(ClientProto::Ws, &mut sent, 42_000_000_001, "12");
         // What a server sends back: the same payload under another type.
         let result = String::from_utf8(sent.clone()).unwrap().replacen(
             r#""broadcast""#,
             r#""broadcastResult""#,
             1,
         );
-        assert_eq!(
-            broadcast_result_send_time(result.as_bytes()),
-            Some(42_000_000_001)
+        let ws = |f: &[u8]| broadcast_result_send_time(ClientProto::Ws, f);
+        assert_eq!(ws(result.as_bytes()), Some(42_000_000_001));
+        assert!(
+            !is_broadcast(ClientProto::Ws, result.as_bytes()),
+            "a result is no delivery"
         );
-        assert!(!is_broadcast(result.as_bytes()), "a result is no delivery");
         let spaced = r#"{ "type" : "broadcastResult", "payload": {"sendTime": "7"} }"#;
-        assert_eq!(broadcast_result_send_time(spaced.as_bytes()), Some(7));
+        assert_eq!(ws(spaced.as_bytes()), Some(7));
         let number = r#"{"type":"broadcastResult","payload":{"sendTime":8}}"#;
-        assert_eq!(broadcast_result_send_time(number.as_bytes()), Some(8));
+        assert_eq!(ws(number.as_bytes()), Some(8));
         for bad in [
             &sent[..],
             br#"{"type":"broadcastResult","payload":{"sendTime":"x"}}"#,
@@ -365,7 +477,7 @@ mod tests {
             b"",
         ] {
             assert_eq!(
-                broadcast_result_send_time(bad),
+                broadcast_result_send_time(ClientProto::Ws, bad),
                 None,
                 "{}",
                 String::from_utf8_lossy(bad)
@@ -449,6 +561,37 @@ mod tests {
             classify(Proto::Shootout, result.as_bytes()),
             Incoming::Ack(3)
         );
+
+        let mut p = Publish::new(Proto::SioShootout, "ignored", 50);
+        p.message(&mut buf, 9, 10);
+        assert!(buf.starts_with(br#"42["broadcast",""#) && buf.ends_with(b"\"]"));
+        let v: serde_json::Value = serde_json::from_slice(&buf[2..]).unwrap();
+        assert_eq!(v[0], "broadcast");
+        assert_eq!(v[1].as_str().unwrap().len(), 48);
+        assert_eq!(
+            classify(Proto::SioShootout, &buf),
+            Incoming::Delivery(9, 10)
+        );
+        let result = String::from_utf8(buf.clone()).unwrap().replacen(
+            r#""broadcast""#,
+            r#""broadcastResult""#,
+            1,
+        );
+        assert_eq!(
+            classify(Proto::SioShootout, result.as_bytes()),
+            Incoming::Ack(9)
+        );
+        // Each protocol recognises only its own frames.
+        assert_eq!(classify(Proto::Shootout, &buf), Incoming::Unexpected);
+        assert_eq!(
+            classify(Proto::SioShootout, br#"{"type":"broadcast","payload":"x"}"#),
+            Incoming::Unexpected
+        );
+        assert_eq!(
+            classify(Proto::SioShootout, br#"42["echo","x"]"#),
+            Incoming::Unexpected
+        );
+        assert!(Proto::SioShootout.is_shootout() && !Proto::Pubsub.is_shootout());
 
         let sub = Publish::subscribe("t");
         assert_eq!(sub, br#"{"op":"subscribe","topic":"t"}"#);

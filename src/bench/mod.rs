@@ -17,6 +17,8 @@
 //!   recognised without a parser on the hot path.
 //! - `client.rs`: one connection (handshake, masked frames out, the codec's `Reader` in
 //!   client role) and the `Dialer` that bounds connects in progress.
+//! - `sio.rs`: `--proto socketio` (every mode): the Engine.IO/Socket.IO handshake and
+//!   heartbeat inside the client, and the echo frames, all recognised by prefix.
 //! - `report.rs`: the loopback-only target, percentiles, CPU use, /proc readings.
 //!
 //! Output: a human summary on stderr, one JSON object per result on stdout (one line;
@@ -35,6 +37,7 @@ mod fanout;
 mod fleet;
 mod json;
 mod report;
+mod sio;
 
 use std::process::ExitCode;
 
@@ -42,6 +45,7 @@ pub use broadcast::BroadcastArgs;
 pub use connect::ConnectArgs;
 pub use echo::EchoArgs;
 pub use fanout::FanoutArgs;
+pub use sio::ClientProto;
 
 /// The `throng bench` modes.
 #[derive(clap::Subcommand, Debug)]

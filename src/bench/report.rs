@@ -10,12 +10,28 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
-/// A `ws://host:port/path` target, resolved and checked to be on this machine.
+use super::sio::{self, ClientProto};
+
+/// A `ws://host:port/path` target, resolved and checked to be on this machine, and the
+/// protocol spoken over it.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
     pub host_header: String,
     pub path: String,
+    pub proto: ClientProto,
+}
+
+impl Target {
+    /// This target spoken to in `proto`: Socket.IO replaces the URL's path with
+    /// [`sio::PATH`] (same host and port).
+    pub fn speaking(mut self, proto: ClientProto) -> Target {
+        if proto == ClientProto::Socketio {
+            self.path = sio::PATH.to_string();
+        }
+        self.proto = proto;
+        self
+    }
 }
 
 /// Parses `url`; refuses anything that does not resolve to loopback only.
@@ -66,6 +82,7 @@ pub fn parse_target(url: &str) -> Result<Target, String> {
         addr,
         host_header: authority.to_string(),
         path,
+        proto: ClientProto::Ws,
     })
 }
 
@@ -189,6 +206,19 @@ mod tests {
         let local = parse_target("ws://localhost:7/").unwrap();
         assert!(local.addr.ip().is_loopback());
         assert_eq!(local.host_header, "localhost:7");
+    }
+
+    #[test]
+    fn socketio_targets_keep_host_and_port_and_take_the_engineio_path() {
+        let t = parse_target("ws://127.0.0.1:9000/chat?x=1").unwrap();
+        assert_eq!(t.proto, ClientProto::Ws);
+        let ws = t.clone().speaking(ClientProto::Ws);
+        assert_eq!(ws.path, "/chat?x=1");
+        let sio = t.speaking(ClientProto::Socketio);
+        assert_eq!(sio.path, "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(sio.host_header, "127.0.0.1:9000");
+        assert_eq!(sio.addr.port(), 9000);
+        assert_eq!(sio.proto, ClientProto::Socketio);
     }
 
     #[test]

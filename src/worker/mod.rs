@@ -29,6 +29,8 @@
 //! timer structure per connection.
 
 pub mod conn;
+#[doc(hidden)]
+pub mod harness;
 pub mod hub;
 pub mod outbox;
 mod outgoing;

@@ -20,6 +20,7 @@ use mio::Waker;
 use crate::bench::fleet::{Counts, Fleet};
 use crate::bench::json::is_broadcast;
 use crate::bench::report::Target;
+use crate::bench::sio::ClientProto;
 use crate::ws::CloseCode;
 use crate::ws::reader::{Payload, Visitor};
 
@@ -97,6 +98,7 @@ impl Progress {
 
 /// Counts one receiver's broadcasts.
 struct Count<'a> {
+    wire: ClientProto,
     count: &'a mut u64,
     expect: u64,
     complete: &'a mut usize,
@@ -105,7 +107,7 @@ struct Count<'a> {
 
 impl Visitor for Count<'_> {
     fn message(&mut self, text: bool, payload: Payload<'_>) {
-        if !text || !is_broadcast(payload.as_slice()) {
+        if !text || !is_broadcast(self.wire, payload.as_slice()) {
             *self.unexpected += 1;
             return;
         }
@@ -122,6 +124,7 @@ impl Visitor for Count<'_> {
 /// A receiver thread: serves its fleet and answers commands until `Stop` (or until the
 /// coordinator is gone).
 fn receive(
+    wire: ClientProto,
     mut fleet: Fleet<u64>,
     cmds: Receiver<Cmd>,
     replies: Sender<Reply>,
@@ -161,6 +164,7 @@ fn receive(
         fleet.dial(wanted, || 0);
         fleet.turn(Duration::from_millis(100), |client, count, scratch, rng| {
             let mut v = Count {
+                wire,
                 count,
                 expect,
                 complete: &mut complete,
@@ -206,10 +210,10 @@ impl Receivers {
         let waker = fleet.waker().map_err(|e| e.to_string())?;
         let (cmds, cmd_rx) = mpsc::channel();
         let progress = Arc::new(Progress::default());
-        let (p, r) = (progress.clone(), replies.clone());
+        let (p, r, wire) = (progress.clone(), replies.clone(), target.proto);
         let handle = thread::Builder::new()
             .name(format!("bench-bcast-{index}"))
-            .spawn(move || receive(fleet, cmd_rx, r, p))
+            .spawn(move || receive(wire, fleet, cmd_rx, r, p))
             .map_err(|e| format!("cannot start a generator thread: {e}"))?;
         Ok(Receivers {
             cmds,
@@ -258,6 +262,7 @@ mod tests {
     fn receivers_count_broadcasts_only() {
         let (mut count, mut complete, mut unexpected) = (0u64, 0usize, 0u64);
         let mut v = Count {
+            wire: ClientProto::Ws,
             count: &mut count,
             expect: 2,
             complete: &mut complete,
@@ -271,5 +276,28 @@ mod tests {
         v.message(true, Payload::Assembled(b.to_vec()));
         v.message(true, Payload::Assembled(b.to_vec()));
         assert_eq!((count, complete, unexpected), (3, 1, 2));
+    }
+
+    #[test]
+    fn socketio_receivers_count_socketio_broadcasts_only() {
+        let (mut count, mut complete, mut unexpected) = (0u64, 0usize, 0u64);
+        let mut v = Count {
+            wire: ClientProto::Socketio,
+            count: &mut count,
+            expect: 1,
+            complete: &mut complete,
+            unexpected: &mut unexpected,
+        };
+        let b = br#"42["broadcast",{"sendTime":"1","padding":""}]"#;
+        v.message(true, Payload::Assembled(b.to_vec()));
+        v.message(
+            true,
+            Payload::Assembled(br#"42["broadcastResult",{"sendTime":"1"}]"#.to_vec()),
+        );
+        v.message(
+            true,
+            Payload::Assembled(br#"{"type":"broadcast","payload":{}}"#.to_vec()),
+        );
+        assert_eq!((count, complete, unexpected), (1, 1, 2));
     }
 }

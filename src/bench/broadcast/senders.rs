@@ -17,6 +17,7 @@ use crate::bench::json::{
     broadcast_result_send_time, is_broadcast, queue_text, shootout_broadcast, shootout_padding,
 };
 use crate::bench::report::Target;
+use crate::bench::sio::ClientProto;
 use crate::ws::CloseCode;
 use crate::ws::reader::{Payload, Visitor};
 
@@ -40,6 +41,7 @@ pub(super) struct SenderState {
 
 /// Reads a sender's frames: broadcasts are counted, its `broadcastResult` gives an RTT.
 struct SenderVisitor<'a> {
+    wire: ClientProto,
     st: &'a mut SenderState,
     rtts_us: &'a mut Vec<u64>,
     unexpected: &'a mut u64,
@@ -48,11 +50,11 @@ struct SenderVisitor<'a> {
 impl Visitor for SenderVisitor<'_> {
     fn message(&mut self, text: bool, payload: Payload<'_>) {
         let p = payload.as_slice();
-        if text && is_broadcast(p) {
+        if text && is_broadcast(self.wire, p) {
             self.st.received += 1;
             return;
         }
-        match broadcast_result_send_time(p) {
+        match broadcast_result_send_time(self.wire, p) {
             Some(sent) if text && self.st.waiting_since.is_some() => {
                 let rtt_ns = unix_ns().saturating_sub(sent);
                 self.rtts_us.push(rtt_ns.div_ceil(1000));
@@ -76,6 +78,7 @@ fn unix_ns() -> u64 {
 /// The sender clients and what they measured in the current step.
 pub(super) struct Senders {
     pub(super) fleet: Fleet<SenderState>,
+    wire: ClientProto,
     padding: String,
     buf: Vec<u8>,
     /// This step's round trips, in microseconds.
@@ -88,6 +91,7 @@ impl Senders {
     pub(super) fn new(target: &Target, sources: usize, padding: usize) -> io::Result<Senders> {
         Ok(Senders {
             fleet: Fleet::new(target.clone(), sources, 0xB0AD_CA57)?,
+            wire: target.proto,
             padding: shootout_padding(padding),
             buf: Vec::new(),
             rtts_us: Vec::new(),
@@ -96,8 +100,15 @@ impl Senders {
     }
 
     /// Queues one broadcast from a sender.
-    fn send(st: &mut SenderState, out: &mut Vec<u8>, buf: &mut Vec<u8>, padding: &str, key: u32) {
-        shootout_broadcast(buf, unix_ns(), padding);
+    fn send(
+        wire: ClientProto,
+        st: &mut SenderState,
+        out: &mut Vec<u8>,
+        buf: &mut Vec<u8>,
+        padding: &str,
+        key: u32,
+    ) {
+        shootout_broadcast(wire, buf, unix_ns(), padding);
         queue_text(out, buf, key.to_ne_bytes());
         st.left -= 1;
         st.waiting_since = Some(Instant::now());
@@ -107,23 +118,26 @@ impl Senders {
     pub(super) fn pump(&mut self, timeout: Duration) -> io::Result<()> {
         let Senders {
             fleet,
+            wire,
             padding,
             buf,
             rtts_us,
             unexpected,
         } = self;
+        let wire = *wire;
         fleet.turn(timeout, |client, st, scratch, rng| {
             let read = client.read(
                 scratch,
                 rng,
                 &mut SenderVisitor {
+                    wire,
                     st,
                     rtts_us,
                     unexpected,
                 },
             );
             if std::mem::take(&mut st.result_in) && st.left > 0 {
-                Senders::send(st, client.out(), buf, padding, rng.next() as u32);
+                Senders::send(wire, st, client.out(), buf, padding, rng.next() as u32);
             }
             read
         })?;
@@ -134,13 +148,13 @@ impl Senders {
     pub(super) fn start(&mut self, samples: usize) {
         self.rtts_us.clear();
         self.unexpected = 0;
-        let (buf, padding) = (&mut self.buf, &self.padding);
+        let (buf, padding, wire) = (&mut self.buf, &self.padding, self.wire);
         self.fleet.each_open(|client, st, rng| {
             *st = SenderState {
                 left: samples,
                 ..SenderState::default()
             };
-            Senders::send(st, client.out(), buf, padding, rng.next() as u32);
+            Senders::send(wire, st, client.out(), buf, padding, rng.next() as u32);
         });
     }
 
@@ -200,12 +214,13 @@ mod tests {
         let (mut rtts, mut unexpected) = (Vec::new(), 0u64);
         let sent = unix_ns() - 3_000_000;
         let mut v = SenderVisitor {
+            wire: ClientProto::Ws,
             st: &mut st,
             rtts_us: &mut rtts,
             unexpected: &mut unexpected,
         };
         let mut own = Vec::new();
-        shootout_broadcast(&mut own, sent, "12");
+        shootout_broadcast(ClientProto::Ws, &mut own, sent, "12");
         v.message(true, Payload::Assembled(own.clone()));
         let result =
             String::from_utf8(own)

@@ -80,7 +80,7 @@ impl Visitor for PubVisitor<'_> {
                     st.ack_hist.saturating_record(us);
                 }
             }
-            Incoming::Delivery(seq, _) if self.proto == Proto::Shootout && seq < st.sent => {
+            Incoming::Delivery(seq, _) if self.proto.is_shootout() && seq < st.sent => {
                 if !st.own.insert(seq) {
                     st.own_duplicates += 1;
                 }

@@ -228,11 +228,12 @@ pub(super) fn spawn(
     share: usize,
     target: &Target,
     args: &FanoutArgs,
+    proto: Proto,
     shared: Arc<Shared>,
 ) -> Result<JoinHandle<io::Result<SubStats>>, String> {
     let fleet =
         Fleet::new(target.clone(), args.sources, index as u64 + 1).map_err(|e| e.to_string())?;
-    let (proto, topic) = (args.mode, args.topic.clone());
+    let topic = args.topic.clone();
     thread::Builder::new()
         .name(format!("bench-fanout-{index}"))
         .spawn(move || subscribe(fleet, shared, index, share, proto, topic))
@@ -279,7 +280,7 @@ fn subscribe(
             if !was_open && client.phase == Phase::Open {
                 match proto {
                     Proto::Pubsub => queue(client, &subscribe, rng),
-                    Proto::Shootout => {
+                    Proto::Shootout | Proto::SioShootout => {
                         st.ready = true;
                         stats.ready += 1;
                     }
@@ -332,7 +333,7 @@ mod tests {
             ..SubState::default()
         };
         let mut stats = SubStats::new();
-        for proto in [Proto::Pubsub, Proto::Shootout] {
+        for proto in [Proto::Pubsub, Proto::Shootout, Proto::SioShootout] {
             let mut st = SubState {
                 ready: true,
                 ..SubState::default()
@@ -351,12 +352,12 @@ mod tests {
         }
         // Per protocol: 0 1 3 2 9 distinct, 3 duplicate, 2 reordered, 10 and 11 never
         // published (unexpected).
-        assert_eq!(stats.distinct, 10);
-        assert_eq!(stats.duplicates, 2);
-        assert_eq!(stats.out_of_order, 2);
-        assert_eq!(stats.unexpected, 4);
-        assert_eq!(stats.in_window, 10);
-        assert_eq!(stats.hist.len(), 10);
+        assert_eq!(stats.distinct, 15);
+        assert_eq!(stats.duplicates, 3);
+        assert_eq!(stats.out_of_order, 3);
+        assert_eq!(stats.unexpected, 6);
+        assert_eq!(stats.in_window, 15);
+        assert_eq!(stats.hist.len(), 15);
 
         // Not subscribed yet: a delivery is unexpected; then the ack makes it ready.
         let mut v = SubVisitor {
@@ -380,8 +381,8 @@ mod tests {
         );
         v.message(false, Payload::Assembled(delivery(Proto::Pubsub, 5, 0)));
         assert_eq!(stats.ready, 1);
-        assert_eq!(stats.unexpected, 6);
-        assert_eq!(stats.distinct, 11);
+        assert_eq!(stats.unexpected, 8);
+        assert_eq!(stats.distinct, 16);
         assert_eq!(stats.errors, 1);
         assert_eq!(stats.first_error.as_deref(), Some("server error: nope"));
     }

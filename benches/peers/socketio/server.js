@@ -1,0 +1,48 @@
+// Benchmark peer for Throng: a Node socket.io 4.8 server made to the same contract as
+// `throng serve --app sio-shootout` (src/app/sio_shootout.rs), for `throng bench --proto
+// socketio` and scripts/bench-sio.sh.
+// Usage: node server.js PORT        (listens on 127.0.0.1:PORT, path /socket.io/)
+//
+// Namespace "/" only; Node's defaults (pingInterval 25 s, pingTimeout 20 s,
+// maxHttpBufferSize 1e6) except: WebSocket transport only, no compression
+// (perMessageDeflate and httpCompression off), connectTimeout 45 s, no cookie.
+//   echo(...P)      -> ack(...P) when the client asked for an ack, else emit("echo", ...P)
+//   broadcast(...P) -> io.emit("broadcast", ...P) to every socket (the sender too, encoded
+//                      once by the adapter), then emit("broadcastResult", ...P) to the sender
+"use strict";
+
+const http = require("http");
+const { Server } = require("socket.io");
+
+const port = Number(process.argv[2] || 3000);
+const httpServer = http.createServer();
+const io = new Server(httpServer, {
+  path: "/socket.io/",
+  transports: ["websocket"],
+  perMessageDeflate: false,
+  httpCompression: false,
+  connectTimeout: 45000,
+  cookie: false,
+  serveClient: false,
+});
+
+function lastIsAck(args) {
+  return typeof args[args.length - 1] === "function" ? args.pop() : null;
+}
+
+io.on("connection", (socket) => {
+  socket.on("echo", (...args) => {
+    const ack = lastIsAck(args);
+    if (ack) ack(...args);
+    else socket.emit("echo", ...args);
+  });
+  socket.on("broadcast", (...args) => {
+    lastIsAck(args);
+    io.emit("broadcast", ...args);
+    socket.emit("broadcastResult", ...args);
+  });
+});
+
+httpServer.listen(port, "127.0.0.1", () =>
+  console.error(`node socket.io ${require("socket.io/package.json").version} sio-shootout on 127.0.0.1:${port}`)
+);
