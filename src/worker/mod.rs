@@ -643,6 +643,8 @@ impl<A: App> Core<A> {
         if let Some(conn) = self.hub.conns.get_mut(id.slot as usize) {
             conn.phase = Phase::Linger;
             conn.deadline = self.now + ticks(self.limits.close_timeout);
+            // FIN as soon as what is queued is written, even if nothing more is sent.
+            self.dirty.push(id);
         }
     }
 

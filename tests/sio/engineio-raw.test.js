@@ -250,7 +250,7 @@ async function assertRefusedOrClosed(peer) {
     assert.equal(peer.status, 400, `status ${peer.status}`);
     return;
   }
-  await closed(peer, 1500);
+  await closed(peer, 5000);
   assert.deepEqual(peer.msgs, []);
 }
 
@@ -644,7 +644,7 @@ test("upgrade: a probe that sends anything but 2probe/5 aborts only the upgrade"
   const a = await openWs(`EIO=4&transport=websocket&sid=${sid}`);
   assert.equal(a.status, 101);
   a.ws.send('42["echo","not a probe"]');
-  await closed(a, 1500);
+  await closed(a, 5000);
   assert.deepEqual(a.msgs, []);
   await pollEcho(sid, "polling goes on"); // and the aborted packet was not delivered
 
@@ -653,7 +653,7 @@ test("upgrade: a probe that sends anything but 2probe/5 aborts only the upgrade"
   b.ws.send("2probe");
   assert.equal(await nextMsg(b), "3probe");
   b.ws.send("3");
-  await closed(b, 1500);
+  await closed(b, 5000);
   await pollEcho(sid, "polling still");
 
   // A later upgrade goes through.
