@@ -16,7 +16,7 @@ log=$(mktemp)
 trap 'rm -f "$log"; [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null' EXIT
 
 echo "== cargo test"
-cargo test 2>&1 | tee "$log"
+cargo test --no-fail-fast 2>&1 | tee "$log"
 cargo_rc=${PIPESTATUS[0]}
 read -r cargo_passed cargo_failed < <(awk '/^test result:/ {
     for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
