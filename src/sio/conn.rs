@@ -197,8 +197,8 @@ impl ConnState {
                     return fail(out, "invalid event payload");
                 };
                 let name = match &event.name {
-                    EventName::Str(name) => name.to_string(),
-                    EventName::Number(text) => text.to_string(),
+                    EventName::Str(name) => name.clone(),
+                    EventName::Number(text) => Cow::Borrowed(*text),
                 };
                 let ev = Event {
                     name,

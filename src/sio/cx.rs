@@ -6,6 +6,8 @@
 //! Arguments stay raw JSON (`&RawValue`, validated, never built into a tree);
 //! attachments are `Bytes`, placeholders are forwarded as they came.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -22,7 +24,8 @@ pub(crate) const ACK: u8 = b'3';
 /// One event from the client.
 pub struct Event<'a> {
     /// The event name (first array element), unescaped; a number's text if numeric.
-    pub name: String,
+    /// Borrowed from the read buffer unless it had escapes.
+    pub name: Cow<'a, str>,
     /// Every element of the array, the name included, as raw JSON.
     pub elements: Vec<&'a RawValue>,
     /// The client asked for an ack with this id.
@@ -259,22 +262,19 @@ impl Cx<'_, '_> {
         if !sendable_event_name(elements.first()) {
             return tracing::debug!("event with an unsendable name dropped");
         }
-        let packet = encode(EVENT, self.namespace, None, attachments.len(), elements);
-        self.send_packet(&packet, attachments);
+        self.send_event(EVENT, None, elements, attachments);
     }
 
     /// Answers `ev`'s ack request with `args` (raw JSON each); nothing if none was asked.
     pub fn ack(&mut self, ev: &Event<'_>, args: &[&[u8]], attachments: &[Bytes]) {
         if let Some(id) = ev.ack {
-            let packet = encode(ACK, self.namespace, Some(id), attachments.len(), args);
-            self.send_packet(&packet, attachments);
+            self.send_event(ACK, Some(id), args, attachments);
         }
     }
 
     /// Answers the client's ack request `id` (kept from an earlier `Event::ack`).
     pub fn ack_id(&mut self, id: u64, args: &[&[u8]], attachments: &[Bytes]) {
-        let packet = encode(ACK, self.namespace, Some(id), attachments.len(), args);
-        self.send_packet(&packet, attachments);
+        self.send_event(ACK, Some(id), args, attachments);
     }
 
     /// Emits to this socket and calls `callback` with its ack, or with `Timeout` after
@@ -292,8 +292,7 @@ impl Cx<'_, '_> {
         }
         let id = self.socket.next_ack;
         self.socket.next_ack += 1;
-        let packet = encode(EVENT, self.namespace, Some(id), attachments.len(), elements);
-        self.send_packet(&packet, attachments);
+        self.send_event(EVENT, Some(id), elements, attachments);
         self.socket.acks.push(PendingAck {
             id,
             deadline: Instant::now() + timeout,
@@ -316,8 +315,15 @@ impl Cx<'_, '_> {
         self.ending.drop_transport = true;
     }
 
-    fn send_packet(&mut self, packet: &[u8], attachments: &[Bytes]) {
-        self.out.send(true, packet);
+    /// An EVENT or ACK with `elements` as its array, written straight into the cork
+    /// (the header goes through a per-thread scratch buffer: no allocation), then its
+    /// attachments.
+    fn send_event(&mut self, kind: u8, id: Option<u64>, elements: &[&[u8]], attachments: &[Bytes]) {
+        HEAD.with_borrow_mut(|head| {
+            head.clear();
+            packet_head(kind, self.namespace, id, attachments.len(), head);
+            self.out.send_joined(true, head, elements, b",", b"]");
+        });
         for a in attachments {
             self.out.send_shared(false, a.clone());
         }
@@ -406,6 +412,11 @@ impl Operator<'_, '_, '_> {
     }
 }
 
+thread_local! {
+    /// Scratch for packet headers (`4` + type, count, namespace, id, `[`).
+    static HEAD: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(64));
+}
+
 /// Whether `first` (an event's first array element, raw JSON) is a name the official
 /// client accepts: a number, or a string that is not reserved. Anything else would make
 /// every recipient drop its connection ("parse error"), so it is never sent.
@@ -414,6 +425,14 @@ pub(crate) fn sendable_event_name(first: Option<&&[u8]>) -> bool {
         return false;
     };
     match first.first() {
+        // Without escapes the name is the text between the quotes: no allocation.
+        Some(b'"') if first.len() >= 2 && !first.contains(&b'\\') => {
+            let inner = &first[1..first.len() - 1];
+            first.ends_with(b"\"")
+                && std::str::from_utf8(inner)
+                    .is_ok_and(|name| !packet::RESERVED_EVENTS.contains(&name))
+                && serde_json::from_slice::<&str>(first).is_ok()
+        }
         Some(b'"') => serde_json::from_slice::<String>(first)
             .is_ok_and(|name| !packet::RESERVED_EVENTS.contains(&name.as_str())),
         Some(b'-' | b'0'..=b'9') => serde_json::from_slice::<f64>(first).is_ok(),
@@ -437,6 +456,19 @@ pub(crate) fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// `4<type>[<n>-][<nsp>,][<id>][` for EVENT/ACK (binary types when `attachments` > 0).
+fn packet_head(kind: u8, namespace: &str, id: Option<u64>, attachments: usize, out: &mut Vec<u8>) {
+    let kind = match (kind, attachments > 0) {
+        (EVENT, false) => PacketType::Event,
+        (EVENT, true) => PacketType::BinaryEvent,
+        (_, false) => PacketType::Ack,
+        (_, true) => PacketType::BinaryAck,
+    };
+    out.push(b'4');
+    packet::encode(kind, namespace, id, attachments, b"", out);
+    out.push(b'[');
+}
+
 /// `4<type>[<n>-][<nsp>,][<id>][elements…]` for EVENT/ACK (binary types when
 /// `attachments` > 0).
 pub(crate) fn encode(
@@ -446,17 +478,9 @@ pub(crate) fn encode(
     attachments: usize,
     elements: &[&[u8]],
 ) -> Vec<u8> {
-    let kind = match (kind, attachments > 0) {
-        (EVENT, false) => PacketType::Event,
-        (EVENT, true) => PacketType::BinaryEvent,
-        (_, false) => PacketType::Ack,
-        (_, true) => PacketType::BinaryAck,
-    };
     let len: usize = elements.iter().map(|e| e.len() + 1).sum();
     let mut p = Vec::with_capacity(namespace.len() + len + 32);
-    p.push(b'4');
-    packet::encode(kind, namespace, id, attachments, b"", &mut p);
-    p.push(b'[');
+    packet_head(kind, namespace, id, attachments, &mut p);
     for (i, e) in elements.iter().enumerate() {
         if i > 0 {
             p.push(b',');

@@ -63,6 +63,35 @@ impl Outbox<'_> {
         self.hub.metrics.messages_out.inc();
     }
 
+    /// Sends one message `head` + `items` joined by `sep` + `tail`, written straight into
+    /// the cork (no temporary buffer): a JSON array after a packet header, say.
+    pub fn send_joined(
+        &mut self,
+        text: bool,
+        head: &[u8],
+        items: &[&[u8]],
+        sep: &[u8],
+        tail: &[u8],
+    ) {
+        let len = head.len()
+            + items.iter().map(|i| i.len()).sum::<usize>()
+            + sep.len() * items.len().saturating_sub(1)
+            + tail.len();
+        let frame_head = FrameHead::new(true, data_opcode(text), len, None);
+        let cork = &mut self.hub.cork;
+        cork.reserve(frame_head.as_bytes().len() + len);
+        cork.extend_from_slice(frame_head.as_bytes());
+        cork.extend_from_slice(head);
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                cork.extend_from_slice(sep);
+            }
+            cork.extend_from_slice(item);
+        }
+        cork.extend_from_slice(tail);
+        self.hub.metrics.messages_out.inc();
+    }
+
     /// Sends one message whose payload is already owned: queued by reference, no copy
     /// (small payloads are copied, which is cheaper than a separate iovec).
     pub fn send_shared(&mut self, text: bool, payload: Bytes) {
