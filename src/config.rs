@@ -83,3 +83,19 @@ pub struct Config {
     /// Whether cross-origin polling may carry cookies.
     pub cors_credentials: bool,
 }
+
+impl Default for Config {
+    /// What `throng serve` does without flags: every interface, port 8080, echo, one
+    /// worker per allowed CPU (set by the caller; 1 here), epoll, CORS off.
+    fn default() -> Config {
+        Config {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            app: AppKind::Echo,
+            workers: 1,
+            driver: DriverKind::Epoll,
+            limits: Limits::default(),
+            cors_origins: Vec::new(),
+            cors_credentials: false,
+        }
+    }
+}

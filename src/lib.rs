@@ -34,3 +34,38 @@ pub mod sio;
 pub mod socketio;
 pub mod worker;
 pub mod ws;
+
+/// Serves the Socket.IO namespaces of `app` at `/socket.io/` with Node's default
+/// timings (`server::serve_socketio` takes others) until SIGINT/SIGTERM:
+///
+/// ```no_run
+/// use throng::sio::{ConnectError, Namespace, Registry};
+///
+/// let app = Registry::new().ns(
+///     Namespace::new("/chat")
+///         .middleware(|hs| match hs.auth_str("token").as_deref() {
+///             Some("s3cret") => Ok(()),
+///             _ => Err(ConnectError::new("unauthorized")),
+///         })
+///         .on_connect(|cx, _hs| {
+///             cx.join("lobby");
+///         })
+///         .on("say", |cx, ev| {
+///             // Encoded once, delivered on every core.
+///             cx.broadcast().to(&["lobby"]).emit("said", &ev.raw_args(), &[]);
+///             cx.ack_ser(ev, &("ok",)); // nothing if no ack was asked
+///         }),
+/// );
+/// let config = throng::config::Config {
+///     addr: "127.0.0.1:3000".parse().unwrap(),
+///     workers: 2,
+///     ..Default::default()
+/// };
+/// throng::serve(config, app).expect("serve");
+/// ```
+pub fn serve(
+    config: config::Config,
+    app: sio::Registry,
+) -> Result<worker::Stats, server::ServeError> {
+    server::serve_socketio(config, app, sio::Config::default())
+}

@@ -57,8 +57,57 @@ impl fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
-/// Runs the server until SIGINT/SIGTERM and a completed drain.
+/// Runs the server `config.app` names until SIGINT/SIGTERM and a completed drain.
 pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats, ServeError> {
+    let cors = Arc::new(crate::sio::Cors::new(
+        config.cors_origins.iter().cloned(),
+        config.cors_credentials,
+    ));
+    if matches!(config.app, AppKind::Conformance | AppKind::SioShootout) {
+        // maxPayload, advertised in the open packet, is the WebSocket message limit.
+        config.limits.max_message = config
+            .limits
+            .max_message
+            .min(crate::sio::Config::default().max_payload);
+    }
+    match config.app {
+        AppKind::Echo => run(config, max_connections, |_| Echo),
+        AppKind::Shootout => run(config, max_connections, |_| Shootout),
+        AppKind::Pubsub => run(config, max_connections, |_| PubSub),
+        AppKind::Conformance => run(config, max_connections, |index| {
+            crate::app::conformance::server(index).with_cors(Arc::clone(&cors))
+        }),
+        AppKind::SioShootout => run(config, max_connections, |index| {
+            crate::app::sio_shootout::server(index).with_cors(Arc::clone(&cors))
+        }),
+    }
+}
+
+/// Runs a Socket.IO server with your namespaces (`sio::Registry`) and `settings`
+/// until SIGINT/SIGTERM and a completed drain; `config.app` is not used. Handles made
+/// with `Registry::io` reach its sockets once it runs.
+pub fn serve_socketio(
+    mut config: Config,
+    app: crate::sio::Registry,
+    settings: crate::sio::Config,
+) -> Result<Stats, ServeError> {
+    let cors = Arc::new(crate::sio::Cors::new(
+        config.cors_origins.iter().cloned(),
+        config.cors_credentials,
+    ));
+    config.limits.max_message = config.limits.max_message.min(settings.max_payload);
+    let app = Arc::new(app);
+    run(config, None, |index| {
+        crate::sio::Server::new(settings, Arc::clone(&app), index).with_cors(Arc::clone(&cors))
+    })
+}
+
+/// Binds, sizes and starts one worker per core with `make_app(index)`, then waits.
+fn run<A: App>(
+    mut config: Config,
+    max_connections: Option<usize>,
+    make_app: impl Fn(usize) -> A,
+) -> Result<Stats, ServeError> {
     let fd_limit = system::raise_fd_limit().map_err(|e| ServeError::Setup(e.to_string()))?;
     let fd_room = fd_limit.saturating_sub(RESERVED_FDS) as usize;
     let total = match max_connections {
@@ -97,17 +146,7 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
             .map(|w| Box::new(MioWake(Arc::clone(w))) as Box<dyn Wake>)
             .collect(),
     ));
-    let mut limits = config.limits;
-    if matches!(config.app, AppKind::Conformance | AppKind::SioShootout) {
-        // maxPayload, advertised in the open packet, is the WebSocket message limit.
-        limits.max_message = limits
-            .max_message
-            .min(crate::sio::Config::default().max_payload);
-    }
-    let cors = Arc::new(crate::sio::Cors::new(
-        config.cors_origins.iter().cloned(),
-        config.cors_credentials,
-    ));
+    let limits = config.limits;
     let mut handles = Vec::with_capacity(workers);
     for (index, driver) in drivers.into_iter().enumerate() {
         let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
@@ -118,20 +157,9 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
             fabric: Arc::clone(&fabric),
             shutdown: Arc::clone(&shutdown),
         };
-        let handle = match config.app {
-            AppKind::Echo => start.spawn(driver, Echo),
-            AppKind::Shootout => start.spawn(driver, Shootout),
-            AppKind::Pubsub => start.spawn(driver, PubSub),
-            AppKind::Conformance => start.spawn(
-                driver,
-                crate::app::conformance::server(index).with_cors(Arc::clone(&cors)),
-            ),
-            AppKind::SioShootout => start.spawn(
-                driver,
-                crate::app::sio_shootout::server(index).with_cors(Arc::clone(&cors)),
-            ),
-        }
-        .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;
+        let handle = start
+            .spawn(driver, make_app(index))
+            .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;
         handles.push(handle);
     }
 

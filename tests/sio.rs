@@ -121,3 +121,121 @@ fn the_suites_pass_against_node_socket_io_too() {
         run_node_suite(file, port);
     }
 }
+
+/// The API suite's server: namespaces built with the Rust API, served in this process.
+mod api {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::thread;
+    use std::time::Duration;
+
+    use throng::sio::{ConnectError, Cx, Event, Namespace, Registry};
+
+    fn where_am_i(cx: &mut Cx<'_, '_>, ev: &Event<'_>) {
+        let ns = cx.namespace().to_string();
+        cx.ack_ser(ev, &(ns,));
+    }
+
+    fn is_room_namespace(name: &str) -> bool {
+        name.strip_prefix("/room-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }
+
+    pub fn registry() -> Registry {
+        Registry::new()
+            .ns(Namespace::new("/")
+                .on("later", |cx, ev| {
+                    // Kept, and answered by another thread.
+                    let Some(ack) = cx.defer_ack(ev) else { return };
+                    let n: u64 = ev.arg(0).unwrap_or(0);
+                    let io = cx.io();
+                    thread::spawn(move || {
+                        thread::sleep(Duration::from_millis(10));
+                        io.answer_ser(ack, &("done", n)).expect("answer");
+                    });
+                })
+                .on("subscribe", |cx, ev| {
+                    cx.join("ticks");
+                    cx.ack_ser(ev, &());
+                })
+                .on("poke-me", |cx, ev| {
+                    let id = cx.id().to_string();
+                    let io = cx.io();
+                    cx.ack_ser(ev, &());
+                    thread::spawn(move || {
+                        thread::sleep(Duration::from_millis(20));
+                        io.of("/")
+                            .to(&[&id])
+                            .emit_ser("poked", &(&id,))
+                            .expect("emit");
+                    });
+                }))
+            .ns(Namespace::new("/deferred")
+                .on("where", where_am_i)
+                .middleware_deferred(|hs, pending| {
+                    let token = hs.auth_str("token");
+                    thread::spawn(move || {
+                        thread::sleep(Duration::from_millis(30));
+                        let _ = match token.as_deref() {
+                            Some("s3cret") => pending.allow(),
+                            Some("drop") => {
+                                drop(pending);
+                                Ok(())
+                            }
+                            _ => pending.refuse(
+                                ConnectError::new("unauthorized")
+                                    .with_data(r#"{"code":"E_LATER"}"#),
+                            ),
+                        };
+                    });
+                }))
+            .dynamic(
+                is_room_namespace,
+                Namespace::new("rooms")
+                    .on("where", where_am_i)
+                    .on("shout", |cx, ev| {
+                        cx.broadcast().emit("shout", &ev.raw_args(), &[]);
+                        cx.ack_ser(ev, &());
+                    }),
+            )
+    }
+
+    /// Serves `registry()` on `port` with two workers, in this process, and ticks to
+    /// room `ticks` of `/` every 50 ms until `stop`.
+    pub fn start(port: u16, stop: Arc<AtomicBool>) {
+        let app = registry();
+        let io = app.io();
+        let config = throng::config::Config {
+            addr: ([127, 0, 0, 1], port).into(),
+            workers: 2,
+            ..Default::default()
+        };
+        thread::spawn(move || throng::serve(config, app));
+        thread::spawn(move || {
+            // Bounded: at most ten minutes of ticks.
+            for n in 0..12_000u32 {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if io.is_running() {
+                    let _ = io.of("/").to(&["ticks"]).emit_ser("tick", &(n,));
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+    }
+}
+
+#[test]
+fn the_rust_api_with_the_official_client() {
+    let port = util::free_port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    api::start(port, std::sync::Arc::clone(&stop));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the API server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run_node_suite("api.test.js", port);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}

@@ -109,7 +109,21 @@ pub struct Handover {
 pub enum Inbound {
     Broadcast(Arc<Broadcast>),
     Handover(Box<Handover>),
+    /// A message for the worker's app (an `Io` handle's answer to a deferred CONNECT).
+    App(Box<dyn std::any::Any + Send>),
 }
+
+/// `Fabric::post` gave up: the inbox stayed full for the whole wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Saturated;
+
+impl std::fmt::Display for Saturated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a worker's inbox stayed full")
+    }
+}
+
+impl std::error::Error for Saturated {}
 
 /// Encodes an unfragmented, unmasked (server-to-client) message from `parts` once.
 pub fn encode_frame(text: bool, parts: &[&[u8]]) -> Bytes {
@@ -175,6 +189,32 @@ impl Fabric {
     /// Queues `msg` for `worker`. `Err` gives it back when the inbox is full.
     pub fn push(&self, worker: usize, msg: Inbound) -> Result<(), Inbound> {
         self.inboxes[worker].queue.push(msg)
+    }
+
+    /// From a thread that is not a worker: queues `msg` for `worker` and wakes it,
+    /// waiting up to `patience` (in short sleeps) while its inbox is full. A worker
+    /// must not call this for its own inbox: it would wait for itself.
+    pub fn post(
+        &self,
+        worker: usize,
+        mut msg: Inbound,
+        patience: std::time::Duration,
+    ) -> Result<(), Saturated> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match self.push(worker, msg) {
+                Ok(()) => {
+                    self.notify(worker);
+                    return Ok(());
+                }
+                Err(back) if std::time::Instant::now() < deadline => {
+                    msg = back;
+                    self.notify(worker);
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                Err(_) => return Err(Saturated),
+            }
+        }
     }
 
     /// Wakes `worker` if it is asleep (or about to sleep). Call after pushing.

@@ -7,6 +7,7 @@
 //! CONNECT_ERROR, a binary frame nobody announced, a text packet while attachments are
 //! awaited.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -27,6 +28,7 @@ use crate::ws::CloseCode;
 
 use super::Config;
 use super::cx::{AckReply, Cx, Ending, Event, Socket, room_key};
+use super::io::PendingConnect;
 use super::registry::{ConnectError, Handshake, Registry};
 
 pub(crate) struct ConnState {
@@ -43,7 +45,26 @@ pub(crate) struct ConnState {
     pub close_reason: Option<&'static str>,
     connect_deadline: Option<Instant>,
     sockets: Vec<Socket>,
+    /// CONNECTs waiting for deferred middleware.
+    pending: Vec<PendingSocket>,
+    next_token: u32,
     binary: Reassembly,
+}
+
+/// A CONNECT accepted by the middleware so far, waiting for the deferred one.
+struct PendingSocket {
+    token: u32,
+    namespace: usize,
+    dyn_name: Option<Arc<str>>,
+    auth: Option<Box<str>>,
+    deadline: Instant,
+}
+
+impl PendingSocket {
+    fn name<'r>(&'r self, registry: &'r Registry) -> Option<&'r str> {
+        let ns = registry.get(self.namespace)?;
+        Some(self.dyn_name.as_deref().unwrap_or(&ns.name))
+    }
 }
 
 /// What a timer run asks of the transport.
@@ -70,6 +91,8 @@ impl ConnState {
             close_reason: None,
             connect_deadline: Some(connect_deadline),
             sockets: Vec::new(),
+            pending: Vec::new(),
+            next_token: 0,
             binary: Reassembly::new(),
         }
     }
@@ -163,16 +186,29 @@ impl ConnState {
         attachments: &[Bytes],
         fresh_id: &[u8],
     ) {
-        let joined = self.sockets.iter().position(|s| {
-            registry
-                .get(s.namespace)
-                .is_some_and(|n| n.name == p.namespace)
-        });
+        let joined = self
+            .sockets
+            .iter()
+            .position(|s| s.name(registry) == Some(p.namespace));
         match (p.kind, joined) {
             (PacketType::Connect, Some(_)) => fail(out, "CONNECT for a namespace joined"),
-            (PacketType::Connect, None) => {
-                self.connect(out, config, registry, p.namespace, p.payload, fresh_id)
+            (PacketType::Connect, None)
+                if self
+                    .pending
+                    .iter()
+                    .any(|w| w.name(registry) == Some(p.namespace)) =>
+            {
+                fail(out, "CONNECT for a namespace whose CONNECT is pending")
             }
+            (PacketType::Connect, None) => self.connect(
+                out,
+                config,
+                registry,
+                p.namespace,
+                p.payload,
+                fresh_id,
+                Instant::now(),
+            ),
             (PacketType::ConnectError, _) => fail(out, "CONNECT_ERROR from a client"),
             (_, None) => fail(out, "packet for a namespace not joined"),
             (PacketType::Disconnect, Some(i)) => {
@@ -237,6 +273,7 @@ impl ConnState {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn connect(
         &mut self,
         out: &mut Outbox<'_>,
@@ -245,27 +282,103 @@ impl ConnState {
         namespace: &str,
         auth: Option<&[u8]>,
         fresh_id: &[u8],
+        now: Instant,
     ) {
-        let refuse = |out: &mut Outbox<'_>, e: ConnectError| {
-            let mut packet = vec![b'4'];
-            connect_error(
-                namespace,
-                &e.message,
-                e.data.as_deref().map(str::as_bytes),
-                &mut packet,
-            );
-            out.send(true, &packet);
+        let Some((index, ns, dynamic)) = registry.find(namespace) else {
+            return refuse(out, namespace, ConnectError::new("Invalid namespace"));
         };
-        let Some((index, ns)) = registry.find(namespace) else {
-            return refuse(out, ConnectError::new("Invalid namespace"));
-        };
-        if self.sockets.len() >= config.max_namespaces {
+        if self.sockets.len() + self.pending.len() >= config.max_namespaces {
             return fail(out, "too many namespaces on one connection");
         }
         let auth: Option<&RawValue> = auth.and_then(|a| serde_json::from_slice(a).ok());
         if let Err(e) = ns.admit(&Handshake { namespace, auth }) {
-            return refuse(out, e);
+            return refuse(out, namespace, e);
         }
+        let dyn_name: Option<Arc<str>> = dynamic.then(|| namespace.into());
+        let kept_auth = auth
+            .map(|a| a.get())
+            .filter(|a| a.len() <= config.max_auth_bytes)
+            .map(Box::from);
+        if let Some(deferred) = &ns.deferred {
+            let Some(sid) = self.sid() else {
+                return refuse(out, namespace, ConnectError::new("no session"));
+            };
+            self.next_token = self.next_token.wrapping_add(1);
+            let token = self.next_token;
+            self.pending.push(PendingSocket {
+                token,
+                namespace: index,
+                dyn_name,
+                auth: kept_auth,
+                deadline: now + config.connect_timeout,
+            });
+            let pending = PendingConnect {
+                io: registry.io(),
+                sid,
+                token,
+                answered: false,
+            };
+            deferred(&Handshake { namespace, auth }, pending);
+            return;
+        }
+        self.accept(out, config, registry, index, dyn_name, kept_auth, fresh_id);
+    }
+
+    /// A deferred middleware's verdict on CONNECT `token`; ignored if that CONNECT is
+    /// no longer waiting (timed out, or its connection closed).
+    pub fn on_verdict(
+        &mut self,
+        out: &mut Outbox<'_>,
+        config: &Config,
+        registry: &Registry,
+        token: u32,
+        result: Result<(), ConnectError>,
+        fresh_id: &[u8],
+    ) {
+        let Some(at) = self.pending.iter().position(|p| p.token == token) else {
+            return;
+        };
+        let pending = self.pending.swap_remove(at);
+        let Some(ns) = registry.get(pending.namespace) else {
+            return;
+        };
+        let name = pending.dyn_name.as_deref().unwrap_or(&ns.name);
+        match result {
+            Err(e) => refuse(out, name, e),
+            Ok(()) => self.accept(
+                out,
+                config,
+                registry,
+                pending.namespace,
+                pending.dyn_name,
+                pending.auth,
+                fresh_id,
+            ),
+        }
+    }
+
+    /// The session's sid (polling or WebSocket-only).
+    fn sid(&self) -> Option<Sid> {
+        self.polling.as_ref().map(|p| p.sid).or(self.ws_sid)
+    }
+
+    /// Makes the socket of an accepted CONNECT: joins its rooms, answers `0{sid}`,
+    /// runs `on_connect`.
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &mut self,
+        out: &mut Outbox<'_>,
+        config: &Config,
+        registry: &Registry,
+        index: usize,
+        dyn_name: Option<Arc<str>>,
+        auth: Option<Box<str>>,
+        fresh_id: &[u8],
+    ) {
+        let Some(ns) = registry.get(index) else {
+            return;
+        };
+        let namespace = dyn_name.as_deref().unwrap_or(&ns.name);
         let Ok(random) = <[u8; SID_RANDOM_BYTES]>::try_from(fresh_id) else {
             return fail(out, "no id available");
         };
@@ -280,11 +393,9 @@ impl ConnState {
         out.send(true, &reply);
         self.sockets.push(Socket {
             namespace: index,
+            dyn_name: dyn_name.clone(),
             id,
-            auth: auth
-                .map(|a| a.get())
-                .filter(|a| a.len() <= config.max_auth_bytes)
-                .map(Box::from),
+            auth,
             next_ack: 0,
             acks: Vec::new(),
             state: ns.state.map(|make| make()),
@@ -294,6 +405,12 @@ impl ConnState {
             let i = self.sockets.len() - 1;
             self.run(out, config, registry, i, |cx, ns| {
                 if let Some(handler) = &ns.on_connect {
+                    // Copied: the handler may read the socket's auth through `cx` too.
+                    let kept = cx.socket.auth.clone();
+                    let auth = kept
+                        .as_deref()
+                        .and_then(|a| serde_json::from_str::<&RawValue>(a).ok());
+                    let namespace = cx.namespace;
                     handler(cx, &Handshake { namespace, auth });
                 }
             });
@@ -327,14 +444,16 @@ impl ConnState {
         let Some(ns) = registry.get(self.sockets[i].namespace) else {
             return;
         };
+        let dyn_name = self.sockets[i].dyn_name.clone();
         let mut ending = Ending::default();
         {
             let mut cx = Cx {
                 out: &mut *out,
                 socket: &mut self.sockets[i],
-                namespace: &ns.name,
+                namespace: dyn_name.as_deref().unwrap_or(&ns.name),
                 ending: &mut ending,
                 max_pending_acks: config.max_pending_acks,
+                io: registry.io_ref(),
             };
             f(&mut cx, ns);
         }
@@ -392,6 +511,13 @@ impl ConnState {
             timers.close = Some("connect timeout");
             return timers;
         }
+        while let Some(at) = self.pending.iter().position(|p| now >= p.deadline) {
+            let pending = self.pending.swap_remove(at);
+            if let Some(name) = pending.name(registry) {
+                let e = ConnectError::new("middleware timeout");
+                conns.with(id, |out| refuse(out, name, e));
+            }
+        }
         let mut i = 0;
         while i < self.sockets.len() {
             let Some(at) = self.sockets[i].acks.iter().position(|a| now >= a.deadline) else {
@@ -403,14 +529,16 @@ impl ConnState {
                 continue;
             };
             let socket = &mut self.sockets[i];
+            let dyn_name = socket.dyn_name.clone();
             let mut ending = Ending::default();
             let asked = conns.with(id, |out| {
                 let mut cx = Cx {
                     out,
                     socket,
-                    namespace: &ns.name,
+                    namespace: dyn_name.as_deref().unwrap_or(&ns.name),
                     ending: &mut ending,
                     max_pending_acks,
+                    io: registry.io_ref(),
                 };
                 (pending.callback)(&mut cx, AckReply::Timeout);
             });
@@ -453,7 +581,7 @@ fn leave_namespace(out: &mut Outbox<'_>, registry: &Registry, socket: &Socket) {
     let Some(ns) = registry.get(socket.namespace) else {
         return;
     };
-    let prefix = room_key(&ns.name, "");
+    let prefix = room_key(socket.dyn_name.as_deref().unwrap_or(&ns.name), "");
     let mine: Vec<String> = out
         .rooms()
         .iter()
@@ -483,12 +611,14 @@ fn notify_disconnect(
         return;
     };
     let mut ending = Ending::default();
+    let dyn_name = socket.dyn_name.clone();
     let mut cx = Cx {
         out,
         socket,
-        namespace: &ns.name,
+        namespace: dyn_name.as_deref().unwrap_or(&ns.name),
         ending: &mut ending,
         max_pending_acks,
+        io: registry.io_ref(),
     };
     handler(&mut cx, reason);
 }
@@ -496,10 +626,22 @@ fn notify_disconnect(
 fn disconnect_socket(out: &mut Outbox<'_>, registry: &Registry, socket: &Socket) {
     if let Some(ns) = registry.get(socket.namespace) {
         let mut packet = vec![b'4'];
-        disconnect(&ns.name, &mut packet);
+        disconnect(socket.dyn_name.as_deref().unwrap_or(&ns.name), &mut packet);
         out.send(true, &packet);
     }
     leave_namespace(out, registry, socket);
+}
+
+/// CONNECT_ERROR for `namespace` (the connection stays).
+fn refuse(out: &mut Outbox<'_>, namespace: &str, e: ConnectError) {
+    let mut packet = vec![b'4'];
+    connect_error(
+        namespace,
+        &e.message,
+        e.data.as_deref().map(str::as_bytes),
+        &mut packet,
+    );
+    out.send(true, &packet);
 }
 
 fn fail(out: &mut Outbox<'_>, why: &'static str) {

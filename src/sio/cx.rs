@@ -17,6 +17,8 @@ use crate::fabric::{Broadcast, encode_frame};
 use crate::socketio::packet::{self, PacketType};
 use crate::worker::Outbox;
 
+use super::io::{Ack, Io};
+
 /// Which of EVENT and ACK `encode` builds.
 pub(crate) const EVENT: u8 = b'2';
 pub(crate) const ACK: u8 = b'3';
@@ -77,7 +79,7 @@ impl<'a> Event<'a> {
 
 /// The JSON elements of `args` (a `Serialize` tuple, or any value serializing to an
 /// array; another value is one argument), for `emit_ser`.
-fn serialize_args<T: serde::Serialize + ?Sized>(args: &T) -> Option<Vec<Box<RawValue>>> {
+pub(crate) fn serialize_args<T: serde::Serialize + ?Sized>(args: &T) -> Option<Vec<Box<RawValue>>> {
     let value = serde_json::to_value(args).ok()?;
     let items = match value {
         serde_json::Value::Array(items) => items,
@@ -112,6 +114,8 @@ pub(crate) struct PendingAck {
 /// One socket: a connection's membership of one namespace.
 pub(crate) struct Socket {
     pub namespace: usize,
+    /// A dynamic namespace's concrete name (static ones use the namespace's).
+    pub dyn_name: Option<std::sync::Arc<str>>,
     pub id: String,
     /// The CONNECT's auth object, raw (bounded).
     pub auth: Option<Box<str>>,
@@ -119,6 +123,14 @@ pub(crate) struct Socket {
     pub acks: Vec<PendingAck>,
     /// The namespace's per-socket state (`Namespace::state`).
     pub state: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl Socket {
+    /// The name of the namespace this socket is in.
+    pub fn name<'r>(&'r self, registry: &'r super::Registry) -> Option<&'r str> {
+        let ns = registry.get(self.namespace)?;
+        Some(self.dyn_name.as_deref().unwrap_or(&ns.name))
+    }
 }
 
 /// What a handler asked for that ends its socket or connection, applied after it returns.
@@ -136,6 +148,7 @@ pub struct Cx<'a, 'b> {
     pub(crate) namespace: &'a str,
     pub(crate) ending: &'a mut Ending,
     pub(crate) max_pending_acks: usize,
+    pub(crate) io: &'a Io,
 }
 
 impl<'a, 'b> Cx<'a, 'b> {
@@ -272,6 +285,28 @@ impl Cx<'_, '_> {
         }
     }
 
+    /// Keeps `ev`'s ack request to answer later, from this or another socket's handler
+    /// (`Cx::answer`) or from any thread (`Io::answer`). `None` if none was asked.
+    pub fn defer_ack(&self, ev: &Event<'_>) -> Option<Ack> {
+        Some(Ack {
+            namespace: self.namespace.into(),
+            socket: self.socket.id.as_str().into(),
+            id: ev.ack?,
+        })
+    }
+
+    /// Answers a kept ack request (its socket may be on any core, or gone).
+    pub fn answer(&mut self, ack: Ack, args: &[&[u8]], attachments: &[Bytes]) {
+        let frames = broadcast_frames(ACK, &ack.namespace, Some(ack.id), attachments, args);
+        let msg = Broadcast::to_all(frames).in_rooms([room_key(&ack.namespace, &ack.socket)]);
+        self.out.broadcast(msg);
+    }
+
+    /// A handle for other threads: emit, answer acks (`Io`).
+    pub fn io(&self) -> Io {
+        self.io.clone()
+    }
+
     /// Answers the client's ack request `id` (kept from an earlier `Event::ack`).
     pub fn ack_id(&mut self, id: u64, args: &[&[u8]], attachments: &[Bytes]) {
         self.send_event(ACK, Some(id), args, attachments);
@@ -388,12 +423,8 @@ impl Operator<'_, '_, '_> {
         if self.rooms.is_empty() || !sendable_event_name(elements.first()) {
             return tracing::debug!("broadcast with no room or an unsendable name dropped");
         }
-        let packet = encode(EVENT, self.cx.namespace, None, attachments.len(), elements);
-        let mut frames = BytesMut::from(&encode_frame(true, &[&packet])[..]);
-        for a in attachments {
-            frames.extend_from_slice(&encode_frame(false, &[a]));
-        }
-        let mut msg = Broadcast::to_all(frames.freeze())
+        let frames = broadcast_frames(EVENT, self.cx.namespace, None, attachments, elements);
+        let mut msg = Broadcast::to_all(frames)
             .in_rooms(&self.rooms)
             .except_rooms(&self.except)
             .volatile(self.volatile);
@@ -410,6 +441,27 @@ impl Operator<'_, '_, '_> {
         elements.extend_from_slice(args);
         self.emit_elements(&elements, attachments);
     }
+}
+
+/// An EVENT or ACK packet and its attachments as WebSocket frames in one shared
+/// buffer: what a broadcast carries (polling recipients get the same bytes back as
+/// messages through their mailbox).
+pub(crate) fn broadcast_frames(
+    kind: u8,
+    namespace: &str,
+    id: Option<u64>,
+    attachments: &[Bytes],
+    elements: &[&[u8]],
+) -> Bytes {
+    let packet = encode(kind, namespace, id, attachments.len(), elements);
+    if attachments.is_empty() {
+        return encode_frame(true, &[&packet]);
+    }
+    let mut frames = BytesMut::from(&encode_frame(true, &[&packet])[..]);
+    for a in attachments {
+        frames.extend_from_slice(&encode_frame(false, &[a]));
+    }
+    frames.freeze()
 }
 
 thread_local! {

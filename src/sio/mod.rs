@@ -22,6 +22,7 @@
 mod conn;
 pub mod cors;
 mod cx;
+pub mod io;
 mod polling;
 pub mod registry;
 
@@ -42,6 +43,7 @@ use bytes::Bytes;
 
 pub use cors::Cors;
 pub use cx::{AckReply, Cx, Event};
+pub use io::{Ack, Io, IoError, PendingConnect};
 pub use registry::{ConnectError, Handshake, Namespace, Registry};
 
 use conn::ConnState;
@@ -384,6 +386,42 @@ impl App for Server {
             if let Some(probe) = polling.probe {
                 self.probes.remove(&probe);
             }
+        }
+    }
+
+    fn on_start(&mut self, fabric: &Arc<crate::fabric::Fabric>) {
+        self.registry.io_ref().bind(fabric);
+    }
+
+    fn on_app_message(&mut self, conns: &mut Conns<'_>, msg: Box<dyn std::any::Any + Send>) {
+        let Ok(verdict) = msg.downcast::<io::Verdict>() else {
+            return;
+        };
+        let io::Verdict { sid, token, result } = *verdict;
+        let Some(key) = self.sids.get(&sid).copied() else {
+            return; // The session is gone.
+        };
+        let fresh = self.random(SID_RANDOM_BYTES);
+        let config = self.config;
+        let registry = Arc::clone(&self.registry);
+        let Some(state) = self.state(key).filter(|s| !s.closing) else {
+            return;
+        };
+        let on_polling = state.session.transport() == Transport::Polling;
+        let asked = conns.with(key, |out| {
+            state.on_verdict(out, &config, &registry, token, result, &fresh);
+        });
+        if on_polling {
+            if let Some((_, why)) = asked {
+                return self.close_session(conns, key, why);
+            }
+            self.try_answer(conns, key);
+        } else if let Some((_, why)) = asked
+            && let Some(state) = self.state(key)
+        {
+            state.closing = true;
+            state.close_reason.get_or_insert(node_reason(why));
+            conns.close(key, CloseCode::NORMAL, why);
         }
     }
 

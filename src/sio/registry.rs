@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use serde_json::value::RawValue;
 
 use super::cx::{Cx, Event};
+use super::io::{Io, PendingConnect};
 
 /// What middleware sees of a CONNECT.
 pub struct Handshake<'a> {
@@ -49,6 +50,11 @@ impl ConnectError {
 }
 
 pub type Middleware = Box<dyn Fn(&Handshake<'_>) -> Result<(), ConnectError> + Send + Sync>;
+/// Middleware that answers later: it gets the CONNECT and a `PendingConnect` to
+/// `allow` or `refuse` from any thread.
+pub type DeferredMiddleware = Box<dyn Fn(&Handshake<'_>, PendingConnect) + Send + Sync>;
+/// Which names a dynamic namespace takes.
+pub type NamespaceMatcher = Box<dyn Fn(&str) -> bool + Send + Sync>;
 pub type EventHandler = Box<dyn Fn(&mut Cx<'_, '_>, &Event<'_>) + Send + Sync>;
 pub type ConnectHandler = Box<dyn Fn(&mut Cx<'_, '_>, &Handshake<'_>) + Send + Sync>;
 pub type DisconnectHandler = Box<dyn Fn(&mut Cx<'_, '_>, &str) + Send + Sync>;
@@ -59,6 +65,9 @@ pub type StateFactory = fn() -> Box<dyn Any + Send>;
 pub struct Namespace {
     pub(crate) name: String,
     middleware: Vec<Middleware>,
+    pub(crate) deferred: Option<DeferredMiddleware>,
+    /// Set for a dynamic namespace: the names it serves.
+    matcher: Option<NamespaceMatcher>,
     handlers: HashMap<String, EventHandler>,
     pub(crate) on_connect: Option<ConnectHandler>,
     pub(crate) on_disconnect: Option<DisconnectHandler>,
@@ -70,6 +79,8 @@ impl Namespace {
         Namespace {
             name: name.into(),
             middleware: Vec::new(),
+            deferred: None,
+            matcher: None,
             handlers: HashMap::new(),
             on_connect: None,
             on_disconnect: None,
@@ -114,6 +125,17 @@ impl Namespace {
         self
     }
 
+    /// Middleware that answers later (a database, another service): runs after the
+    /// others accepted, and the CONNECT waits until `PendingConnect::allow` or
+    /// `refuse` is called, from any thread, within `connect_timeout`.
+    pub fn middleware_deferred(
+        mut self,
+        f: impl Fn(&Handshake<'_>, PendingConnect) + Send + Sync + 'static,
+    ) -> Namespace {
+        self.deferred = Some(Box::new(f));
+        self
+    }
+
     /// Handles `event`; events without a handler are ignored.
     pub fn on(
         mut self,
@@ -133,10 +155,20 @@ impl Namespace {
     }
 }
 
+/// Longest namespace name a dynamic namespace takes.
+pub const MAX_NAMESPACE_NAME: usize = 256;
+
 /// Every namespace of a server. No implicit `/`: only those registered exist.
+///
+/// Dynamic namespaces (`Registry::dynamic`) cost nothing while empty: a namespace's
+/// state is its sockets and their rooms (entries in each worker's room index, gone with
+/// the last member), so one is made by its first CONNECT and dropped with its last
+/// socket. They are bounded like any namespace: `max_namespaces` per connection, names
+/// of at most `MAX_NAMESPACE_NAME` bytes.
 #[derive(Default)]
 pub struct Registry {
     namespaces: Vec<Namespace>,
+    io: Io,
 }
 
 impl Registry {
@@ -149,15 +181,71 @@ impl Registry {
         self
     }
 
-    /// The namespace named `name`, with its index.
-    pub(crate) fn find(&self, name: &str) -> Option<(usize, &Namespace)> {
+    /// Serves every namespace whose name `matches` (and is no static one) with the
+    /// handlers of `template` (whose own name is only a label). Handlers see the
+    /// concrete name in `Cx::namespace`. Checked in the order added.
+    pub fn dynamic(
+        mut self,
+        matches: impl Fn(&str) -> bool + Send + Sync + 'static,
+        mut template: Namespace,
+    ) -> Registry {
+        template.matcher = Some(Box::new(matches));
+        self.namespaces.push(template);
+        self
+    }
+
+    /// A handle for other threads (emit, answer acks, answer deferred middleware); it
+    /// reaches the sockets once the server runs.
+    pub fn io(&self) -> Io {
+        self.io.clone()
+    }
+
+    pub(crate) fn io_ref(&self) -> &Io {
+        &self.io
+    }
+
+    /// The namespace serving `name`, with its index; `dynamic` when a matcher took it.
+    pub(crate) fn find(&self, name: &str) -> Option<(usize, &Namespace, bool)> {
+        if let Some((i, n)) = self
+            .namespaces
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.matcher.is_none() && n.name == name)
+        {
+            return Some((i, n, false));
+        }
+        if !name.starts_with('/') || name.len() > MAX_NAMESPACE_NAME {
+            return None;
+        }
         self.namespaces
             .iter()
             .enumerate()
-            .find(|(_, n)| n.name == name)
+            .find(|(_, n)| n.matcher.as_ref().is_some_and(|m| m(name)))
+            .map(|(i, n)| (i, n, true))
     }
 
     pub(crate) fn get(&self, index: usize) -> Option<&Namespace> {
         self.namespaces.get(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_names_first_then_matchers_in_order_within_bounds() {
+        let registry = Registry::new()
+            .ns(Namespace::new("/room-1"))
+            .dynamic(|n| n.starts_with("/room-"), Namespace::new("rooms"))
+            .dynamic(|_| true, Namespace::new("any"));
+        assert!(matches!(registry.find("/room-1"), Some((0, _, false))));
+        assert!(matches!(registry.find("/room-2"), Some((1, _, true))));
+        assert!(matches!(registry.find("/x"), Some((2, _, true))));
+        // Not a namespace name, or too long: no matcher is asked.
+        assert!(registry.find("x").is_none());
+        let long = format!("/{}", "a".repeat(MAX_NAMESPACE_NAME));
+        assert!(registry.find(&long).is_none());
+        assert!(Registry::new().find("/").is_none(), "no implicit /");
     }
 }

@@ -58,6 +58,8 @@ pub struct Hub {
     pub(crate) closes: Vec<(ConnId, CloseCode, &'static str)>,
     /// Sockets other workers handed to this one, to adopt after the inbox is drained.
     pub(crate) handovers: Vec<Handover>,
+    /// Messages for the app (`Inbound::App`), handed to it after the inbox is drained.
+    pub(crate) app_messages: Vec<Box<dyn std::any::Any + Send>>,
     /// Generation of the last slot handed out (connections and mailboxes).
     pub(crate) next_generation: u32,
     /// The worker's clock, in ticks, and the deadlines a `Conns` sets, in ticks.
@@ -97,6 +99,7 @@ impl Hub {
             replied: Vec::new(),
             closes: Vec::new(),
             handovers: Vec::new(),
+            app_messages: Vec::new(),
             next_generation: 0,
             now: 0,
             keepalive_ticks: 1,
@@ -220,6 +223,7 @@ impl Hub {
             match self.fabric.pop(self.index) {
                 Some(Inbound::Broadcast(msg)) => self.deliver_local(&msg),
                 Some(Inbound::Handover(h)) => self.handovers.push(*h),
+                Some(Inbound::App(m)) => self.app_messages.push(m),
                 None => return false,
             }
         }

@@ -112,6 +112,11 @@ pub trait App: Send + 'static {
     fn on_http(&mut self, _conns: &mut Conns<'_>, _id: ConnId, _req: &Request<'_>, _body: &[u8]) {}
     /// A message sent to mailbox `id` (by the app itself or a broadcast), in order.
     fn on_mailbox(&mut self, _conns: &mut Conns<'_>, _id: ConnId, _text: bool, _payload: Bytes) {}
+    /// Once, on the worker's thread before it serves: the fabric it is part of (for
+    /// handles that reach the workers from other threads).
+    fn on_start(&mut self, _fabric: &Arc<Fabric>) {}
+    /// A message another thread posted to this worker (`Inbound::App`).
+    fn on_app_message(&mut self, _conns: &mut Conns<'_>, _msg: Box<dyn std::any::Any + Send>) {}
 }
 
 /// What an app may do to any connection of its worker outside that connection's own
@@ -707,6 +712,17 @@ impl<A: App> Core<A> {
     }
 
     /// Fires the deadlines that have passed and the slow-consumer grace periods.
+    /// Hands what other threads posted to the app.
+    fn app_messages(&mut self) {
+        if self.hub.app_messages.is_empty() {
+            return;
+        }
+        for msg in std::mem::take(&mut self.hub.app_messages) {
+            let mut conns = Conns { hub: &mut self.hub };
+            self.app.on_app_message(&mut conns, msg);
+        }
+    }
+
     fn sweep(&mut self) {
         let now = self.now;
         let mut expired = Vec::new();
@@ -1257,6 +1273,7 @@ impl<D: Driver, A: App> Worker<D, A> {
         let mut drain_deadline: Option<Instant> = None;
         let fabric = Arc::clone(&self.core.hub.fabric);
         let index = self.core.hub.index;
+        self.core.app.on_start(&fabric);
         let mut inbox_waiting = false;
         loop {
             let busy = inbox_waiting || !self.core.hub.outgoing.is_empty();
@@ -1273,6 +1290,7 @@ impl<D: Driver, A: App> Worker<D, A> {
             for handover in std::mem::take(&mut self.core.hub.handovers) {
                 self.core.adopt(&mut self.driver, handover);
             }
+            self.core.app_messages();
             if Instant::now() >= next_sweep {
                 self.core.sweep();
                 next_sweep = Instant::now() + SWEEP_EVERY;

@@ -1,0 +1,276 @@
+//! Reaching sockets from outside their handlers: `Io`, a `Clone + Send + Sync` handle
+//! for any thread (emit to a namespace, its rooms, one socket; answer an `Ack` kept
+//! from an event), and `PendingConnect`, a CONNECT whose deferred middleware answers
+//! later, from any thread.
+//!
+//! Everything goes through the workers' fabric inboxes: an emit is encoded once into a
+//! `Broadcast` and one `Arc` of it is pushed to every worker; an ack answer is a
+//! broadcast to the asking socket's own id room; a middleware verdict is posted to the
+//! worker owning the session (its sid names it) and applied there on its thread.
+//!
+//! An `Io` exists before the server runs (`Registry::io`) and reaches the workers once
+//! they have started; until then, and after they stop, its calls return
+//! `IoError::NotRunning`. A call waits (up to `PATIENCE`) while a worker's inbox is
+//! full, so a slow server slows its publishers instead of queueing without bound;
+//! volatile emits never wait.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::engineio::sid::Sid;
+use crate::fabric::{Broadcast, Fabric, Inbound};
+
+use super::cx::{ACK, EVENT, broadcast_frames, json_string, room_key, sendable_event_name};
+use super::registry::ConnectError;
+
+/// How long an `Io` call waits for room in a full inbox before giving up.
+pub const PATIENCE: Duration = Duration::from_secs(1);
+
+/// Why an `Io` call did nothing (or not everywhere).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoError {
+    /// The server has not started (or has stopped).
+    NotRunning,
+    /// A worker's inbox stayed full for `PATIENCE`; workers with room got it.
+    Saturated,
+    /// The event name is not one clients accept (reserved, or not a string/number),
+    /// or the arguments do not serialize.
+    Unsendable,
+}
+
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IoError::NotRunning => "the server is not running",
+            IoError::Saturated => "a worker's inbox stayed full",
+            IoError::Unsendable => "the event cannot be sent (reserved name or bad arguments)",
+        })
+    }
+}
+
+impl std::error::Error for IoError {}
+
+/// A handle on a running server's sockets, for any thread.
+#[derive(Clone, Default)]
+pub struct Io {
+    fabric: Arc<OnceLock<Arc<Fabric>>>,
+}
+
+impl Io {
+    /// A handle not yet bound to a server.
+    pub fn new() -> Io {
+        Io::default()
+    }
+
+    /// Called by every worker as it starts; the first binds the handle.
+    pub(crate) fn bind(&self, fabric: &Arc<Fabric>) {
+        let _ = self.fabric.set(Arc::clone(fabric));
+    }
+
+    /// Whether the workers have started.
+    pub fn is_running(&self) -> bool {
+        self.fabric.get().is_some()
+    }
+
+    /// Emits to namespace `namespace` (all its sockets unless narrowed with `to`).
+    pub fn of(&self, namespace: &str) -> IoOperator<'_> {
+        IoOperator {
+            io: self,
+            namespace: namespace.to_string(),
+            rooms: Vec::new(),
+            except: Vec::new(),
+            volatile: false,
+        }
+    }
+
+    /// Answers a client's ack request kept with `Cx::defer_ack`, from any thread.
+    /// Nothing happens if the socket is gone.
+    pub fn answer(&self, ack: Ack, args: &[&[u8]], attachments: &[Bytes]) -> Result<(), IoError> {
+        let frames = broadcast_frames(ACK, &ack.namespace, Some(ack.id), attachments, args);
+        let msg = Broadcast::to_all(frames).in_rooms([room_key(&ack.namespace, &ack.socket)]);
+        self.publish(msg)
+    }
+
+    /// `answer` with a `Serialize` tuple.
+    pub fn answer_ser<T: serde::Serialize + ?Sized>(
+        &self,
+        ack: Ack,
+        args: &T,
+    ) -> Result<(), IoError> {
+        let items = super::cx::serialize_args(args).ok_or(IoError::Unsendable)?;
+        let raw: Vec<&[u8]> = items.iter().map(|v| v.get().as_bytes()).collect();
+        self.answer(ack, &raw, &[])
+    }
+
+    /// Posts one `Arc` of `msg` to every worker.
+    fn publish(&self, msg: Broadcast) -> Result<(), IoError> {
+        let fabric = self.fabric.get().ok_or(IoError::NotRunning)?;
+        let patience = if msg.volatile {
+            Duration::ZERO
+        } else {
+            PATIENCE
+        };
+        let msg = Arc::new(msg);
+        let mut result = Ok(());
+        for worker in 0..fabric.workers() {
+            if fabric
+                .post(worker, Inbound::Broadcast(Arc::clone(&msg)), patience)
+                .is_err()
+            {
+                result = Err(IoError::Saturated);
+            }
+        }
+        result
+    }
+
+    /// Posts a message for the sio app of `worker`.
+    fn post(&self, worker: usize, msg: Box<dyn std::any::Any + Send>) -> Result<(), IoError> {
+        let fabric = self.fabric.get().ok_or(IoError::NotRunning)?;
+        if worker >= fabric.workers() {
+            return Err(IoError::NotRunning);
+        }
+        fabric
+            .post(worker, Inbound::App(msg), PATIENCE)
+            .map_err(|_| IoError::Saturated)
+    }
+}
+
+/// An emit from an `Io` being addressed.
+pub struct IoOperator<'a> {
+    io: &'a Io,
+    namespace: String,
+    rooms: Vec<String>,
+    except: Vec<String>,
+    volatile: bool,
+}
+
+impl IoOperator<'_> {
+    /// Only to the members of `rooms` (a socket id is a room too). Empty names are
+    /// no room.
+    pub fn to(mut self, rooms: &[&str]) -> Self {
+        let namespace = &self.namespace;
+        self.rooms.extend(
+            rooms
+                .iter()
+                .filter(|r| !r.is_empty())
+                .map(|r| room_key(namespace, r)),
+        );
+        self
+    }
+
+    /// Not to the members of `rooms`.
+    pub fn except(mut self, rooms: &[&str]) -> Self {
+        let namespace = &self.namespace;
+        self.except.extend(
+            rooms
+                .iter()
+                .filter(|r| !r.is_empty())
+                .map(|r| room_key(namespace, r)),
+        );
+        self
+    }
+
+    /// May be dropped for recipients that are not keeping up, and never waits for a
+    /// full inbox.
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
+    }
+
+    /// Emits `[name, args…]` (raw JSON each), encoded once for every worker.
+    pub fn emit(self, name: &str, args: &[&[u8]], attachments: &[Bytes]) -> Result<(), IoError> {
+        let name = json_string(name);
+        let mut elements = vec![name.as_bytes()];
+        elements.extend_from_slice(args);
+        if !sendable_event_name(elements.first()) {
+            return Err(IoError::Unsendable);
+        }
+        let rooms = if self.rooms.is_empty() {
+            vec![room_key(&self.namespace, "")]
+        } else {
+            self.rooms
+        };
+        let frames = broadcast_frames(EVENT, &self.namespace, None, attachments, &elements);
+        let msg = Broadcast::to_all(frames)
+            .in_rooms(&rooms)
+            .except_rooms(&self.except)
+            .volatile(self.volatile);
+        self.io.publish(msg)
+    }
+
+    /// Emits `name` with `args`, a `Serialize` tuple.
+    pub fn emit_ser<T: serde::Serialize + ?Sized>(
+        self,
+        name: &str,
+        args: &T,
+    ) -> Result<(), IoError> {
+        let items = super::cx::serialize_args(args).ok_or(IoError::Unsendable)?;
+        let raw: Vec<&[u8]> = items.iter().map(|v| v.get().as_bytes()).collect();
+        self.emit(name, &raw, &[])
+    }
+}
+
+/// A client's ack request kept to be answered later (`Cx::answer` on any socket's
+/// handler, or `Io::answer` from any thread). Answering consumes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub(crate) namespace: Box<str>,
+    pub(crate) socket: Box<str>,
+    pub(crate) id: u64,
+}
+
+impl Ack {
+    /// The id of the socket that asked.
+    pub fn socket_id(&self) -> &str {
+        &self.socket
+    }
+}
+
+/// A CONNECT waiting for deferred middleware (`Namespace::middleware_deferred`). Call
+/// `allow` or `refuse` from any thread; dropping it unanswered refuses the CONNECT.
+/// Unanswered within the server's `connect_timeout`, the CONNECT is refused.
+pub struct PendingConnect {
+    pub(crate) io: Io,
+    pub(crate) sid: Sid,
+    pub(crate) token: u32,
+    pub(crate) answered: bool,
+}
+
+/// A deferred middleware's verdict, posted to the worker owning the session.
+pub(crate) struct Verdict {
+    pub sid: Sid,
+    pub token: u32,
+    pub result: Result<(), ConnectError>,
+}
+
+impl PendingConnect {
+    /// Accepts the CONNECT: the client gets its socket id and `on_connect` runs.
+    pub fn allow(mut self) -> Result<(), IoError> {
+        self.send(Ok(()))
+    }
+
+    /// Refuses the CONNECT: the client's `connect_error` gets `e`.
+    pub fn refuse(mut self, e: ConnectError) -> Result<(), IoError> {
+        self.send(Err(e))
+    }
+
+    fn send(&mut self, result: Result<(), ConnectError>) -> Result<(), IoError> {
+        self.answered = true;
+        let verdict = Verdict {
+            sid: self.sid,
+            token: self.token,
+            result,
+        };
+        self.io.post(self.sid.worker(), Box::new(verdict))
+    }
+}
+
+impl Drop for PendingConnect {
+    fn drop(&mut self) {
+        if !self.answered {
+            let _ = self.send(Err(ConnectError::new("middleware gave no answer")));
+        }
+    }
+}
