@@ -156,11 +156,7 @@ impl<'a, 'b> Cx<'a, 'b> {
     /// The empty name is no room: sends to it reach nobody.
     pub fn to(&mut self, rooms: &[&str]) -> Operator<'_, 'a, 'b> {
         Operator {
-            rooms: rooms
-                .iter()
-                .filter(|r| !r.is_empty())
-                .map(|r| room_key(self.namespace, r))
-                .collect(),
+            rooms: room_keys(self.namespace, rooms).collect(),
             except: Vec::new(),
             except_sender: false,
             volatile: false,
@@ -378,27 +374,15 @@ impl Operator<'_, '_, '_> {
     /// Also to the members of `rooms` (of this namespace).
     pub fn to(mut self, rooms: &[&str]) -> Self {
         let namespace = self.cx.namespace;
-        let everyone = room_key(namespace, "");
-        if !self.rooms.contains(&everyone) {
-            self.rooms.extend(
-                rooms
-                    .iter()
-                    .filter(|r| !r.is_empty())
-                    .map(|r| room_key(namespace, r)),
-            );
+        if !self.rooms.contains(&room_key(namespace, "")) {
+            self.rooms.extend(room_keys(namespace, rooms));
         }
         self
     }
 
     /// Not to the members of `rooms`.
     pub fn except(mut self, rooms: &[&str]) -> Self {
-        let namespace = self.cx.namespace;
-        self.except.extend(
-            rooms
-                .iter()
-                .filter(|r| !r.is_empty())
-                .map(|r| room_key(namespace, r)),
-        );
+        self.except.extend(room_keys(self.cx.namespace, rooms));
         self
     }
 
@@ -502,6 +486,17 @@ pub(crate) fn room_key(namespace: &str, room: &str) -> String {
     key.push('\0');
     key.push_str(room);
     key
+}
+
+/// The fabric rooms of `rooms` in `namespace`; the empty name is no room.
+pub(crate) fn room_keys<'r>(
+    namespace: &'r str,
+    rooms: &'r [&str],
+) -> impl Iterator<Item = String> + 'r {
+    rooms
+        .iter()
+        .filter(|r| !r.is_empty())
+        .map(move |r| room_key(namespace, r))
 }
 
 pub(crate) fn json_string(s: &str) -> String {

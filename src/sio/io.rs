@@ -22,7 +22,9 @@ use bytes::Bytes;
 use crate::engineio::sid::Sid;
 use crate::fabric::{Broadcast, Fabric, Inbound};
 
-use super::cx::{ACK, EVENT, broadcast_frames, json_string, room_key, sendable_event_name};
+use super::cx::{
+    ACK, EVENT, broadcast_frames, json_string, room_key, room_keys, sendable_event_name,
+};
 use super::registry::ConnectError;
 
 /// How long an `Io` call waits for room in a full inbox before giving up.
@@ -150,25 +152,13 @@ impl IoOperator<'_> {
     /// Only to the members of `rooms` (a socket id is a room too). Empty names are
     /// no room.
     pub fn to(mut self, rooms: &[&str]) -> Self {
-        let namespace = &self.namespace;
-        self.rooms.extend(
-            rooms
-                .iter()
-                .filter(|r| !r.is_empty())
-                .map(|r| room_key(namespace, r)),
-        );
+        self.rooms.extend(room_keys(&self.namespace, rooms));
         self
     }
 
     /// Not to the members of `rooms`.
     pub fn except(mut self, rooms: &[&str]) -> Self {
-        let namespace = &self.namespace;
-        self.except.extend(
-            rooms
-                .iter()
-                .filter(|r| !r.is_empty())
-                .map(|r| room_key(namespace, r)),
-        );
+        self.except.extend(room_keys(&self.namespace, rooms));
         self
     }
 

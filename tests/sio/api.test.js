@@ -9,6 +9,7 @@
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
 const { io } = require("socket.io-client");
+const { once, outcome, ack } = require("./helpers");
 
 const URL = process.env.THRONG_URL;
 if (!URL) throw new Error("THRONG_URL is not set");
@@ -32,40 +33,8 @@ function client(nsp, transport, opts = {}) {
   return socket;
 }
 
-function once(emitter, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${event} within ${ms} ms`)), ms);
-    emitter.once(event, (...args) => {
-      clearTimeout(timer);
-      resolve(args);
-    });
-  });
-}
 
-/// Resolves with "connect" or the connect_error, whichever comes first.
-function outcome(socket) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("no connect or connect_error")), 5000);
-    socket.once("connect", () => {
-      clearTimeout(timer);
-      resolve("connect");
-    });
-    socket.once("connect_error", (err) => {
-      clearTimeout(timer);
-      resolve(err);
-    });
-  });
-}
 
-function ack(socket, ...args) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ack for ${args[0]}`)), 5000);
-    socket.emit(...args, (...reply) => {
-      clearTimeout(timer);
-      resolve(reply);
-    });
-  });
-}
 
 test.afterEach(() => {
   while (sockets.length) sockets.pop().disconnect();

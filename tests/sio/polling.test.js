@@ -15,6 +15,7 @@ const { test } = require("node:test");
 const assert = require("node:assert/strict");
 const http = require("node:http");
 const { io } = require("socket.io-client");
+const { once, ack, maybe } = require("./helpers");
 const { Fetch, NodeXHR, NodeWebSocket } = require("engine.io-client");
 
 const URL = process.env.THRONG_URL;
@@ -34,15 +35,6 @@ function client(nsp = "/", opts = {}) {
   return socket;
 }
 
-function once(emitter, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${event} within ${ms} ms`)), ms);
-    emitter.once(event, (...args) => {
-      clearTimeout(timer);
-      resolve(args);
-    });
-  });
-}
 
 async function connected(nsp, opts) {
   const socket = client(nsp, opts);
@@ -50,26 +42,7 @@ async function connected(nsp, opts) {
   return socket;
 }
 
-function ack(socket, ...args) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ack for ${args[0]}`)), 5000);
-    socket.emit(...args, (...reply) => {
-      clearTimeout(timer);
-      resolve(reply);
-    });
-  });
-}
 
-/// Resolves with what `socket` gets as `event` within `ms`, or null.
-function maybe(socket, event, ms = 300) {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(null), ms);
-    socket.once(event, (...args) => {
-      clearTimeout(timer);
-      resolve(args);
-    });
-  });
-}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

@@ -1,0 +1,52 @@
+// Waiting helpers shared by the official-client suites: every wait is bounded.
+"use strict";
+
+/// Resolves with the arguments of the next `event` on `emitter`, or rejects after `ms`.
+function once(emitter, event, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} within ${ms} ms`)), ms);
+    emitter.once(event, (...args) => {
+      clearTimeout(timer);
+      resolve(args);
+    });
+  });
+}
+
+/// Emits `args` with an ack callback; resolves with the reply, rejects after 5 s.
+function ack(socket, ...args) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ack for ${args[0]}`)), 5000);
+    socket.emit(...args, (...reply) => {
+      clearTimeout(timer);
+      resolve(reply);
+    });
+  });
+}
+
+/// Resolves with what `socket` gets as `event` within `ms`, or null.
+function maybe(socket, event, ms = 300) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(null), ms);
+    socket.once(event, (...args) => {
+      clearTimeout(timer);
+      resolve(args);
+    });
+  });
+}
+
+/// Resolves with "connect" or the connect_error, whichever comes first.
+function outcome(socket, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no connect or connect_error")), ms);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      resolve("connect");
+    });
+    socket.once("connect_error", (err) => {
+      clearTimeout(timer);
+      resolve(err);
+    });
+  });
+}
+
+module.exports = { once, ack, maybe, outcome };
