@@ -46,7 +46,7 @@ fn registry() -> Registry {
 }
 
 fn raw<'e>(ev: &'e Event<'_>, from: usize) -> Vec<&'e [u8]> {
-    ev.elements
+    ev.elements()
         .iter()
         .skip(from)
         .map(|v| v.get().as_bytes())
@@ -90,26 +90,26 @@ fn events(ns: Namespace) -> Namespace {
     })
     .on("to-room", |cx, ev| {
         if let Some(room) = ev.arg_str(0)
-            && ev.elements.len() > 2
+            && ev.elements().len() > 2
         {
             cx.to(&[&room]).emit_elements(&raw(ev, 2), ev.attachments);
         }
         cx.ack(ev, &[], &[]);
     })
     .on("broadcast", |cx, ev| {
-        if ev.elements.len() > 1 {
+        if ev.elements().len() > 1 {
             cx.broadcast().emit_elements(&raw(ev, 1), ev.attachments);
         }
         cx.ack(ev, &[], &[]);
     })
     .on("to-all", |cx, ev| {
-        if ev.elements.len() > 1 {
+        if ev.elements().len() > 1 {
             cx.to_all().emit_elements(&raw(ev, 1), ev.attachments);
         }
         cx.ack(ev, &[], &[]);
     })
     .on("ask", |cx, ev| {
-        let (Some(asked), true) = (ev.ack, ev.elements.len() > 1) else {
+        let (Some(asked), true) = (ev.ack, ev.elements().len() > 1) else {
             return;
         };
         cx.emit_with_ack(

@@ -32,7 +32,7 @@ const INLINE_ARGS: usize = 8;
 /// Calls `f` with the event's array elements from `from` on, raw JSON, gathered on the
 /// stack when there are at most [`INLINE_ARGS`].
 fn with_raw<R>(ev: &Event<'_>, from: usize, f: impl FnOnce(&mut [&[u8]]) -> R) -> R {
-    let rest = ev.elements.get(from..).unwrap_or_default();
+    let rest = ev.elements().get(from..).unwrap_or_default();
     if rest.len() <= INLINE_ARGS {
         let mut buf: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
         for (slot, v) in buf.iter_mut().zip(rest) {

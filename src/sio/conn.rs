@@ -27,7 +27,7 @@ use crate::worker::{Conns, Outbox};
 use crate::ws::CloseCode;
 
 use super::Config;
-use super::cx::{AckReply, Cx, Ending, Event, Socket, room_key};
+use super::cx::{AckReply, Cx, Elements, Ending, Event, Socket, room_key};
 use super::io::PendingConnect;
 use super::registry::{ConnectError, Handshake, Registry};
 
@@ -228,7 +228,7 @@ impl ConnState {
                 let (Some(event), Some(elements)) = (
                     p.event.as_ref(),
                     p.payload
-                        .and_then(|j| serde_json::from_slice::<Vec<&RawValue>>(j).ok()),
+                        .and_then(|j| serde_json::from_slice::<Elements<'_>>(j).ok()),
                 ) else {
                     return fail(out, "invalid event payload");
                 };

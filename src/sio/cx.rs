@@ -28,14 +28,26 @@ pub struct Event<'a> {
     /// The event name (first array element), unescaped; a number's text if numeric.
     /// Borrowed from the read buffer unless it had escapes.
     pub name: Cow<'a, str>,
-    /// Every element of the array, the name included, as raw JSON.
-    pub elements: Vec<&'a RawValue>,
+    /// Every element of the array, the name included, as raw JSON (up to
+    /// `INLINE_ELEMENTS` without a heap allocation).
+    pub(crate) elements: Elements<'a>,
     /// The client asked for an ack with this id.
     pub ack: Option<u64>,
     pub attachments: &'a [Bytes],
 }
 
+/// Elements of an event array held inline: an echo's dispatch allocates nothing.
+pub(crate) const INLINE_ELEMENTS: usize = 8;
+
+/// An event's array elements, raw JSON.
+pub(crate) type Elements<'a> = smallvec::SmallVec<[&'a RawValue; INLINE_ELEMENTS]>;
+
 impl<'a> Event<'a> {
+    /// Every element of the array, the name included, as raw JSON.
+    pub fn elements(&self) -> &[&'a RawValue] {
+        &self.elements
+    }
+
     /// The arguments after the name, raw JSON.
     pub fn args(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
         self.elements.iter().skip(1).map(|v| v.get().as_bytes())
@@ -585,8 +597,7 @@ mod tests {
 
     #[test]
     fn typed_arguments_both_ways() {
-        let elements: Vec<&RawValue> =
-            serde_json::from_str(r#"["say","hi",{"n":2},[1,2]]"#).unwrap();
+        let elements: Elements<'_> = serde_json::from_str(r#"["say","hi",{"n":2},[1,2]]"#).unwrap();
         let ev = Event {
             name: "say".into(),
             elements,
