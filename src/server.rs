@@ -70,6 +70,9 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
             .max_message
             .min(crate::sio::Config::default().max_payload);
     }
+    if matches!(config.app, AppKind::Conformance | AppKind::SioShootout) {
+        cap_socketio_workers(&mut config);
+    }
     match config.app {
         AppKind::Echo => run(config, max_connections, |_| Echo),
         AppKind::Shootout => run(config, max_connections, |_| Shootout),
@@ -96,10 +99,25 @@ pub fn serve_socketio(
         config.cors_credentials,
     ));
     config.limits.max_message = config.limits.max_message.min(settings.max_payload);
+    cap_socketio_workers(&mut config);
     let app = Arc::new(app);
     run(config, None, |index| {
         crate::sio::Server::new(settings, Arc::clone(&app), index).with_cors(Arc::clone(&cors))
     })
+}
+
+/// A Socket.IO session's sid names its worker in one of 64 characters: more workers
+/// could not be told apart, so a Socket.IO server runs at most 64.
+fn cap_socketio_workers(config: &mut Config) {
+    let max = crate::sio::MAX_WORKERS;
+    if config.workers > max {
+        tracing::warn!(
+            requested = config.workers,
+            "a Socket.IO server runs at most {max} workers (a sid names its worker in one \
+             character): using {max}"
+        );
+        config.workers = max;
+    }
 }
 
 /// Binds, sizes and starts one worker per core with `make_app(index)`, then waits.

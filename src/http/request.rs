@@ -135,20 +135,41 @@ impl<'a> Request<'a> {
     }
 }
 
+/// Chunks one body may have (more: `TooLarge`): bounds the work of each look at a
+/// body still arriving, whatever the chunk sizes.
+pub const MAX_CHUNKS: usize = 16_384;
+
 /// A chunked body at the front of `buf` (after the head): `Ok(Some((body, used)))` once
 /// the last chunk and the trailers are in, `Ok(None)` if more bytes are needed. `Err`
-/// when it is malformed, or holds more than `limit` bytes of data (`too_large`: 413).
+/// when it is malformed, or holds more than `limit` bytes of data or `MAX_CHUNKS`
+/// chunks (`TooLarge`: 413). Nothing is copied until the body is complete, so looking
+/// again after each read costs a walk over the chunk headers only.
 pub fn decode_chunked(buf: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize)>, ChunkError> {
-    let mut body = Vec::new();
+    let Some((len, used)) = walk_chunks(buf, limit, |_| {})? else {
+        return Ok(None);
+    };
+    let mut body = Vec::with_capacity(len);
+    walk_chunks(buf, limit, |data| body.extend_from_slice(data))?;
+    Ok(Some((body, used)))
+}
+
+/// Walks the chunks at the front of `buf`, giving each one's data to `each`:
+/// `Some((body length, bytes used))` when complete.
+fn walk_chunks(
+    buf: &[u8],
+    limit: usize,
+    mut each: impl FnMut(&[u8]),
+) -> Result<Option<(usize, usize)>, ChunkError> {
+    let mut len = 0usize;
     let mut at = 0;
-    loop {
+    for _ in 0..=MAX_CHUNKS {
         let (start, size) = match httparse::parse_chunk_size(&buf[at..]) {
             Ok(httparse::Status::Complete((n, size))) => (at + n, size),
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(_) => return Err(ChunkError::Malformed),
         };
         let size = usize::try_from(size).map_err(|_| ChunkError::TooLarge)?;
-        if body.len().saturating_add(size) > limit {
+        if len.saturating_add(size) > limit {
             return Err(ChunkError::TooLarge);
         }
         if size == 0 {
@@ -163,7 +184,7 @@ pub fn decode_chunked(buf: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize
                     };
                 };
                 if end == 0 {
-                    return Ok(Some((body, line + 2)));
+                    return Ok(Some((len, line + 2)));
                 }
                 line += end + 2;
             }
@@ -175,9 +196,11 @@ pub fn decode_chunked(buf: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize
         if &buf[end..end + 2] != b"\r\n" {
             return Err(ChunkError::Malformed);
         }
-        body.extend_from_slice(&buf[start..end]);
+        each(&buf[start..end]);
+        len += size;
         at = end + 2;
     }
+    Err(ChunkError::TooLarge)
 }
 
 /// Why a chunked body was refused.
@@ -216,6 +239,19 @@ mod tests {
         assert_eq!(decode_chunked(b"zz\r\n", 100), Err(ChunkError::Malformed));
         assert_eq!(
             decode_chunked(b"ffffffffffffffff\r\n", 100),
+            Err(ChunkError::TooLarge)
+        );
+        // Many tiny chunks: bounded in count, whatever the byte limit.
+        let mut tiny = b"1\r\na\r\n".repeat(MAX_CHUNKS);
+        tiny.extend_from_slice(b"0\r\n\r\n");
+        assert_eq!(
+            decode_chunked(&tiny, usize::MAX).map(|r| r.map(|(b, _)| b.len())),
+            Ok(Some(MAX_CHUNKS))
+        );
+        let mut too_many = b"1\r\na\r\n".repeat(MAX_CHUNKS + 1);
+        too_many.extend_from_slice(b"0\r\n\r\n");
+        assert_eq!(
+            decode_chunked(&too_many, usize::MAX),
             Err(ChunkError::TooLarge)
         );
     }

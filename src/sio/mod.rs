@@ -48,6 +48,9 @@ pub use registry::{ConnectError, Handshake, Namespace, Registry};
 
 use conn::ConnState;
 
+/// Workers a Socket.IO server can run: a sid names its worker in one character.
+pub use crate::engineio::sid::MAX_WORKERS;
+
 /// The path Socket.IO is served at.
 pub const PATH: &str = "/socket.io/";
 
@@ -171,12 +174,8 @@ impl Server {
         if self.random.len() < n {
             let mut fresh = vec![0u8; 4096];
             if crate::runtime::system::random_bytes(&mut fresh).is_err() {
-                tracing::error!("getrandom failed; ids fall back to the clock");
-                let t = Instant::now().elapsed().as_nanos().to_le_bytes();
-                fresh
-                    .iter_mut()
-                    .zip(t.iter().cycle())
-                    .for_each(|(b, t)| *b ^= t);
+                tracing::error!("getrandom failed: ids come from the clock (guessable)");
+                clock_bytes(&mut fresh);
             }
             self.random.extend_from_slice(&fresh);
         }
@@ -206,6 +205,25 @@ impl Server {
                 .max(self.config.max_payload.saturating_add(64 << 10)),
             ..session::Config::default()
         }
+    }
+}
+
+/// Fills `buf` from the wall clock and a counter through splitmix64: distinct ids when
+/// the kernel's generator fails (never seen on Linux), but not unpredictable ones.
+fn clock_bytes(buf: &mut [u8]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut state = nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(32);
+    for chunk in buf.chunks_mut(8) {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
     }
 }
 

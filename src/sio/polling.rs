@@ -345,6 +345,13 @@ impl Server {
         else {
             return;
         };
+        let on_polling = self
+            .state(key)
+            .is_some_and(|s| s.polling.is_some() && s.session.transport() == Transport::Polling);
+        if !on_polling {
+            // A WebSocket session's sid: the whole request gets its 400 (code 3).
+            return;
+        }
         if self.posting.values().any(|&k| k == key) {
             return self.overlapping_post(conns, id, key);
         }
@@ -494,6 +501,11 @@ impl Server {
             return;
         };
         self.disconnect_sockets(conns, key, &mut state);
+        if let Some(sid) = state.ws_sid
+            && self.sids.get(&sid) == Some(&key)
+        {
+            self.sids.remove(&sid);
+        }
         if let Some(polling) = state.polling {
             if !polling.upgraded {
                 self.polling_sessions = self.polling_sessions.saturating_sub(1);

@@ -357,36 +357,57 @@ impl<A: App> Core<A> {
     /// Bytes for a connection in `Handshake`: request heads (and bodies), one request
     /// after another while the connection is kept alive.
     fn on_handshake_bytes(&mut self, id: ConnId, input: &mut [u8]) {
+        let now = self.now;
+        let request_ticks = ticks(self.limits.handshake_timeout);
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
         let Phase::Handshake(head) = &mut conn.phase else {
             return;
         };
-        let mut owned;
-        let buf: &mut [u8] = if head.is_empty() {
-            input
-        } else {
+        let mut owned = Vec::new();
+        let from_head = !head.is_empty();
+        if !from_head {
+            // The first bytes of a request: it has the whole handshake timeout (a
+            // kept-alive connection's deadline was set when its last answer went out).
+            conn.deadline = now + request_ticks;
+        }
+        let buf: &mut [u8] = if from_head {
             head.extend_from_slice(input);
             owned = std::mem::take(head);
             &mut owned
+        } else {
+            input
         };
         let mut start = 0;
+        let mut incomplete = false;
         while start < buf.len() {
             match self.on_request(id, &mut buf[start..]) {
                 Step::Next(used) => start += used,
                 Step::Incomplete => {
-                    // Keep the partial request (bounded by the head and body limits).
-                    if let Some(conn) = self.conn_mut(id)
-                        && let Phase::Handshake(head) = &mut conn.phase
-                    {
-                        head.clear();
-                        head.extend_from_slice(&buf[start..]);
-                    }
-                    return;
+                    incomplete = true;
+                    break;
                 }
                 Step::Done => return,
             }
+        }
+        if !incomplete {
+            return;
+        }
+        // Keep the partial request (bounded by the head and body limits), without
+        // copying what was already kept.
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        let Phase::Handshake(head) = &mut conn.phase else {
+            return;
+        };
+        if from_head {
+            owned.drain(..start);
+            *head = owned;
+        } else {
+            head.clear();
+            head.extend_from_slice(&input[start..]);
         }
     }
 
@@ -441,8 +462,10 @@ impl<A: App> Core<A> {
         {
             // The session lives on `owner`: the socket and everything read so far go
             // there at the flush, and this worker reads no more from it.
+            let deadline = self.now + ticks(self.limits.close_timeout);
             if let Some(conn) = self.conn_mut(id) {
                 conn.phase = Phase::Moving;
+                conn.deadline = deadline;
                 self.moving.push((id, owner, buf.to_vec()));
             }
             return Step::Done;
@@ -496,10 +519,13 @@ impl<A: App> Core<A> {
 
     /// The body of `req` is still arriving: the app hears of the request once.
     fn body_pending(&mut self, id: ConnId, req: &Request<'_>) -> Step {
+        let body_deadline = self.now + ticks(self.limits.idle_timeout);
         if let Some(conn) = self.conn_mut(id)
             && !conn.has(BODY_PENDING)
         {
+            // A large body on a slow uplink: the idle timeout, once, for all of it.
             conn.set(BODY_PENDING, true);
+            conn.deadline = conn.deadline.max(body_deadline);
             self.app
                 .on_http_head(&mut Conns { hub: &mut self.hub }, id, req);
         }
@@ -530,6 +556,11 @@ impl<A: App> Core<A> {
         };
         let chunked;
         let (body, end): (&[u8], usize) = if req.is_chunked() {
+            // Chunk framing costs bytes too: bounded, or a client could keep sending
+            // extensions and padding that never add to the body.
+            if buf.len() - req.head_len > limit.saturating_mul(2).saturating_add(64 << 10) {
+                return too_large(self);
+            }
             match decode_chunked(&buf[req.head_len..], limit) {
                 Ok(Some((body, used))) => {
                     chunked = body;
@@ -782,8 +813,10 @@ impl<A: App> Core<A> {
                     self.hub.metrics.closed(CloseReason::IdleTimeout).inc();
                     self.begin_close(slot, CloseCode::GOING_AWAY, "idle timeout");
                 }
-                Phase::Closing(_) | Phase::Linger | Phase::Held => self.doomed.push(id),
-                Phase::Moving => {}
+                // A moving connection whose earlier answers the peer never read.
+                Phase::Closing(_) | Phase::Linger | Phase::Held | Phase::Moving => {
+                    self.doomed.push(id)
+                }
             }
         }
         let grace = ticks(self.limits.slow_consumer_grace);
@@ -891,9 +924,6 @@ impl<A: App> Core<A> {
         for id in std::mem::take(&mut self.hub.slow) {
             self.close_slow(id);
         }
-        for (id, owner, bytes) in std::mem::take(&mut self.moving) {
-            self.hand_over(driver, id, owner, bytes);
-        }
         if self.hub.push_backlog_and_notify() && !self.hub.fabric_paused.is_empty() {
             for id in std::mem::take(&mut self.hub.fabric_paused) {
                 if let Some(conn) = self.conn_mut(id) {
@@ -954,6 +984,24 @@ impl<A: App> Core<A> {
         for id in std::mem::take(&mut self.doomed) {
             self.release(driver, id);
         }
+        // After the writes: a connection with answers still unwritten (to requests
+        // before the one that moves it) waits until they are out.
+        if !self.moving.is_empty() {
+            let mut waiting = Vec::new();
+            for (id, owner, bytes) in std::mem::take(&mut self.moving) {
+                let Some(conn) = self.conn_mut(id) else {
+                    continue;
+                };
+                if conn.out.bytes() > 0 || self.hub.outgoing.has(id) {
+                    waiting.push((id, owner, bytes));
+                } else {
+                    self.hand_over(driver, id, owner, bytes);
+                }
+            }
+            self.moving = waiting;
+            // Wake the owners now, not at the next flush.
+            self.hub.push_backlog_and_notify();
+        }
         // Reclaim the cork's chunk now that its pieces are written (no allocation when
         // nothing still refers to it).
         self.hub.cork.reserve(CORK_BYTES);
@@ -980,6 +1028,11 @@ impl<A: App> Core<A> {
     /// Serves a connection another worker handed over, starting with the bytes it read.
     fn adopt<D: Driver>(&mut self, driver: &mut D, handover: Handover) {
         let Handover { stream, mut bytes } = handover;
+        if self.hub.conns.len() >= self.limits.max_connections_per_worker {
+            // Full: the peer sees its connection closed, as at accept.
+            self.hub.metrics.refused_at_capacity.inc();
+            return drop(stream);
+        }
         let generation = self.hub.next_id_generation();
         let deadline = self.now + ticks(self.limits.handshake_timeout);
         let slot = self.hub.conns.insert(Conn::new(generation, deadline));
