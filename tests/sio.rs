@@ -129,7 +129,7 @@ mod api {
     use std::thread;
     use std::time::Duration;
 
-    use throng::sio::{ConnectError, Cx, Event, Namespace, Registry};
+    use throng::sio::{Bin, ConnectError, Cx, Event, Namespace, Registry};
 
     fn where_am_i(cx: &mut Cx<'_, '_>, ev: &Event<'_>) {
         let ns = cx.namespace().to_string();
@@ -153,6 +153,18 @@ mod api {
                         thread::sleep(Duration::from_millis(10));
                         io.answer_ser(ack, &("done", n)).expect("answer");
                     });
+                })
+                .on("bin", |cx, ev| {
+                    // Binary at any depth of a Serialize tuple: attachments.
+                    let deep = serde_json::json!({ "n": 1 });
+                    cx.ack_ser(
+                        ev,
+                        &(
+                            Bin(bytes::Bytes::from_static(&[0, 1, 255])),
+                            deep,
+                            [Bin(bytes::Bytes::from_static(b"xyz"))],
+                        ),
+                    );
                 })
                 .on("subscribe", |cx, ev| {
                     cx.join("ticks");

@@ -89,19 +89,59 @@ impl<'a> Event<'a> {
     }
 }
 
+/// Binary data inside `emit_ser`/`ack_ser` arguments, at any depth: sent as an
+/// attachment (a `{"_placeholder":true,"num":i}` in the JSON), as the client's
+/// `ArrayBuffer`/`Buffer`. Outside those calls it serializes as a placeholder too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bin(pub Bytes);
+
+thread_local! {
+    /// The attachments of the arguments being serialized, in placeholder order.
+    static ATTACHMENTS: RefCell<Vec<Bytes>> = const { RefCell::new(Vec::new()) };
+}
+
+impl serde::Serialize for Bin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let num = ATTACHMENTS.with_borrow_mut(|a| {
+            a.push(self.0.clone());
+            a.len() - 1
+        });
+        let mut placeholder = s.serialize_struct("Placeholder", 2)?;
+        placeholder.serialize_field("_placeholder", &true)?;
+        placeholder.serialize_field("num", &num)?;
+        placeholder.end()
+    }
+}
+
+/// Arguments serialized: their JSON elements and the attachments their `Bin`s became.
+pub(crate) struct SerializedArgs {
+    pub items: Vec<Box<RawValue>>,
+    pub attachments: Vec<Bytes>,
+}
+
+impl SerializedArgs {
+    pub fn raw(&self) -> Vec<&[u8]> {
+        self.items.iter().map(|v| v.get().as_bytes()).collect()
+    }
+}
+
 /// The JSON elements of `args` (a `Serialize` tuple, or any value serializing to an
-/// array; another value is one argument), for `emit_ser`.
-pub(crate) fn serialize_args<T: serde::Serialize + ?Sized>(args: &T) -> Option<Vec<Box<RawValue>>> {
-    let value = serde_json::to_value(args).ok()?;
-    let items = match value {
+/// array; another value is one argument) and their attachments, for `emit_ser`.
+pub(crate) fn serialize_args<T: serde::Serialize + ?Sized>(args: &T) -> Option<SerializedArgs> {
+    ATTACHMENTS.with_borrow_mut(Vec::clear);
+    let value = serde_json::to_value(args);
+    let attachments = ATTACHMENTS.with_borrow_mut(std::mem::take);
+    let items = match value.ok()? {
         serde_json::Value::Array(items) => items,
         serde_json::Value::Null => Vec::new(),
         other => vec![other],
     };
-    items
+    let items = items
         .iter()
         .map(|v| serde_json::value::to_raw_value(v).ok())
-        .collect()
+        .collect::<Option<_>>()?;
+    Some(SerializedArgs { items, attachments })
 }
 
 /// An ack the server asked for: the client's reply, or none in time.
@@ -213,18 +253,16 @@ impl Cx<'_, '_> {
 
     /// Emits `name` with `args`, a `Serialize` tuple (`("hello", 42)`), to this socket.
     pub fn emit_ser<T: serde::Serialize + ?Sized>(&mut self, name: &str, args: &T) {
-        let Some(items) = serialize_args(args) else {
+        let Some(args) = serialize_args(args) else {
             return tracing::debug!("emit_ser: arguments do not serialize");
         };
-        let raw: Vec<&[u8]> = items.iter().map(|v| v.get().as_bytes()).collect();
-        self.emit(name, &raw, &[]);
+        self.emit(name, &args.raw(), &args.attachments);
     }
 
     /// Answers `ev`'s ack with `args`, a `Serialize` tuple; nothing if none was asked.
     pub fn ack_ser<T: serde::Serialize + ?Sized>(&mut self, ev: &Event<'_>, args: &T) {
-        if let Some(items) = serialize_args(args) {
-            let raw: Vec<&[u8]> = items.iter().map(|v| v.get().as_bytes()).collect();
-            self.ack(ev, &raw, &[]);
+        if let Some(args) = serialize_args(args) {
+            self.ack(ev, &args.raw(), &args.attachments);
         }
     }
 
@@ -406,11 +444,10 @@ impl Operator<'_, '_, '_> {
 
     /// Emits `name` with `args`, a `Serialize` tuple.
     pub fn emit_ser<T: serde::Serialize + ?Sized>(self, name: &str, args: &T) {
-        let Some(items) = serialize_args(args) else {
+        let Some(args) = serialize_args(args) else {
             return tracing::debug!("emit_ser: arguments do not serialize");
         };
-        let raw: Vec<&[u8]> = items.iter().map(|v| v.get().as_bytes()).collect();
-        self.emit(name, &raw, &[]);
+        self.emit(name, &args.raw(), &args.attachments);
     }
 
     /// Emits an event given as raw array elements (name first), encoded once. Not sent
@@ -611,8 +648,12 @@ mod tests {
         assert_eq!(ev.arg::<String>(0).as_deref(), Some("hi"));
         assert!(ev.args_as::<(u32,)>().is_none());
         assert_eq!(ev.raw_args(), vec![&b"\"hi\""[..], br#"{"n":2}"#, b"[1,2]"]);
-        let raw = |v: Option<Vec<Box<RawValue>>>| -> Vec<String> {
-            v.unwrap().iter().map(|r| r.get().to_string()).collect()
+        let raw = |v: Option<SerializedArgs>| -> Vec<String> {
+            v.unwrap()
+                .items
+                .iter()
+                .map(|r| r.get().to_string())
+                .collect()
         };
         assert_eq!(
             raw(serialize_args(&("a", 1, [true]))),
@@ -620,6 +661,23 @@ mod tests {
         );
         assert_eq!(raw(serialize_args(&())), Vec::<String>::new());
         assert_eq!(raw(serialize_args(&"one")), ["\"one\""]);
+        // Binary at any depth: placeholders numbered in order, attachments kept.
+        let bin = serialize_args(&(
+            Bin(Bytes::from_static(b"a")),
+            serde_json::json!({"k": [1]}),
+            [Bin(Bytes::from_static(b"b"))],
+        ))
+        .unwrap();
+        assert_eq!(
+            bin.raw(),
+            [
+                &br#"{"_placeholder":true,"num":0}"#[..],
+                br#"{"k":[1]}"#,
+                br#"[{"_placeholder":true,"num":1}]"#
+            ]
+        );
+        assert_eq!(bin.attachments, [&b"a"[..], b"b"]);
+        assert!(serialize_args(&()).unwrap().attachments.is_empty());
     }
 
     #[test]

@@ -101,9 +101,8 @@ impl Io {
         ack: Ack,
         args: &T,
     ) -> Result<(), IoError> {
-        let items = super::cx::serialize_args(args).ok_or(IoError::Unsendable)?;
-        let raw: Vec<&[u8]> = items.iter().map(|v| v.get().as_bytes()).collect();
-        self.answer(ack, &raw, &[])
+        let args = super::cx::serialize_args(args).ok_or(IoError::Unsendable)?;
+        self.answer(ack, &args.raw(), &args.attachments)
     }
 
     /// Posts one `Arc` of `msg` to every worker.
@@ -196,9 +195,8 @@ impl IoOperator<'_> {
         name: &str,
         args: &T,
     ) -> Result<(), IoError> {
-        let items = super::cx::serialize_args(args).ok_or(IoError::Unsendable)?;
-        let raw: Vec<&[u8]> = items.iter().map(|v| v.get().as_bytes()).collect();
-        self.emit(name, &raw, &[])
+        let args = super::cx::serialize_args(args).ok_or(IoError::Unsendable)?;
+        self.emit(name, &args.raw(), &args.attachments)
     }
 }
 

@@ -42,7 +42,7 @@ use crate::ws::{CloseCode, Payload};
 use bytes::Bytes;
 
 pub use cors::Cors;
-pub use cx::{AckReply, Cx, Event};
+pub use cx::{AckReply, Bin, Cx, Event};
 pub use io::{Ack, Io, IoError, PendingConnect};
 pub use registry::{ConnectError, Handshake, Namespace, Registry};
 

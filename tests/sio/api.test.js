@@ -90,6 +90,15 @@ for (const transport of Object.keys(TRANSPORTS)) {
     replies.forEach((r, i) => assert.deepEqual(r, ["done", i]));
   });
 
+  test(`${transport}: Bin values in a Serialize tuple arrive as binary, at any depth`, async () => {
+    const s = client("/", transport);
+    assert.equal(await outcome(s), "connect");
+    const [top, json, list] = await ack(s, "bin");
+    assert.deepEqual([...Buffer.from(top)], [0, 1, 255]);
+    assert.deepEqual(json, { n: 1 });
+    assert.equal(Buffer.from(list[0]).toString(), "xyz");
+  });
+
   test(`${transport}: Io emits from outside any handler, to a room and to one socket`, async () => {
     const s = client("/", transport);
     assert.equal(await outcome(s), "connect");
