@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Socket.IO benchmark: throng (`--app sio-shootout --workers 1`) against Node socket.io 4.8
 # (benches/peers/socketio/server.js, the same contract), same machine, same run, 127.0.0.1
-# only. Both speak Socket.IO v5 over Engine.IO v4, WebSocket transport, no compression,
-# namespace `/`: echo(P) comes back as echo(P) (or as the ack, when asked), broadcast(P)
+# only. Both speak Socket.IO v5 over Engine.IO v4, WebSocket transport (connect-polling:
+# HTTP long-polling), no compression, namespace `/`: echo(P) comes back as echo(P) (or as the ack, when asked), broadcast(P)
 # goes to every socket, then broadcastResult(P) to the sender.
 #
 # Each server is pinned to core 0 (SERVER_CORE), one worker (node: its one JS thread), and
@@ -22,8 +22,13 @@
 #              (open packet, CONNECT, `40{"sid":..}`): connects/s, and the server's RSS
 #              growth per idle Socket.IO connection (kernel slab per connection too, both
 #              loopback ends, machine-wide).
-# Idle HTTP long-polling sessions are not measured: this throng serves the WebSocket
-# transport only.
+#   connect-polling: `throng bench connect --transport polling`: POLL_SESSIONS idle
+#              Engine.IO long-polling sessions, each on one keep-alive TCP connection
+#              (handshake GET, POST `40`, GET the `40{"sid":..}`, then one GET always held
+#              by the server; pings answered by POSTing `3`): the server's RSS growth per
+#              idle polling session. The Node peer is WebSocket-only by design; for this
+#              scenario alone it is started with SIO_POLLING=1 (transports polling and
+#              websocket, Node's default).
 # For each: the server's own CPU use (from /proc, over the whole run), and a final table of
 # throng / node ratios, all measured in this run. JSON lines (the generator's fields +
 # "server" + "scenario" + "server_cpu_percent" + "generator_exit" + "loadavg_1m") go to
@@ -31,13 +36,13 @@
 #
 # Env: SECS (echo and fanout measured seconds, default 10), WARMUP (default 2),
 #      SERVERS (default "throng node-socketio"), SCENARIOS (default "echo broadcast fanout
-#      connect"), ECHO (default "100:1 100:8 1000:1 100:8:ack"), SIZE (echo payload bytes,
+#      connect connect-polling"), ECHO (default "100:1 100:8 1000:1 100:8:ack"), SIZE (echo payload bytes,
 #      default 64), GEN_THREADS (default 1), SOURCES (default 4), SERVER_CORE, CLIENT_CORE,
 #      NO_BUILD=1; broadcast: STEP (default 500: Node socket.io holds fewer than 1,000
 #      clients within the limit here), MAX_CLIENTS (default 19000, the open-file
 #      limit here is 20,000 per process), CONCURRENT (4), PADDING (200), LIMIT_PERCENTILE
 #      (95), LIMIT_RTT_MS (100); fanout: SUBSCRIBERS (default 1000); connect: CONNS
-#      (default 10000).
+#      (default 10000); connect-polling: POLL_SESSIONS (default 2000, one socket each).
 set -Eeuo pipefail
 # shellcheck disable=SC2034 # read by lib/bench-common.sh's start_server
 THRONG_APP=sio-shootout
@@ -50,7 +55,7 @@ SIZE=${SIZE:-64}
 GEN_THREADS=${GEN_THREADS:-1}
 SOURCES=${SOURCES:-4}
 SERVERS=${SERVERS:-"throng node-socketio"}
-SCENARIOS=${SCENARIOS:-"echo broadcast fanout connect"}
+SCENARIOS=${SCENARIOS:-"echo broadcast fanout connect connect-polling"}
 ECHO=${ECHO:-"100:1 100:8 1000:1 100:8:ack"}
 STEP=${STEP:-500}
 MAX_CLIENTS=${MAX_CLIENTS:-19000}
@@ -60,6 +65,7 @@ LIMIT_PERCENTILE=${LIMIT_PERCENTILE:-95}
 LIMIT_RTT_MS=${LIMIT_RTT_MS:-100}
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
 CONNS=${CONNS:-10000}
+POLL_SESSIONS=${POLL_SESSIONS:-2000}
 
 for server in $SERVERS; do
   case $server in
@@ -69,8 +75,8 @@ for server in $SERVERS; do
 done
 for sc in $SCENARIOS; do
   case $sc in
-    echo | broadcast | fanout | connect) ;;
-    *) die "unknown scenario '$sc' (echo, broadcast, fanout, connect)" ;;
+    echo | broadcast | fanout | connect | connect-polling) ;;
+    *) die "unknown scenario '$sc' (echo, broadcast, fanout, connect, connect-polling)" ;;
   esac
 done
 for e in $ECHO; do
@@ -86,11 +92,17 @@ esac
 raise_fd_limit
 most=$CONNS
 case " $SCENARIOS " in *" broadcast "*) [ "$MAX_CLIENTS" -gt "$most" ] && most=$MAX_CLIENTS ;; esac
+case " $SCENARIOS " in *" connect-polling "*) [ "$POLL_SESSIONS" -gt "$most" ] && most=$POLL_SESSIONS ;; esac
 [ "$most" -le $(($(ulimit -n) - 100)) ] ||
   die "$most clients do not fit the open-file limit $(ulimit -n) (server and generator each hold one socket per client)"
 build_all $SERVERS
 "$THRONG" bench echo --help 2>/dev/null | grep -q -- '--proto' ||
   die "this throng has no 'bench --proto socketio'"
+case " $SCENARIOS " in *" connect-polling "*)
+  "$THRONG" bench connect --help 2>/dev/null | grep -q -- '--transport' ||
+    die "this throng has no 'bench connect --transport polling'"
+  ;;
+esac
 out="$BENCH_OUT/sio-$(date +%Y%m%dT%H%M%S).jsonl"
 run_out=$(mktemp)
 TMP_FILES+=("$run_out")
@@ -150,7 +162,7 @@ run_scenario() {
 }
 
 say "kernel $(uname -r), $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg) (other work on these cores skews the figures); servers on core $SERVER_CORE, generator on core $CLIENT_CORE"
-say "scenarios: $SCENARIOS; echo (conns:inflight[:ack]) $ECHO, $SIZE B, ${WARMUP}s warmup + ${SECS}s; broadcast: +$STEP up to $MAX_CLIENTS, p$LIMIT_PERCENTILE <= $LIMIT_RTT_MS ms; fanout: $SUBSCRIBERS subscribers; connect: $CONNS idle connections"
+say "scenarios: $SCENARIOS; echo (conns:inflight[:ack]) $ECHO, $SIZE B, ${WARMUP}s warmup + ${SECS}s; broadcast: +$STEP up to $MAX_CLIENTS, p$LIMIT_PERCENTILE <= $LIMIT_RTT_MS ms; fanout: $SUBSCRIBERS subscribers; connect: $CONNS idle connections; connect-polling: $POLL_SESSIONS idle polling sessions"
 tck=$(getconf CLK_TCK)
 tcp_baseline=$(tcp_inuse)
 common=(--proto socketio --sources "$SOURCES")
@@ -183,6 +195,14 @@ for server in $SERVERS; do
       connect)
         run_scenario "$server" connect "$CONNS idle connections" "" \
           bench connect --url @URL "${common[@]}" --conns "$CONNS" --server-pid @PID --hold 1
+        ;;
+      connect-polling)
+        # SIO_POLLING=1 reaches the server's environment (start_server, inside
+        # run_scenario): the Node peer then allows polling; throng ignores it.
+        SIO_POLLING=1 run_scenario "$server" connect-polling \
+          "$POLL_SESSIONS idle polling sessions" "" \
+          bench connect --url @URL "${common[@]}" --transport polling \
+          --conns "$POLL_SESSIONS" --server-pid @PID --hold 1
         ;;
     esac
   done
@@ -247,6 +267,17 @@ for r in rows:
         print(f'{label:<36}{s:<15}{d:>12.0f}{r["p99_us"]:>10}{r["server_cpu_percent"]:>10}'
               f'{fmt(per_cpu(d, r)):>12}{r["cpu_percent"]:>10.0f}{r["loadavg_1m"]:>6.1f}  '
               f'{flags(r, "lost", "duplicates", "out_of_order", "unexpected", "missing_acks", "connect_failed", "connections_lost", "error")}')
+    elif mode == "connect" and r.get("transport") == "polling":
+        label = f'connect {r["conns_requested"]} polling idle'
+        put("polling sessions opened/s", s, r["connects_per_sec"])
+        put("RSS per idle polling session (B)", s, r.get("rss_per_conn_bytes"), True)
+        put("kernel slab per polling session (B, both ends)", s,
+            r.get("kernel_slab_per_conn_bytes"), True)
+        print(f'{label:<36}{s:<15}{str(r["conns_held"]) + " held":>12}{"":>10}'
+              f'{r["server_cpu_percent"]:>10}{"":>12}{r["cpu_percent"]:>10.0f}'
+              f'{r["loadavg_1m"]:>6.1f}  {fmt(r["connects_per_sec"])} sessions/s, RSS '
+              f'{fmt(r.get("rss_per_conn_bytes"))} B/session, slab '
+              f'{fmt(r.get("kernel_slab_per_conn_bytes"))} B/session {flags(r, "failed")}')
     elif mode == "connect":
         label = f'connect {r["conns_requested"]} idle'
         put("connects/s", s, r["connects_per_sec"])

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use super::fleet::{CONNECT_TIMEOUT, Counts};
 use super::report::{CpuMeter, parse_target};
-use super::sio::ClientProto;
+use super::sio::{ClientProto, Transport, check_transport};
 use receivers::{Cmd, Progress, Receivers, Reply, Tally};
 use senders::{RESULT_TIMEOUT, SenderState, Senders};
 
@@ -87,6 +87,9 @@ pub struct BroadcastArgs {
     /// client, `42["broadcastResult",X]` to the sender).
     #[arg(long, value_enum, default_value = "ws")]
     pub proto: ClientProto,
+    /// Socket.IO transport: `websocket` only here (`polling`: `bench connect` only).
+    #[arg(long, value_enum, default_value = "websocket")]
+    pub transport: Transport,
 }
 
 /// RTT figures of one step, in microseconds.
@@ -204,6 +207,7 @@ fn check(args: &BroadcastArgs) -> Result<usize, String> {
 /// Runs the steps, reports each and the result. `Ok(false)` when a delivery was
 /// missing, extra or unexpected, a connection failed, or no step was measured.
 pub fn run(args: &BroadcastArgs) -> Result<bool, String> {
+    check_transport("broadcast", args.proto, args.transport)?;
     let target = parse_target(&args.url)?.speaking(args.proto);
     let max_clients = check(args)?;
     let run_cpu = CpuMeter::start();

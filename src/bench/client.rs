@@ -103,22 +103,7 @@ impl Client {
         source: Option<SocketAddr>,
         rng: &mut XorShift,
     ) -> io::Result<Client> {
-        let domain = socket2::Domain::for_address(target.addr);
-        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
-        socket.set_nonblocking(true)?;
-        socket.set_tcp_nodelay(true)?;
-        if let Some(src) = source {
-            if src.port() == 0 {
-                bind_address_no_port(&socket)?;
-            }
-            socket.bind(&src.into())?;
-        }
-        match socket.connect(&target.addr.into()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(e),
-        }
-        let stream = TcpStream::from_std(socket.into());
+        let stream = open_socket(target.addr, source)?;
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&rng.next().to_le_bytes());
         nonce[8..].copy_from_slice(&rng.next().to_le_bytes());
@@ -162,20 +147,7 @@ impl Client {
     /// Writes what the kernel takes, in one `write` when it takes it all. `Err` on a
     /// broken connection.
     pub fn flush(&mut self) -> io::Result<()> {
-        let mut written = 0;
-        while written < self.out.len() {
-            match self.stream.write(&self.out[written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // The connect has not finished yet: try again on the writable event.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
-                Err(e) => return Err(e),
-            }
-        }
-        self.out.drain(..written);
-        Ok(())
+        flush_out(&mut self.stream, &mut self.out)
     }
 
     /// Reads everything available through `scratch`, completing the handshake first and
@@ -244,6 +216,45 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Starts a non-blocking connect to `addr` (from `source` when given), without Nagle.
+pub fn open_socket(addr: SocketAddr, source: Option<SocketAddr>) -> io::Result<TcpStream> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(src) = source {
+        if src.port() == 0 {
+            bind_address_no_port(&socket)?;
+        }
+        socket.bind(&src.into())?;
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Writes what the kernel takes of `out` to `stream` and drops it from `out`; what is
+/// refused stays for the next writable event. `Err` on a broken connection.
+pub fn flush_out(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+    let mut written = 0;
+    while written < out.len() {
+        match stream.write(&out[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The connect has not finished yet: try again on the writable event.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
+            Err(e) => return Err(e),
+        }
+    }
+    out.drain(..written);
+    Ok(())
 }
 
 /// Passes messages on to the caller's visitor and answers pings itself; over Socket.IO
@@ -473,11 +484,20 @@ impl Dialer {
 
     /// Starts the next connect. A failure to even start counts as started, not in progress.
     pub fn dial(&mut self, rng: &mut XorShift) -> io::Result<Client> {
+        self.dial_with(|target, source| Client::connect(target, source, rng))
+    }
+
+    /// Starts the next connection with `open` (given the target and the source address
+    /// to use), counted as [`Dialer::dial`] counts.
+    pub fn dial_with<T>(
+        &mut self,
+        open: impl FnOnce(&Target, Option<SocketAddr>) -> io::Result<T>,
+    ) -> io::Result<T> {
         let source = source_for(self.started, self.sources, self.target.addr);
         self.started += 1;
-        let client = Client::connect(&self.target, source, rng)?;
+        let opened = open(&self.target, source)?;
         self.in_progress += 1;
-        Ok(client)
+        Ok(opened)
     }
 }
 

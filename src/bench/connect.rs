@@ -12,19 +12,29 @@
 //! `/` (open packet read, CONNECT answered), so the figures are per idle Socket.IO
 //! connection; the server's Engine.IO pings are answered while the connections are held.
 //!
+//! With `--transport polling` (`--proto socketio` only) each of the N is an idle
+//! Engine.IO long-polling session instead ([`PollSession`]): one keep-alive TCP
+//! connection whose GET the server holds, held once the CONNECT answer arrived and the
+//! next GET was sent; pings are answered (POST `3`, GET again), and a held GET the
+//! server leaves unanswered past pingInterval + pingTimeout fails its session. The
+//! figures are then per idle polling session.
+//!
 //! Invariants: N stays under this machine's open-file limit ([`MAX_CONNS`]); the slab
 //! figure is machine-wide, so on loopback it covers both ends of each connection (and
 //! anything else the machine did meanwhile).
 
 use std::io;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::client::{Client, Dialer, Ignore, Phase, XorShift};
+use super::polling::PollSession;
 use super::report::{CpuMeter, Target, parse_target, per_conn_bytes, rss_kb, slab_kb};
-use super::sio::ClientProto;
+use super::sio::{ClientProto, Transport, check_transport};
 
 /// Connections one generator process can hold under this machine's 20,000 fd limit.
 pub const MAX_CONNS: usize = 19_900;
@@ -64,21 +74,86 @@ pub struct ConnectArgs {
     /// /socket.io/ on the URL's host and port).
     #[arg(long, value_enum, default_value = "ws")]
     pub proto: ClientProto,
+    /// Socket.IO transport: `websocket`, or `polling` (idle HTTP long-polling sessions,
+    /// one keep-alive connection each; needs --proto socketio).
+    #[arg(long, value_enum, default_value = "websocket")]
+    pub transport: Transport,
+}
+
+/// What the connect mode holds: a WebSocket client or a polling session.
+trait Held {
+    fn stream(&mut self) -> &mut TcpStream;
+    /// Counts as held (open).
+    fn is_open(&self) -> bool;
+    /// Serves a readiness event. `Err`: why it failed.
+    fn serve(&mut self, scratch: &mut [u8], rng: &mut XorShift) -> Result<(), String>;
+    /// Why it fails now, if a deadline passed.
+    fn overdue(&self, now: Instant) -> Option<String>;
+}
+
+impl Held for Client {
+    fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+    fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+    fn serve(&mut self, scratch: &mut [u8], rng: &mut XorShift) -> Result<(), String> {
+        let result = self
+            .flush()
+            .and_then(|()| self.read(scratch, rng, &mut Ignore))
+            .and_then(|alive| self.flush().map(|()| alive));
+        match result {
+            Ok(true) if self.closed_by_peer() => Err("the server sent close".to_string()),
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the server closed the connection (EOF)".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn overdue(&self, now: Instant) -> Option<String> {
+        (self.phase == Phase::Handshaking && now - self.started > CONNECT_TIMEOUT)
+            .then(|| format!("no handshake response within {CONNECT_TIMEOUT:?}"))
+    }
+}
+
+impl Held for PollSession {
+    fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+    fn is_open(&self) -> bool {
+        self.machine.is_open()
+    }
+    fn serve(&mut self, scratch: &mut [u8], _: &mut XorShift) -> Result<(), String> {
+        PollSession::serve(self, scratch)
+    }
+    fn overdue(&self, now: Instant) -> Option<String> {
+        if !self.machine.is_open() {
+            return (now - self.started > CONNECT_TIMEOUT)
+                .then(|| format!("not CONNECTed over polling within {CONNECT_TIMEOUT:?}"));
+        }
+        let deadline = self.machine.deadline()?;
+        (now > deadline).then(|| {
+            format!(
+                "no answer to a polling {:?} request within its deadline",
+                self.machine.in_flight()
+            )
+        })
+    }
 }
 
 /// The open connections and the loop that serves them.
-struct Pool {
+struct Pool<C> {
     poll: Poll,
     events: Events,
     scratch: Vec<u8>,
     rng: XorShift,
-    clients: Slab<Client>,
+    clients: Slab<C>,
     held: usize,
     failed: usize,
     first_error: Option<String>,
 }
 
-impl Pool {
+impl<C: Held> Pool<C> {
     fn fail(&mut self, what: String) {
         tracing::debug!(error = %what, "connection failed");
         self.failed += 1;
@@ -99,18 +174,9 @@ impl Pool {
             let Some(c) = self.clients.get_mut(key) else {
                 continue;
             };
-            let was_open = c.phase == Phase::Open;
-            let result = c
-                .flush()
-                .and_then(|()| c.read(&mut self.scratch, &mut self.rng, &mut Ignore))
-                .and_then(|alive| c.flush().map(|()| alive));
-            let failure = match result {
-                Ok(true) if c.closed_by_peer() => Some("the server sent close".to_string()),
-                Ok(true) => None,
-                Ok(false) => Some("the server closed the connection (EOF)".to_string()),
-                Err(e) => Some(e.to_string()),
-            };
-            let opened = !was_open && c.phase == Phase::Open;
+            let was_open = c.is_open();
+            let failure = c.serve(&mut self.scratch, &mut self.rng).err();
+            let opened = !was_open && c.is_open();
             match failure {
                 None if opened => {
                     self.held += 1;
@@ -131,22 +197,28 @@ impl Pool {
         Ok(settled)
     }
 
-    /// Fails handshakes older than [`CONNECT_TIMEOUT`]; returns how many.
+    /// Fails what is overdue (handshakes older than [`CONNECT_TIMEOUT`], polling
+    /// requests past their deadline); returns how many handshakes that settled.
     fn expire(&mut self, now: Instant) -> usize {
-        let late: Vec<usize> = self
+        let late: Vec<(usize, String)> = self
             .clients
             .iter()
-            .filter(|(_, c)| c.phase == Phase::Handshaking && now - c.started > CONNECT_TIMEOUT)
-            .map(|(k, _)| k)
+            .filter_map(|(k, c)| c.overdue(now).map(|why| (k, why)))
             .collect();
-        for &key in &late {
-            self.clients.remove(key);
-            self.fail(format!("no handshake response within {CONNECT_TIMEOUT:?}"));
+        let mut settled = 0;
+        for (key, why) in late {
+            if self.clients.remove(key).is_open() {
+                self.held -= 1;
+            } else {
+                settled += 1;
+            }
+            self.fail(why);
         }
-        late.len()
+        settled
     }
 
-    /// Serves the open connections until `until` (answering pings, counting drops).
+    /// Serves the open connections until `until` (answering pings, counting drops and
+    /// overdue polling requests).
     fn idle_until(&mut self, until: Instant) -> io::Result<()> {
         loop {
             let now = Instant::now();
@@ -154,6 +226,7 @@ impl Pool {
                 return Ok(());
             }
             self.turn((until - now).min(Duration::from_millis(200)))?;
+            self.expire(Instant::now());
         }
     }
 }
@@ -161,6 +234,7 @@ impl Pool {
 /// Checks the arguments, runs the phases, reports. `Ok(false)` when not every
 /// connection was held.
 pub fn run(args: &ConnectArgs) -> Result<bool, String> {
+    check_transport("connect", args.proto, args.transport)?;
     let target = parse_target(&args.url)?.speaking(args.proto);
     if args.conns == 0 || args.conns > MAX_CONNS {
         return Err(format!(
@@ -194,6 +268,23 @@ pub fn run(args: &ConnectArgs) -> Result<bool, String> {
             args.conns
         ));
     }
+    match args.transport {
+        Transport::Websocket => measure(args, target, |dialer, rng| dialer.dial(rng)),
+        Transport::Polling => {
+            let host: Rc<str> = target.host_header.as_str().into();
+            measure(args, target, move |dialer, _| {
+                dialer.dial_with(|t, source| PollSession::connect(t, source, Rc::clone(&host)))
+            })
+        }
+    }
+}
+
+/// Opens the connections with `dial`, measures, reports, holds.
+fn measure<C: Held>(
+    args: &ConnectArgs,
+    target: Target,
+    dial: impl FnMut(&mut Dialer, &mut XorShift) -> io::Result<C>,
+) -> Result<bool, String> {
     let mut pool = Pool {
         poll: Poll::new().map_err(|e| e.to_string())?,
         events: Events::with_capacity(1024),
@@ -207,7 +298,7 @@ pub fn run(args: &ConnectArgs) -> Result<bool, String> {
     let rss_before = args.server_pid.and_then(rss_kb);
     let slab_before = slab_kb();
     let cpu = CpuMeter::start();
-    let connect_secs = open_all(args, target, &mut pool).map_err(|e| e.to_string())?;
+    let connect_secs = open_all(args, target, &mut pool, dial).map_err(|e| e.to_string())?;
     // Over the open phase only: that is where the generator could be the bottleneck.
     let cpu_percent = cpu.percent();
     pool.idle_until(Instant::now() + SETTLE)
@@ -220,15 +311,17 @@ pub fn run(args: &ConnectArgs) -> Result<bool, String> {
     let rate = held as f64 / connect_secs.max(1e-6);
     let kb = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
     let bytes = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.0}"));
+    let polling = args.transport == Transport::Polling;
+    let unit = if polling { "session" } else { "conn" };
     eprintln!(
         "connect {}{}: {held} of {} held ({} failed) from {} source address(es) in {connect_secs:.2} s \
-         = {rate:.0} connects/s; server RSS {} -> {} KiB = {} B/conn; kernel slab {} -> {} KiB \
-         = {} B/conn (both ends, machine-wide); generator CPU {cpu_percent:.0}%",
+         = {rate:.0} connects/s; server RSS {} -> {} KiB = {} B/{unit}; kernel slab {} -> {} KiB \
+         = {} B/{unit} (both ends, machine-wide); generator CPU {cpu_percent:.0}%",
         args.url,
-        if args.proto == ClientProto::Socketio {
-            " (socketio)"
-        } else {
-            ""
+        match (args.proto, polling) {
+            (ClientProto::Socketio, true) => " (socketio, polling sessions)",
+            (ClientProto::Socketio, false) => " (socketio)",
+            _ => "",
         },
         args.conns,
         pool.failed,
@@ -253,6 +346,7 @@ pub fn run(args: &ConnectArgs) -> Result<bool, String> {
         "{}",
         serde_json::json!({
             "mode": "connect", "url": args.url, "wire": args.proto.name(),
+            "transport": args.transport.name(),
             "conns_requested": args.conns,
             "conns_held": held, "failed": pool.failed,
             "connect_secs": (connect_secs * 1000.0).round() / 1000.0,
@@ -280,7 +374,12 @@ pub fn run(args: &ConnectArgs) -> Result<bool, String> {
 }
 
 /// Opens the connections; returns the seconds it took.
-fn open_all(args: &ConnectArgs, target: Target, pool: &mut Pool) -> io::Result<f64> {
+fn open_all<C: Held>(
+    args: &ConnectArgs,
+    target: Target,
+    pool: &mut Pool<C>,
+    mut dial: impl FnMut(&mut Dialer, &mut XorShift) -> io::Result<C>,
+) -> io::Result<f64> {
     let mut dialer = Dialer::new(target, args.sources, args.concurrency, args.rate);
     let start = Instant::now();
     let mut next_sweep = start;
@@ -302,14 +401,14 @@ fn open_all(args: &ConnectArgs, target: Target, pool: &mut Pool) -> io::Result<f
                     break;
                 }
             }
-            match dialer.dial(&mut pool.rng) {
+            match dial(&mut dialer, &mut pool.rng) {
                 Ok(mut c) => {
                     let entry = pool.clients.vacant_entry();
                     let interest = Interest::READABLE | Interest::WRITABLE;
                     match pool
                         .poll
                         .registry()
-                        .register(&mut c.stream, Token(entry.key()), interest)
+                        .register(c.stream(), Token(entry.key()), interest)
                     {
                         Ok(()) => {
                             entry.insert(c);

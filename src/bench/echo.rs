@@ -38,7 +38,7 @@ use crate::ws::reader::{Payload, Visitor};
 
 use super::client::{Client, Dialer, Phase, XorShift};
 use super::report::{CpuMeter, Percentiles, Target, latency_histogram, parse_target};
-use super::sio::{ClientProto, EchoFrames};
+use super::sio::{ClientProto, EchoFrames, Transport, check_transport};
 
 /// Handshakes still unfinished after this are failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,6 +83,9 @@ pub struct EchoArgs {
     /// port, namespace /, the sio-shootout contract: event `echo`).
     #[arg(long, value_enum, default_value = "ws")]
     pub proto: ClientProto,
+    /// Socket.IO transport: `websocket` only here (`polling`: `bench connect` only).
+    #[arg(long, value_enum, default_value = "websocket")]
+    pub transport: Transport,
     /// Socket.IO only: ask for an ack with each message (`42<id>["echo",P]`, answered
     /// `43<id>[P]`) instead of the `echo` event back.
     #[arg(long)]
@@ -216,6 +219,7 @@ struct Window {
 /// Connects, runs, reports. `Ok(false)` when replies were wrong, connections failed or
 /// nothing was measured.
 pub fn run(args: &EchoArgs) -> Result<bool, String> {
+    check_transport("echo", args.proto, args.transport)?;
     let target = parse_target(&args.url)?;
     if args.conns == 0 || args.inflight == 0 || args.secs == 0 {
         return Err("--conns, --inflight and --secs must be > 0".into());

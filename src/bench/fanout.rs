@@ -51,7 +51,7 @@ use super::client::{Client, XorShift};
 use super::fleet::{CONNECT_TIMEOUT, Fleet};
 use super::json::{MIN_STAMPED, Proto, Publish, SeqSet, queue_text};
 use super::report::{CpuMeter, latency_histogram, parse_target};
-use super::sio::ClientProto;
+use super::sio::{ClientProto, Transport, check_transport};
 use publisher::{Gen, PubState, Publisher};
 use subscriber::{Progress, SubStats};
 
@@ -113,6 +113,9 @@ pub struct FanoutArgs {
     /// URL's host and port).
     #[arg(long, value_enum, default_value = "ws")]
     pub proto: ClientProto,
+    /// Socket.IO transport: `websocket` only here (`polling`: `bench connect` only).
+    #[arg(long, value_enum, default_value = "websocket")]
+    pub transport: Transport,
 }
 
 impl FanoutArgs {
@@ -207,6 +210,7 @@ fn check(args: &FanoutArgs) -> Result<(), String> {
 /// duplicated, out of order or unexpected, an ack is missing, a connection failed, or
 /// nothing was measured.
 pub fn run(args: &FanoutArgs) -> Result<bool, String> {
+    check_transport("fanout", args.proto, args.transport)?;
     let fan = args.fan_proto()?;
     let target = parse_target(&args.url)?.speaking(args.proto);
     check(args)?;

@@ -5,7 +5,9 @@
 //!   from an HDR histogram; `--threads` loops share the connections.
 //! - `connect` (`connect.rs`): N idle upgraded connections from source addresses
 //!   127.0.0.2.., held while the server's RSS and the kernel's slab growth are read
-//!   from /proc.
+//!   from /proc; with `--proto socketio --transport polling`, N idle Engine.IO
+//!   long-polling sessions instead (`polling.rs`: one keep-alive connection each, its
+//!   GET held by the server, pings answered by POST).
 //! - `broadcast` (`broadcast.rs`): the websocket-shootout method over its protocol:
 //!   clients added a step at a time, sampled broadcast round trips per step, stop at an
 //!   RTT percentile limit; every client's deliveries counted per step.
@@ -36,6 +38,7 @@ mod echo;
 mod fanout;
 mod fleet;
 mod json;
+mod polling;
 mod report;
 mod sio;
 
@@ -45,7 +48,7 @@ pub use broadcast::BroadcastArgs;
 pub use connect::ConnectArgs;
 pub use echo::EchoArgs;
 pub use fanout::FanoutArgs;
-pub use sio::ClientProto;
+pub use sio::{ClientProto, Transport};
 
 /// The `throng bench` modes.
 #[derive(clap::Subcommand, Debug)]

@@ -20,8 +20,9 @@ pub enum ClientProto {
     /// Plain WebSocket messages at the URL's path.
     #[default]
     Ws,
-    /// Socket.IO v5 over Engine.IO v4, WebSocket transport, namespace `/`, at
-    /// `/socket.io/` on the URL's host and port (the sio-shootout contract).
+    /// Socket.IO v5 over Engine.IO v4, WebSocket transport (`bench connect`: or
+    /// polling, `--transport`), namespace `/`, at `/socket.io/` on the URL's host and
+    /// port (the sio-shootout contract).
     Socketio,
 }
 
@@ -37,6 +38,49 @@ impl ClientProto {
 
 /// The request target of a Socket.IO client: Engine.IO 4, WebSocket from the start.
 pub const PATH: &str = "/socket.io/?EIO=4&transport=websocket";
+
+/// The request target of a Socket.IO client on HTTP long-polling (`&sid=` follows once
+/// the session is open).
+pub const POLLING_PATH: &str = "/socket.io/?EIO=4&transport=polling";
+
+/// The Engine.IO transport a Socket.IO client uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// WebSocket from the start (every mode).
+    #[default]
+    Websocket,
+    /// HTTP long-polling, never upgraded (`bench connect --proto socketio` only).
+    Polling,
+}
+
+impl Transport {
+    /// The name used in reports: `websocket` or `polling`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::Polling => "polling",
+        }
+    }
+}
+
+/// Refuses `--transport polling` where it is not measured: in any mode but `connect`,
+/// and over plain WebSocket (which has no other transport).
+pub fn check_transport(mode: &str, proto: ClientProto, transport: Transport) -> Result<(), String> {
+    match (transport, proto) {
+        (Transport::Websocket, _) => Ok(()),
+        (Transport::Polling, _) if mode != "connect" => Err(format!(
+            "--transport polling is supported by `bench connect` only (idle sessions), \
+             not by `bench {mode}`"
+        )),
+        (Transport::Polling, ClientProto::Ws) => Err(
+            "--transport polling needs --proto socketio: HTTP long-polling is an Engine.IO \
+             transport, plain WebSocket has no other"
+                .into(),
+        ),
+        (Transport::Polling, ClientProto::Socketio) => Ok(()),
+    }
+}
 
 /// The Socket.IO CONNECT for namespace `/`, as an Engine.IO message.
 pub const CONNECT: &[u8] = b"40";
@@ -277,5 +321,28 @@ mod tests {
         assert_eq!(ClientProto::Ws.name(), "ws");
         assert_eq!(ClientProto::Socketio.name(), "socketio");
         assert_eq!(ClientProto::default(), ClientProto::Ws);
+        assert_eq!(Transport::Websocket.name(), "websocket");
+        assert_eq!(Transport::Polling.name(), "polling");
+        assert_eq!(Transport::default(), Transport::Websocket);
+    }
+
+    #[test]
+    fn polling_is_refused_outside_socketio_connect() {
+        use ClientProto::{Socketio, Ws};
+        use Transport::{Polling, Websocket};
+        for mode in ["echo", "connect", "broadcast", "fanout"] {
+            for proto in [Ws, Socketio] {
+                assert_eq!(check_transport(mode, proto, Websocket), Ok(()));
+            }
+        }
+        assert_eq!(check_transport("connect", Socketio, Polling), Ok(()));
+        let e = check_transport("connect", Ws, Polling).unwrap_err();
+        assert!(e.contains("--proto socketio"), "{e}");
+        for mode in ["echo", "broadcast", "fanout"] {
+            for proto in [Ws, Socketio] {
+                let e = check_transport(mode, proto, Polling).unwrap_err();
+                assert!(e.contains("`bench connect` only"), "{e}");
+            }
+        }
     }
 }

@@ -2,10 +2,14 @@
 // `throng serve --app sio-shootout` (src/app/sio_shootout.rs), for `throng bench --proto
 // socketio` and scripts/bench-sio.sh.
 // Usage: node server.js PORT        (listens on 127.0.0.1:PORT, path /socket.io/)
+//        SIO_POLLING=1 node server.js PORT   (HTTP long-polling allowed too)
 //
 // Namespace "/" only; Node's defaults (pingInterval 25 s, pingTimeout 20 s,
 // maxHttpBufferSize 1e6) except: WebSocket transport only, no compression
 // (perMessageDeflate and httpCompression off), connectTimeout 45 s, no cookie.
+// With SIO_POLLING=1 the transports are Node's default ["polling", "websocket"]
+// instead: scripts/bench-sio.sh sets it for its connect-polling scenario only (idle
+// long-polling sessions); every other scenario runs WebSocket only.
 //   echo(...P)      -> ack(...P) when the client asked for an ack, else emit("echo", ...P)
 //   broadcast(...P) -> io.emit("broadcast", ...P) to every socket (the sender too, encoded
 //                      once by the adapter), then emit("broadcastResult", ...P) to the sender
@@ -15,10 +19,11 @@ const http = require("http");
 const { Server } = require("socket.io");
 
 const port = Number(process.argv[2] || 3000);
+const polling = process.env.SIO_POLLING === "1";
 const httpServer = http.createServer();
 const io = new Server(httpServer, {
   path: "/socket.io/",
-  transports: ["websocket"],
+  transports: polling ? ["polling", "websocket"] : ["websocket"],
   perMessageDeflate: false,
   httpCompression: false,
   connectTimeout: 45000,
@@ -44,5 +49,8 @@ io.on("connection", (socket) => {
 });
 
 httpServer.listen(port, "127.0.0.1", () =>
-  console.error(`node socket.io ${require("socket.io/package.json").version} sio-shootout on 127.0.0.1:${port}`)
+  console.error(
+    `node socket.io ${require("socket.io/package.json").version} sio-shootout on ` +
+      `127.0.0.1:${port}, transports ${polling ? "polling, websocket" : "websocket"}`
+  )
 );
