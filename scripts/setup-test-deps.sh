@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need, only what is missing: python3 + pip (for the Autobahn
-# runner), node + npm (for the interop tests), and the npm packages in tests/node and
-# tests/sio (the official Socket.IO clients).
+# runner), node + npm (for the interop tests), redis-server (the Redis bridge tests start
+# their own), and the npm packages in tests/node and tests/sio (the official Socket.IO
+# clients, the Redis adapter and emitter), again when a package-lock.json changed.
 # Idempotent; uses apt-get when run as root, otherwise says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: apt-get install ${need[*]}"
@@ -24,7 +26,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 for dir in tests/node tests/sio; do
-  if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules" ]; then
+  if [ -f "$dir/package-lock.json" ] && { [ ! -d "$dir/node_modules" ] ||
+    [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; }; then
     echo "setup: npm ci in $dir"
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
   fi

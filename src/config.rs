@@ -82,6 +82,19 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Whether cross-origin polling may carry cookies.
     pub cors_credentials: bool,
+    /// The Redis bus to join (Socket.IO apps), if any.
+    pub redis: Option<Redis>,
+}
+
+/// Where the Redis bridge connects and how much it holds while Redis is away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redis {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Channel prefix, the adapter's `key` (`socket.io`).
+    pub key: String,
+    /// Bytes of broadcasts queued for Redis at most; past it they are dropped, counted.
+    pub queue_bytes: usize,
 }
 
 impl Default for Config {
@@ -96,6 +109,7 @@ impl Default for Config {
             limits: Limits::default(),
             cors_origins: Vec::new(),
             cors_credentials: false,
+            redis: None,
         }
     }
 }

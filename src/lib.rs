@@ -23,6 +23,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bridge;
 pub mod config;
 pub mod engineio;
 pub mod fabric;

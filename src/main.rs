@@ -102,6 +102,16 @@ struct ServeArgs {
     /// Let cross-origin polling requests carry cookies (Access-Control-Allow-Credentials).
     #[arg(long)]
     cors_credentials: bool,
+    /// Join a Redis bus of Socket.IO servers and emitters (redis://host:port[/db]), as
+    /// `@socket.io/redis-adapter` does (Socket.IO apps only).
+    #[arg(long, env = "THRONG_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Channel prefix on the Redis bus (the adapter's `key`).
+    #[arg(long, default_value = "socket.io")]
+    redis_key: String,
+    /// Bytes of broadcasts held for Redis while it is slow or away; more are dropped.
+    #[arg(long, default_value_t = 16 << 20)]
+    redis_queue_bytes: usize,
 }
 
 fn main() -> ExitCode {
@@ -145,6 +155,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if args.redis_url.is_some() && !matches!(args.app, AppArg::Conformance | AppArg::SioShootout) {
+        eprintln!(
+            "error: --redis-url joins a Socket.IO bus: use it with --app conformance or \
+             --app sio-shootout"
+        );
+        return ExitCode::from(2);
+    }
     let workers = args
         .workers
         .unwrap_or_else(|| throng::runtime::system::allowed_cpus().len().max(1));
@@ -171,6 +188,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         },
         cors_origins: args.cors_origin,
         cors_credentials: args.cors_credentials,
+        redis: args.redis_url.map(|url| throng::config::Redis {
+            url,
+            key: args.redis_key,
+            queue_bytes: args.redis_queue_bytes,
+        }),
     };
     match throng::server::serve(config, args.max_connections) {
         Ok(_) => ExitCode::SUCCESS,

@@ -59,10 +59,6 @@ impl std::error::Error for ServeError {}
 
 /// Runs the server `config.app` names until SIGINT/SIGTERM and a completed drain.
 pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats, ServeError> {
-    let cors = Arc::new(crate::sio::Cors::new(
-        config.cors_origins.iter().cloned(),
-        config.cors_credentials,
-    ));
     if matches!(config.app, AppKind::Conformance | AppKind::SioShootout) {
         // maxPayload, advertised in the open packet, is the WebSocket message limit.
         config.limits.max_message = config
@@ -77,12 +73,18 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
         AppKind::Echo => run(config, max_connections, |_| Echo),
         AppKind::Shootout => run(config, max_connections, |_| Shootout),
         AppKind::Pubsub => run(config, max_connections, |_| PubSub),
-        AppKind::Conformance => run(config, max_connections, |index| {
-            crate::app::conformance::server(index).with_cors(Arc::clone(&cors))
-        }),
-        AppKind::SioShootout => run(config, max_connections, |index| {
-            crate::app::sio_shootout::server(index).with_cors(Arc::clone(&cors))
-        }),
+        AppKind::Conformance => serve_registry(
+            config,
+            max_connections,
+            crate::app::conformance::registry(),
+            crate::app::conformance::settings(),
+        ),
+        AppKind::SioShootout => serve_registry(
+            config,
+            max_connections,
+            crate::app::sio_shootout::registry(),
+            crate::sio::Config::default(),
+        ),
     }
 }
 
@@ -94,14 +96,43 @@ pub fn serve_socketio(
     app: crate::sio::Registry,
     settings: crate::sio::Config,
 ) -> Result<Stats, ServeError> {
+    config.limits.max_message = config.limits.max_message.min(settings.max_payload);
+    cap_socketio_workers(&mut config);
+    serve_registry(config, None, app, settings)
+}
+
+/// A Socket.IO server of `app`'s namespaces, one registry shared by every worker, on
+/// the Redis bus if `config.redis` says so.
+fn serve_registry(
+    config: Config,
+    max_connections: Option<usize>,
+    app: crate::sio::Registry,
+    settings: crate::sio::Config,
+) -> Result<Stats, ServeError> {
     let cors = Arc::new(crate::sio::Cors::new(
         config.cors_origins.iter().cloned(),
         config.cors_credentials,
     ));
-    config.limits.max_message = config.limits.max_message.min(settings.max_payload);
-    cap_socketio_workers(&mut config);
     let app = Arc::new(app);
-    run(config, None, |index| {
+    let _bridge = match &config.redis {
+        Some(redis) => {
+            let serving = Arc::clone(&app);
+            Some(
+                crate::bridge::start(
+                    crate::bridge::Config {
+                        url: redis.url.clone(),
+                        key: redis.key.clone(),
+                        queue_bytes: redis.queue_bytes,
+                    },
+                    app.io(),
+                    move |namespace| serving.serves(namespace),
+                )
+                .map_err(|e| ServeError::Setup(format!("cannot start the Redis bridge: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    run(config, max_connections, |index| {
         crate::sio::Server::new(settings, Arc::clone(&app), index).with_cors(Arc::clone(&cors))
     })
 }

@@ -25,10 +25,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("app", &["worker", "ws", "fabric", "sio"]),
+    ("bridge", &["sio", "runtime"]),
     ("bench", &["ws", "http", "runtime"]),
     (
         "server",
-        &["app", "config", "runtime", "worker", "fabric", "sio"],
+        &[
+            "app", "bridge", "config", "runtime", "worker", "fabric", "sio",
+        ],
     ),
 ];
 

@@ -22,42 +22,8 @@ fn sio_dir() -> std::path::PathBuf {
 }
 
 fn run_node_suite(file: &str, port: u16) {
-    let dir = sio_dir();
-    let mut child = Command::new("node")
-        .arg("--test")
-        .arg("--test-reporter=spec")
-        .arg(dir.join(file))
-        .env("THRONG_URL", format!("http://127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node must be installed (.ci/run installs it)");
-    // Bounded: the suite's own timeouts are a few seconds per case.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().expect("wait for node").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("node output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{file} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The summary lines: `ℹ pass N` / `ℹ fail N` (spec reporter).
-    let count = |what: &str| {
-        stdout.lines().find_map(|l| {
-            l.trim_start_matches(['ℹ', '#', ' '])
-                .strip_prefix(what)
-                .and_then(|n| n.trim().parse::<u32>().ok())
-        })
-    };
-    assert_eq!(count("fail "), Some(0), "{stdout}");
-    assert!(count("pass ").is_some_and(|n| n > 0), "{stdout}");
+    let url = format!("http://127.0.0.1:{port}");
+    util::node_suite(&sio_dir().join(file), &[("THRONG_URL", url.as_str())]);
 }
 
 #[test]

@@ -20,19 +20,24 @@ use std::time::Duration;
 
 use crate::sio::{AckReply, Config, ConnectError, Cx, Event, Namespace, Registry, Server};
 
-/// The conformance server for worker `worker`.
+/// The conformance server for worker `worker` (its own registry).
 pub fn server(worker: usize) -> Server {
-    let config = Config {
+    Server::new(settings(), Arc::new(registry()), worker)
+}
+
+/// The contract's timings and limits.
+pub fn settings() -> Config {
+    Config {
         ping_interval: Duration::from_millis(1000),
         ping_timeout: Duration::from_millis(800),
         max_payload: 1_000_000,
         connect_timeout: Duration::from_millis(2000),
         ..Config::default()
-    };
-    Server::new(config, Arc::new(registry()), worker)
+    }
 }
 
-fn registry() -> Registry {
+/// The contract's namespaces and events (shared by every worker of a process).
+pub fn registry() -> Registry {
     Registry::new()
         .ns(events(Namespace::new("/")))
         .ns(events(Namespace::new("/custom")))

@@ -20,7 +20,8 @@ pub fn server(worker: usize) -> Server {
     Server::new(Config::default(), Arc::new(registry()), worker)
 }
 
-fn registry() -> Registry {
+/// The shootout's namespace (shared by every worker of a process).
+pub fn registry() -> Registry {
     Registry::new().ns(Namespace::new("/")
         .on("echo", echo)
         .on("broadcast", broadcast))

@@ -17,7 +17,7 @@ use crate::fabric::{Broadcast, encode_frame};
 use crate::socketio::packet::{self, PacketType};
 use crate::worker::Outbox;
 
-use super::io::{Ack, Io};
+use super::io::{Ack, Io, Relayed};
 
 /// Which of EVENT and ACK `encode` builds.
 pub(crate) const EVENT: u8 = b'2';
@@ -456,6 +456,21 @@ impl Operator<'_, '_, '_> {
         if self.rooms.is_empty() || !sendable_event_name(elements.first()) {
             return tracing::debug!("broadcast with no room or an unsendable name dropped");
         }
+        if let Some(relay) = self.cx.io.relay() {
+            let namespace = self.cx.namespace;
+            let mut except = room_names(namespace, &self.except);
+            if self.except_sender {
+                except.push(&self.cx.socket.id);
+            }
+            relay.relay(&Relayed {
+                namespace,
+                rooms: room_names(namespace, &self.rooms),
+                except,
+                volatile: self.volatile,
+                elements,
+                attachments,
+            });
+        }
         let frames = broadcast_frames(EVENT, self.cx.namespace, None, attachments, elements);
         let mut msg = Broadcast::to_all(frames)
             .in_rooms(&self.rooms)
@@ -535,6 +550,15 @@ pub(crate) fn room_key(namespace: &str, room: &str) -> String {
     key.push('\0');
     key.push_str(room);
     key
+}
+
+/// The room names within `namespace` of fabric room keys (the namespace-wide room
+/// left out: no names means all of it).
+pub(crate) fn room_names<'k>(namespace: &str, keys: &'k [String]) -> Vec<&'k str> {
+    keys.iter()
+        .filter_map(|k| k.strip_prefix(namespace)?.strip_prefix('\0'))
+        .filter(|r| !r.is_empty())
+        .collect()
 }
 
 /// The fabric rooms of `rooms` in `namespace`; the empty name is no room.

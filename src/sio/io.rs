@@ -23,7 +23,7 @@ use crate::engineio::sid::Sid;
 use crate::fabric::{Broadcast, Fabric, Inbound};
 
 use super::cx::{
-    ACK, EVENT, broadcast_frames, json_string, room_key, room_keys, sendable_event_name,
+    ACK, EVENT, broadcast_frames, json_string, room_key, room_keys, room_names, sendable_event_name,
 };
 use super::registry::ConnectError;
 
@@ -54,10 +54,31 @@ impl std::fmt::Display for IoError {
 
 impl std::error::Error for IoError {}
 
+/// A broadcast as it leaves this process, for a bridge to other hosts: the event (raw
+/// JSON elements, name first, with placeholders for `attachments`) and whom it is for,
+/// by room name within `namespace`.
+pub struct Relayed<'a> {
+    pub namespace: &'a str,
+    /// Empty: the whole namespace.
+    pub rooms: Vec<&'a str>,
+    /// Rooms (a socket's id is a room) whose members do not get it.
+    pub except: Vec<&'a str>,
+    pub volatile: bool,
+    pub elements: &'a [&'a [u8]],
+    pub attachments: &'a [Bytes],
+}
+
+/// Where broadcasts leaving this process go (the Redis bridge). Called on the thread
+/// that broadcasts, a worker's among them: it must not block.
+pub trait Relay: Send + Sync {
+    fn relay(&self, broadcast: &Relayed<'_>);
+}
+
 /// A handle on a running server's sockets, for any thread.
 #[derive(Clone, Default)]
 pub struct Io {
     fabric: Arc<OnceLock<Arc<Fabric>>>,
+    relay: Arc<OnceLock<Arc<dyn Relay>>>,
 }
 
 impl Io {
@@ -69,6 +90,43 @@ impl Io {
     /// Called by every worker as it starts; the first binds the handle.
     pub(crate) fn bind(&self, fabric: &Arc<Fabric>) {
         let _ = self.fabric.set(Arc::clone(fabric));
+    }
+
+    /// Sends every broadcast made here (by handlers or `Io`) on to `relay` as well.
+    /// The first call wins.
+    pub fn set_relay(&self, relay: Arc<dyn Relay>) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// The relay of broadcasts leaving this process, if any.
+    pub(crate) fn relay(&self) -> Option<&Arc<dyn Relay>> {
+        self.relay.get()
+    }
+
+    /// Delivers a broadcast that came from another host to this process's sockets
+    /// only (it is not relayed again): `rooms` and `except` are room names of
+    /// `namespace` (no rooms: all of it).
+    pub fn deliver_from_elsewhere(&self, broadcast: &Relayed<'_>) -> Result<(), IoError> {
+        if !sendable_event_name(broadcast.elements.first()) {
+            return Err(IoError::Unsendable);
+        }
+        let rooms: Vec<String> = if broadcast.rooms.is_empty() {
+            vec![room_key(broadcast.namespace, "")]
+        } else {
+            room_keys(broadcast.namespace, &broadcast.rooms).collect()
+        };
+        let frames = broadcast_frames(
+            EVENT,
+            broadcast.namespace,
+            None,
+            broadcast.attachments,
+            broadcast.elements,
+        );
+        let msg = Broadcast::to_all(frames)
+            .in_rooms(&rooms)
+            .except_rooms(room_keys(broadcast.namespace, &broadcast.except))
+            .volatile(broadcast.volatile);
+        self.publish(msg)
     }
 
     /// Whether the workers have started.
@@ -175,6 +233,16 @@ impl IoOperator<'_> {
         elements.extend_from_slice(args);
         if !sendable_event_name(elements.first()) {
             return Err(IoError::Unsendable);
+        }
+        if let Some(relay) = self.io.relay() {
+            relay.relay(&Relayed {
+                namespace: &self.namespace,
+                rooms: room_names(&self.namespace, &self.rooms),
+                except: room_names(&self.namespace, &self.except),
+                volatile: self.volatile,
+                elements: &elements,
+                attachments,
+            });
         }
         let rooms = if self.rooms.is_empty() {
             vec![room_key(&self.namespace, "")]

@@ -43,7 +43,7 @@ use bytes::Bytes;
 
 pub use cors::Cors;
 pub use cx::{AckReply, Bin, Cx, Event};
-pub use io::{Ack, Io, IoError, PendingConnect};
+pub use io::{Ack, Io, IoError, PendingConnect, Relay, Relayed};
 pub use registry::{ConnectError, Handshake, Namespace, Registry};
 
 use conn::ConnState;

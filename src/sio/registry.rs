@@ -200,6 +200,11 @@ impl Registry {
         self.io.clone()
     }
 
+    /// Whether a namespace named `name` is served (static, or taken by a matcher).
+    pub fn serves(&self, name: &str) -> bool {
+        self.find(name).is_some()
+    }
+
     pub(crate) fn io_ref(&self) -> &Io {
         &self.io
     }

@@ -49,4 +49,26 @@ function outcome(socket, ms = 5000) {
   });
 }
 
-module.exports = { once, ack, maybe, outcome };
+/// Sockets opened by `connectTo`, for `closeAll` after each test.
+const opened = [];
+
+/// An official client connected to `url` (server URL + namespace) over `transport`,
+/// without reconnection; rejects if it does not connect within 5 s.
+async function connectTo(url, transport = "websocket") {
+  const { io } = require("socket.io-client");
+  const socket = io(url, {
+    transports: [transport],
+    forceNew: true,
+    reconnection: false,
+    timeout: 5000,
+  });
+  opened.push(socket);
+  await once(socket, "connect");
+  return socket;
+}
+
+function closeAll() {
+  while (opened.length) opened.pop().disconnect();
+}
+
+module.exports = { once, ack, maybe, outcome, connectTo, closeAll };

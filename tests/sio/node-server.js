@@ -4,12 +4,14 @@
 //   node tests/sio/node-server.js PORT &
 //   THRONG_URL=http://127.0.0.1:PORT node --test tests/sio/websocket.test.js
 // (and likewise polling.test.js, engineio-raw.test.js).
+// With a third argument, a Redis URL, it joins that bus through @socket.io/redis-adapter
+// 8.x (the classic format), as a Node node of a mixed cluster (tests/redis_bridge.rs).
 "use strict";
 
 const { Server } = require("socket.io");
 
 const port = Number(process.argv[2] || 3000);
-const io = new Server(port, {
+const io = new Server({
   path: "/socket.io/",
   // Both transports, as in the contract: HTTP long-polling, WebSocket, and the upgrade.
   transports: ["polling", "websocket"],
@@ -87,3 +89,20 @@ guarded.use((socket, next) => {
   next(err);
 });
 setup(guarded);
+
+// Listens once the adapter is in place (if any), so no client meets the in-memory one.
+const redisUrl = process.argv[3];
+if (redisUrl) {
+  const { createClient } = require("redis");
+  const { createAdapter } = require("@socket.io/redis-adapter");
+  const pub = createClient({ url: redisUrl });
+  const sub = pub.duplicate();
+  pub.on("error", (e) => console.error("redis pub:", e.message));
+  sub.on("error", (e) => console.error("redis sub:", e.message));
+  Promise.all([pub.connect(), sub.connect()]).then(() => {
+    io.adapter(createAdapter(pub, sub));
+    io.listen(port);
+  });
+} else {
+  io.listen(port);
+}

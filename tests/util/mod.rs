@@ -335,3 +335,46 @@ pub fn bench(args: &[&str]) -> Output {
         .output()
         .expect("run throng bench")
 }
+
+/// Runs `node --test` on `file` with `env`, at most 120 s, and asserts that every case
+/// passed (and that there were some): the spec reporter's `pass N` / `fail N` lines.
+pub fn node_suite(file: &std::path::Path, env: &[(&str, &str)]) {
+    let mut command = Command::new("node");
+    command
+        .arg("--test")
+        .arg("--test-reporter=spec")
+        .arg(file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command
+        .spawn()
+        .expect("node must be installed (.ci/run installs it)");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("wait for node").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("node output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{} failed:\n{stdout}\n{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let count = |what: &str| {
+        stdout.lines().find_map(|l| {
+            l.trim_start_matches(['ℹ', '#', ' '])
+                .strip_prefix(what)
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        })
+    };
+    assert_eq!(count("fail "), Some(0), "{stdout}");
+    assert!(count("pass ").is_some_and(|n| n > 0), "{stdout}");
+}

@@ -1,0 +1,370 @@
+//! The classic message format of `@socket.io/redis-adapter` 8.x and
+//! `@socket.io/redis-emitter` 5.x, sans-IO: a broadcast is msgpack `[uid, packet, opts]`
+//! with `packet = {type: 2, data: [event, ...args], nsp}` and
+//! `opts = {rooms, except, flags}`, published on `<key>#<nsp>#`, or
+//! `<key>#<nsp>#<room>#` when it names exactly one room.
+//!
+//! Binary arguments travel as msgpack `bin` inside `data`, never as placeholders: on
+//! the way out each `{"_placeholder":true,"num":i}` becomes attachment `i`'s bytes; on
+//! the way in each `bin` becomes a placeholder and an attachment (the clients then get
+//! a BINARY_EVENT). Maps keep their field names (Node reads nothing else).
+//!
+//! Invariants: decoding never panics on any input and bounds its work (msgpack depth
+//! and size are those of a message Redis delivered, itself bounded by the bridge);
+//! values JSON cannot hold (NaN, extension types) become `null`.
+
+use bytes::Bytes;
+use rmpv::Value;
+
+/// Socket.IO's EVENT and BINARY_EVENT packet types (Node broadcasts EVENT even with
+/// binary data: its encoder decides at the end).
+const EVENT: i64 = 2;
+const BINARY_EVENT: i64 = 5;
+
+/// Deepest nesting decoded from a message (Node's own parser has no bound; a message
+/// nested deeper is dropped, not followed).
+pub const MAX_DEPTH: usize = 64;
+
+/// A broadcast, by room names, with its event as raw JSON elements.
+#[derive(Debug, PartialEq)]
+pub struct Message {
+    pub uid: String,
+    pub namespace: String,
+    pub rooms: Vec<String>,
+    pub except: Vec<String>,
+    pub volatile: bool,
+    /// The event array's elements (name first), JSON text each.
+    pub elements: Vec<String>,
+    pub attachments: Vec<Bytes>,
+}
+
+/// Why a message was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not msgpack, or not `[uid, packet, opts]`.
+    Malformed,
+    /// A packet that is not an event (Node broadcasts events only).
+    NotAnEvent,
+    /// Nested deeper than `MAX_DEPTH`.
+    TooDeep,
+}
+
+/// The channel a broadcast goes on.
+pub fn channel(key: &str, namespace: &str, rooms: &[&str]) -> String {
+    match rooms {
+        [room] => format!("{key}#{namespace}#{room}#"),
+        _ => format!("{key}#{namespace}#"),
+    }
+}
+
+/// The pattern that takes every broadcast of every namespace under `key`.
+pub fn pattern(key: &str) -> String {
+    format!("{key}#*")
+}
+
+/// Encodes a broadcast from this node (`uid`) as the adapter does. `None` if an
+/// element is not JSON.
+pub fn encode(
+    uid: &str,
+    namespace: &str,
+    rooms: &[&str],
+    except: &[&str],
+    volatile: bool,
+    elements: &[&[u8]],
+    attachments: &[Bytes],
+) -> Option<Vec<u8>> {
+    let mut data = Vec::with_capacity(elements.len());
+    for e in elements {
+        let json: serde_json::Value = serde_json::from_slice(e).ok()?;
+        data.push(from_json(&json, attachments));
+    }
+    let text = |s: &str| Value::from(s);
+    let packet = Value::Map(vec![
+        (text("type"), Value::from(EVENT)),
+        (text("data"), Value::Array(data)),
+        (text("nsp"), text(namespace)),
+    ]);
+    let mut flags = Vec::new();
+    if volatile {
+        flags.push((text("volatile"), Value::Boolean(true)));
+    }
+    let opts = Value::Map(vec![
+        (
+            text("rooms"),
+            Value::Array(rooms.iter().map(|r| text(r)).collect()),
+        ),
+        (
+            text("except"),
+            Value::Array(except.iter().map(|r| text(r)).collect()),
+        ),
+        (text("flags"), Value::Map(flags)),
+    ]);
+    let message = Value::Array(vec![text(uid), packet, opts]);
+    let mut out = Vec::with_capacity(64 + elements.iter().map(|e| e.len()).sum::<usize>());
+    rmpv::encode::write_value(&mut out, &message).ok()?;
+    Some(out)
+}
+
+/// Decodes a broadcast. A missing `nsp` is `/`.
+pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+    let value = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], MAX_DEPTH).map_err(
+        |e| match e {
+            rmpv::decode::Error::DepthLimitExceeded => DecodeError::TooDeep,
+            _ => DecodeError::Malformed,
+        },
+    )?;
+    let Value::Array(parts) = value else {
+        return Err(DecodeError::Malformed);
+    };
+    let [uid, packet, opts] = <[Value; 3]>::try_from(parts).map_err(|_| DecodeError::Malformed)?;
+    let uid = uid.as_str().unwrap_or_default().to_string();
+    let kind = field(&packet, "type").and_then(Value::as_i64);
+    if !matches!(kind, Some(EVENT | BINARY_EVENT)) {
+        return Err(DecodeError::NotAnEvent);
+    }
+    let namespace = field(&packet, "nsp")
+        .and_then(Value::as_str)
+        .unwrap_or("/")
+        .to_string();
+    let Some(Value::Array(data)) = field(&packet, "data") else {
+        return Err(DecodeError::Malformed);
+    };
+    let mut attachments = Vec::new();
+    let mut elements = Vec::with_capacity(data.len());
+    for v in data {
+        let mut text = String::new();
+        to_json(v, &mut attachments, &mut text);
+        elements.push(text);
+    }
+    let names = |name: &str| -> Vec<String> {
+        match field(&opts, name) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let volatile = field(&opts, "flags")
+        .and_then(|f| field(f, "volatile"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(Message {
+        uid,
+        namespace,
+        rooms: names("rooms"),
+        except: names("except"),
+        volatile,
+        elements,
+        attachments,
+    })
+}
+
+/// Field `name` of a msgpack map.
+fn field<'v>(map: &'v Value, name: &str) -> Option<&'v Value> {
+    map.as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(name))
+        .map(|(_, v)| v)
+}
+
+/// A JSON value as msgpack; placeholders become their attachment's bytes.
+fn from_json(json: &serde_json::Value, attachments: &[Bytes]) -> Value {
+    use serde_json::Value as J;
+    match json {
+        J::Null => Value::Nil,
+        J::Bool(b) => Value::Boolean(*b),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::F64(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(items) => Value::Array(items.iter().map(|v| from_json(v, attachments)).collect()),
+        J::Object(map) => {
+            if map.get("_placeholder") == Some(&J::Bool(true))
+                && let Some(bytes) = map
+                    .get("num")
+                    .and_then(J::as_u64)
+                    .and_then(|i| attachments.get(usize::try_from(i).ok()?))
+            {
+                return Value::Binary(bytes.to_vec());
+            }
+            Value::Map(
+                map.iter()
+                    .map(|(k, v)| (Value::from(k.as_str()), from_json(v, attachments)))
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// Writes a msgpack value as JSON text; `bin` becomes a placeholder and an attachment.
+fn to_json(value: &Value, attachments: &mut Vec<Bytes>, out: &mut String) {
+    use std::fmt::Write;
+    match value {
+        Value::Nil | Value::Ext(..) => out.push_str("null"),
+        Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::F32(f) => write_float(f64::from(*f), out),
+        Value::F64(f) => write_float(*f, out),
+        Value::String(s) => match s.as_str() {
+            Some(s) => push_json_string(s, out),
+            None => push_json_string(&String::from_utf8_lossy(s.as_bytes()), out),
+        },
+        Value::Binary(bytes) => {
+            let _ = write!(
+                out,
+                r#"{{"_placeholder":true,"num":{}}}"#,
+                attachments.len()
+            );
+            attachments.push(Bytes::copy_from_slice(bytes));
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                to_json(v, attachments, out);
+            }
+            out.push(']');
+        }
+        Value::Map(entries) => {
+            out.push('{');
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                match k.as_str() {
+                    Some(k) => push_json_string(k, out),
+                    // JavaScript object keys are strings.
+                    None => {
+                        let mut key = String::new();
+                        to_json(k, &mut Vec::new(), &mut key);
+                        push_json_string(key.trim_matches('"'), out);
+                    }
+                }
+                out.push(':');
+                to_json(v, attachments, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_float(f: f64, out: &mut String) {
+    if f.is_finite() {
+        // serde_json writes the shortest text that reads back the same.
+        out.push_str(&serde_json::Number::from_f64(f).map_or("null".into(), |n| n.to_string()));
+    } else {
+        out.push_str("null");
+    }
+}
+
+fn push_json_string(s: &str, out: &mut String) {
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_as_the_adapter_names_them() {
+        assert_eq!(channel("socket.io", "/", &[]), "socket.io#/#");
+        assert_eq!(
+            channel("socket.io", "/chat", &["r1"]),
+            "socket.io#/chat#r1#"
+        );
+        assert_eq!(channel("socket.io", "/", &["a", "b"]), "socket.io#/#");
+        assert_eq!(pattern("socket.io"), "socket.io#*");
+    }
+
+    #[test]
+    fn round_trip_with_binary_at_any_depth() {
+        let attachments = [Bytes::from_static(b"\x00\x01"), Bytes::from_static(b"xyz")];
+        let elements: [&[u8]; 3] = [
+            br#""news""#,
+            br#"{"a":[1,-2,3.5,null,true],"b":{"_placeholder":true,"num":1}}"#,
+            br#"{"_placeholder":true,"num":0}"#,
+        ];
+        let bytes = encode(
+            "abc123",
+            "/chat",
+            &["r1"],
+            &["sock1"],
+            true,
+            &elements,
+            &attachments,
+        )
+        .unwrap();
+        let m = decode(&bytes).unwrap();
+        assert_eq!(m.uid, "abc123");
+        assert_eq!(m.namespace, "/chat");
+        assert_eq!(m.rooms, ["r1"]);
+        assert_eq!(m.except, ["sock1"]);
+        assert!(m.volatile);
+        // Placeholders renumbered in the order the bytes appear.
+        assert_eq!(
+            m.elements,
+            [
+                r#""news""#,
+                r#"{"a":[1,-2,3.5,null,true],"b":{"_placeholder":true,"num":0}}"#,
+                r#"{"_placeholder":true,"num":1}"#,
+            ]
+        );
+        assert_eq!(m.attachments, [&b"xyz"[..], b"\x00\x01"]);
+    }
+
+    #[test]
+    fn what_is_not_a_broadcast_is_refused_without_panic() {
+        assert_eq!(decode(b""), Err(DecodeError::Malformed));
+        assert_eq!(decode(b"\xc1"), Err(DecodeError::Malformed));
+        // [uid, {type: 3}, {}]: an ACK is no broadcast.
+        let ack = Value::Array(vec![
+            Value::from("u"),
+            Value::Map(vec![(Value::from("type"), Value::from(3))]),
+            Value::Map(vec![]),
+        ]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &ack).unwrap();
+        assert_eq!(decode(&bytes), Err(DecodeError::NotAnEvent));
+        // Deep nesting is refused, not followed.
+        let mut deep = vec![0x93, 0xa1, b'u'];
+        deep.extend(std::iter::repeat_n(0x91, 10_000));
+        assert!(decode(&deep).is_err());
+        // Truncations of a valid message never panic.
+        let ok = encode("u", "/", &[], &[], false, &[br#""e""#, b"[1,2]"], &[]).unwrap();
+        for cut in 0..ok.len() {
+            let _ = decode(&ok[..cut]);
+        }
+    }
+
+    #[test]
+    fn no_nsp_means_the_main_namespace() {
+        let msg = Value::Array(vec![
+            Value::from("emitter"),
+            Value::Map(vec![
+                (Value::from("type"), Value::from(2)),
+                (
+                    Value::from("data"),
+                    Value::Array(vec![Value::from("e"), Value::F64(f64::NAN)]),
+                ),
+            ]),
+            Value::Map(vec![]),
+        ]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &msg).unwrap();
+        let m = decode(&bytes).unwrap();
+        assert_eq!(m.namespace, "/");
+        assert_eq!(m.elements, [r#""e""#, "null"]);
+        assert!(m.rooms.is_empty() && m.except.is_empty() && !m.volatile);
+    }
+}

@@ -1,0 +1,348 @@
+//! The Redis bridge: joins this process to a bus of Socket.IO servers (Node's
+//! `@socket.io/redis-adapter`, other Throng processes) and emitters
+//! (`@socket.io/redis-emitter`), in the adapter's classic format (`classic.rs`).
+//!
+//! Two threads per process, started by `--redis-url`:
+//! - the **publisher** takes broadcasts that leave this process from a bounded
+//!   lock-free queue (filled by `Relay::relay` on whatever thread broadcast, a worker's
+//!   included, which never waits: past `queue_bytes` a broadcast is dropped and
+//!   counted) and publishes them, pipelined;
+//! - the **subscriber** takes every broadcast under `<key>#*`, drops this node's own
+//!   (by uid) and those of namespaces not served here, decodes each once and posts one
+//!   encoded frame to every worker (`Io::deliver_from_elsewhere`, B's fabric).
+//!
+//! Redis going away never stops local delivery: both threads reconnect with backoff
+//! (100 ms doubling to 5 s, with jitter) and resubscribe; one WARN when the link drops,
+//! one a minute while it stays down, one INFO with the downtime when it is back.
+//! Start-up without Redis serves locally and keeps trying.
+//!
+//! Not yet here (issue D): the request/response channels (`fetchSockets`,
+//! `serverSideEmit`, `serverCount`…), sharded pub/sub, polling across hosts.
+
+pub mod classic;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::sio::{Io, Relay, Relayed};
+
+/// Broadcasts the outbound queue holds at most (besides its byte bound).
+const QUEUE_SLOTS: usize = 1 << 16;
+/// Publishes sent in one pipeline.
+const PIPELINE: usize = 256;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// While the link is down, a WARN this often.
+const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
+/// How long a blocking Redis read waits before the thread looks around.
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What the bridge is told at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Channel prefix (`socket.io`, as the adapter's `key`).
+    pub key: String,
+    /// Bytes of broadcasts waiting for Redis at most; more are dropped.
+    pub queue_bytes: usize,
+}
+
+/// Counters, for logs and `/metrics`.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub published: AtomicU64,
+    pub received: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub dropped_link_down: AtomicU64,
+    pub dropped_undecodable: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+/// The bridge as the workers see it: a relay for their broadcasts.
+pub struct Bridge {
+    uid: String,
+    key: String,
+    queue: ArrayQueue<(String, Vec<u8>)>,
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+    publisher: thread::Thread,
+    pub counters: Counters,
+    up: AtomicBool,
+}
+
+impl Relay for Bridge {
+    fn relay(&self, b: &Relayed<'_>) {
+        let Some(bytes) = classic::encode(
+            &self.uid,
+            b.namespace,
+            &b.rooms,
+            &b.except,
+            b.volatile,
+            b.elements,
+            b.attachments,
+        ) else {
+            return;
+        };
+        let len = bytes.len();
+        if self.queued_bytes.load(Ordering::Relaxed) + len > self.max_bytes {
+            self.counters
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let channel = classic::channel(&self.key, b.namespace, &b.rooms);
+        match self.queue.push((channel, bytes)) {
+            Ok(()) => {
+                self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                self.publisher.unpark();
+            }
+            Err(_) => {
+                self.counters
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Bridge {
+    /// This node's uid on the bus (6 characters).
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// Whether both links to Redis are up.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the bridge for the sockets `io` reaches: broadcasts made through `io`'s
+/// registry go out, broadcasts of namespaces `serves` takes come in.
+pub fn start(
+    config: Config,
+    io: Io,
+    serves: impl Fn(&str) -> bool + Send + 'static,
+) -> std::io::Result<Arc<Bridge>> {
+    let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("--redis-url {}: {e}", config.url),
+        )
+    })?;
+    let uid = node_uid();
+    // The publisher thread must exist before the bridge (relay unparks it).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Bridge>>(1);
+    let publish_client = client.clone();
+    let url = config.url.clone();
+    let publisher = thread::Builder::new()
+        .name("throng-redis-pub".into())
+        .spawn(move || {
+            if let Ok(bridge) = rx.recv() {
+                publish_loop(&bridge, &publish_client, &url);
+            }
+        })?;
+    let bridge = Arc::new(Bridge {
+        uid,
+        key: config.key.clone(),
+        queue: ArrayQueue::new(QUEUE_SLOTS),
+        queued_bytes: AtomicUsize::new(0),
+        max_bytes: config.queue_bytes.max(1),
+        publisher: publisher.thread().clone(),
+        counters: Counters::default(),
+        up: AtomicBool::new(false),
+    });
+    let _ = tx.send(Arc::clone(&bridge));
+    io.set_relay(Arc::clone(&bridge) as Arc<dyn Relay>);
+    let sub = Arc::clone(&bridge);
+    let url = config.url.clone();
+    thread::Builder::new()
+        .name("throng-redis-sub".into())
+        .spawn(move || subscribe_loop(&sub, &client, &url, &io, &serves))?;
+    tracing::info!(url = %config.url, key = %config.key, uid = %bridge.uid, "Redis bridge started");
+    Ok(bridge)
+}
+
+/// Six characters from the kernel's generator (the clock if it fails).
+fn node_uid() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 6];
+    if crate::runtime::system::random_bytes(&mut bytes).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes.copy_from_slice(&t.to_le_bytes()[..6]);
+    }
+    bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// The link's state as one thread sees it, for the logs the module doc promises.
+struct Link<'a> {
+    url: &'a str,
+    role: &'static str,
+    down_since: Option<Instant>,
+    last_warn: Instant,
+    backoff: Duration,
+}
+
+impl<'a> Link<'a> {
+    fn new(url: &'a str, role: &'static str) -> Link<'a> {
+        Link {
+            url,
+            role,
+            down_since: Some(Instant::now()),
+            last_warn: Instant::now() - DOWN_LOG_EVERY,
+            backoff: BACKOFF_MIN,
+        }
+    }
+
+    fn up(&mut self) {
+        if let Some(since) = self.down_since.take() {
+            tracing::info!(
+                url = self.url,
+                link = self.role,
+                down_ms = since.elapsed().as_millis() as u64,
+                "Redis link up"
+            );
+        }
+        self.backoff = BACKOFF_MIN;
+    }
+
+    /// A connection to Redis, however many tries (with backoff) it takes.
+    fn connect(&mut self, client: &redis::Client) -> redis::Connection {
+        loop {
+            match client.get_connection_with_timeout(BACKOFF_MAX) {
+                Ok(con) => return con,
+                Err(e) => self.down(&e),
+            }
+        }
+    }
+
+    /// The link failed: log as promised, then sleep the backoff.
+    fn down(&mut self, error: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        let first = self.down_since.is_none();
+        self.down_since.get_or_insert(now);
+        if first || now.duration_since(self.last_warn) >= DOWN_LOG_EVERY {
+            tracing::warn!(
+                url = self.url,
+                link = self.role,
+                error = %error,
+                "Redis link down: local delivery continues; retrying"
+            );
+            self.last_warn = now;
+        }
+        let jitter = self.backoff.as_millis() as u64 / 4;
+        let extra = if jitter > 0 {
+            u64::from(std::process::id()).wrapping_mul(now.elapsed().subsec_nanos() as u64 + 7)
+                % jitter
+        } else {
+            0
+        };
+        thread::sleep(self.backoff + Duration::from_millis(extra));
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
+    let mut link = Link::new(url, "publish");
+    loop {
+        // What is queued waits (within `queue_bytes`) for the connection.
+        let mut con = link.connect(client);
+        link.up();
+        bridge.up.store(true, Ordering::Relaxed);
+        loop {
+            let mut pipe = redis::pipe();
+            let mut n = 0;
+            while n < PIPELINE
+                && let Some((channel, bytes)) = bridge.queue.pop()
+            {
+                bridge
+                    .queued_bytes
+                    .fetch_sub(bytes.len(), Ordering::Relaxed);
+                pipe.cmd("PUBLISH").arg(channel).arg(bytes).ignore();
+                n += 1;
+            }
+            if n == 0 {
+                thread::park_timeout(READ_TIMEOUT);
+                continue;
+            }
+            if let Err(e) = pipe.query::<()>(&mut con) {
+                bridge
+                    .counters
+                    .dropped_link_down
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                bridge.up.store(false, Ordering::Relaxed);
+                bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                link.down(&e);
+                break;
+            }
+            bridge
+                .counters
+                .published
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+fn subscribe_loop(
+    bridge: &Bridge,
+    client: &redis::Client,
+    url: &str,
+    io: &Io,
+    serves: &dyn Fn(&str) -> bool,
+) {
+    let mut link = Link::new(url, "subscribe");
+    let pattern = classic::pattern(&bridge.key);
+    loop {
+        let mut con = link.connect(client);
+        let mut pubsub = con.as_pubsub();
+        if let Err(e) = pubsub
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .and_then(|()| pubsub.psubscribe(&pattern))
+        {
+            link.down(&e);
+            continue;
+        }
+        link.up();
+        loop {
+            let msg = match pubsub.get_message() {
+                Ok(msg) => msg,
+                Err(e) if e.is_timeout() => continue,
+                Err(e) => {
+                    bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    link.down(&e);
+                    break;
+                }
+            };
+            let Ok(message) = classic::decode(msg.get_payload_bytes()) else {
+                bridge
+                    .counters
+                    .dropped_undecodable
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if message.uid == bridge.uid || !serves(&message.namespace) {
+                continue;
+            }
+            bridge.counters.received.fetch_add(1, Ordering::Relaxed);
+            let elements: Vec<&[u8]> = message.elements.iter().map(|e| e.as_bytes()).collect();
+            let _ = io.deliver_from_elsewhere(&Relayed {
+                namespace: &message.namespace,
+                rooms: message.rooms.iter().map(String::as_str).collect(),
+                except: message.except.iter().map(String::as_str).collect(),
+                volatile: message.volatile,
+                elements: &elements,
+                attachments: &message.attachments,
+            });
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The Redis bridge in a mixed cluster: a real `redis-server` started here (free port,
+//! no persistence, stopped by PID), two `throng serve --app conformance --redis-url …`
+//! and Node's socket.io with `@socket.io/redis-adapter` (`tests/sio/node-server.js`),
+//! driven by `tests/sio/redis.test.js` with the official clients and the Redis emitter.
+//! Also: Redis going away and coming back never stops local delivery.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::Server;
+
+fn sio_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sio");
+    assert!(
+        dir.join("node_modules/@socket.io/redis-adapter").is_dir(),
+        "the Redis adapter is missing: run `npm ci --prefix tests/sio` (scripts/test.sh does)"
+    );
+    dir
+}
+
+/// A process killed (and reaped) when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `redis-server` on `port` of loopback, in memory only.
+fn redis_on(port: u16) -> Killed {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (.ci/run installs it with apt-get)");
+    let redis = Killed(child);
+    wait_listening(port, "redis-server");
+    redis
+}
+
+fn throng_on_bus(redis_url: &str) -> Server {
+    Server::start(&[
+        "--app",
+        "conformance",
+        "--workers",
+        "2",
+        "--redis-url",
+        redis_url,
+    ])
+}
+
+#[test]
+fn a_mixed_cluster_of_throng_node_and_an_emitter() {
+    let redis_port = util::free_port();
+    let _redis = redis_on(redis_port);
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let a = throng_on_bus(&url);
+    let b = throng_on_bus(&url);
+    let node_port = util::free_port();
+    let _node = Killed(
+        Command::new("node")
+            .arg(sio_dir().join("node-server.js"))
+            .arg(node_port.to_string())
+            .arg(&url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node must be installed"),
+    );
+    wait_listening(node_port, "node's server");
+    // The bridges subscribe right after start; give them a moment on a loaded runner.
+    std::thread::sleep(Duration::from_millis(300));
+    let servers = format!(
+        "A=http://127.0.0.1:{},B=http://127.0.0.1:{},N=http://127.0.0.1:{node_port}",
+        a.port, b.port
+    );
+    util::node_suite(
+        &sio_dir().join("redis.test.js"),
+        &[("SERVERS", servers.as_str()), ("REDIS_URL", url.as_str())],
+    );
+}
+
+#[test]
+fn redis_away_and_back_local_delivery_never_stops() {
+    let redis_port = util::free_port();
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    // Start-up without Redis: serves locally and keeps trying.
+    let a = throng_on_bus(&url);
+    let b = throng_on_bus(&url);
+    let servers = format!(
+        "A=http://127.0.0.1:{},B=http://127.0.0.1:{}",
+        a.port, b.port
+    );
+    let phase = |name: &str| {
+        util::node_suite(
+            &sio_dir().join("redis-outage.test.js"),
+            &[("SERVERS", servers.as_str()), ("PHASE", name)],
+        );
+    };
+    phase("down");
+    let redis = redis_on(redis_port);
+    phase("up");
+    drop(redis);
+    phase("down");
+    let _redis = redis_on(redis_port);
+    phase("up");
+}

@@ -1,0 +1,54 @@
+// Two Throng nodes on a Redis bus that comes and goes (tests/redis_bridge.rs):
+// PHASE=down: each node still delivers its own broadcasts locally (and nothing crosses);
+// PHASE=up: broadcasts cross again once the bridges have reconnected (within 10 s);
+// what was queued while Redis was away may cross first.
+// Env: SERVERS="A=http://…,B=http://…", PHASE=down|up.
+"use strict";
+
+const { test } = require("node:test");
+const assert = require("node:assert/strict");
+const { once, ack, maybe, connectTo, closeAll } = require("./helpers");
+
+const SERVERS = Object.fromEntries(
+  (process.env.SERVERS || "").split(",").filter(Boolean).map((kv) => kv.split("=")),
+);
+const PHASE = process.env.PHASE;
+if (!SERVERS.A || !SERVERS.B || !["down", "up"].includes(PHASE)) {
+  throw new Error("SERVERS (A, B) and PHASE=down|up must be set");
+}
+
+function connected(server) {
+  return connectTo(SERVERS[server]);
+}
+
+test.after(closeAll);
+
+test(`redis ${PHASE}: local delivery goes on; crossing ${PHASE === "up" ? "resumes" : "stops"}`, async () => {
+  const sender = await connected("A");
+  const local = await connected("A");
+  const remote = await connected("B");
+  if (PHASE === "down") {
+    const got = once(local, "m");
+    const crossed = maybe(remote, "m", 500);
+    assert.deepEqual(await ack(sender, "to-all", "m", "local"), []);
+    assert.deepEqual(await got, ["local"]);
+    assert.equal(await crossed, null);
+    return;
+  }
+  // Up: retry until a broadcast crosses (the bridges back off up to 5 s). What was
+  // queued during the outage ("local", within --redis-queue-bytes) may cross first.
+  const crossed = [];
+  remote.on("m", (v) => crossed.push(v));
+  const deadline = Date.now() + 10000;
+  for (let i = 0; ; i++) {
+    const got = once(local, "m");
+    await ack(sender, "to-all", "m", i);
+    assert.deepEqual(await got, [i]);
+    await new Promise((r) => setTimeout(r, 300));
+    if (crossed.some((v) => typeof v === "number")) {
+      assert.ok(crossed.every((v) => v === "local" || typeof v === "number"), crossed);
+      return;
+    }
+    assert.ok(Date.now() < deadline, "broadcasts did not cross within 10 s of Redis coming back");
+  }
+});
