@@ -115,21 +115,17 @@ fn serve_registry(
     ));
     let app = Arc::new(app);
     let _bridge = match &config.redis {
-        Some(redis) => {
-            let serving = Arc::clone(&app);
-            Some(
-                crate::bridge::start(
-                    crate::bridge::Config {
-                        url: redis.url.clone(),
-                        key: redis.key.clone(),
-                        queue_bytes: redis.queue_bytes,
-                    },
-                    app.io(),
-                    move |namespace| serving.serves(namespace),
-                )
-                .map_err(|e| ServeError::Setup(format!("cannot start the Redis bridge: {e}")))?,
+        Some(redis) => Some(
+            crate::bridge::start(
+                crate::bridge::Config {
+                    url: redis.url.clone(),
+                    key: redis.key.clone(),
+                    queue_bytes: redis.queue_bytes,
+                },
+                Arc::clone(&app),
             )
-        }
+            .map_err(|e| ServeError::Setup(format!("cannot start the Redis bridge: {e}")))?,
+        ),
         None => None,
     };
     run(config, max_connections, |index| {

@@ -14,6 +14,9 @@
 //! | `to-all(event, ...payload, ack?)` | to all, then acks `[]` |
 //! | `ask(event, ...payload, ack)` | emits `event(...payload)` with an ack request to the sender; acks with its reply, or `{"timeout":true}` after 2 s |
 //! | `disconnect-me` / `close-me` / `drop-transport` | DISCONNECT this namespace / every namespace and close / close without DISCONNECT |
+//!
+//! Server-side event (from other servers or emitters on the Redis bus, `serverSideEmit`):
+//! `relay(event, ...payload)` emits `event(...payload)` to the namespace's local sockets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +67,18 @@ fn ack_rooms(cx: &mut Cx<'_, '_>, ev: &Event<'_>) {
 }
 
 fn events(ns: Namespace) -> Namespace {
-    ns.on("echo", |cx, ev| {
+    ns.on_server_event("relay", |io, namespace, args| {
+        // From another server or an emitter: `event(...payload)` to the local sockets.
+        let Some((event, payload)) = args.split_first() else {
+            return;
+        };
+        let Ok(event) = serde_json::from_str::<String>(event.get()) else {
+            return;
+        };
+        let payload: Vec<&[u8]> = payload.iter().map(|v| v.get().as_bytes()).collect();
+        let _ = io.of(namespace).local().emit(&event, &payload, &[]);
+    })
+    .on("echo", |cx, ev| {
         if ev.ack.is_some() {
             cx.ack(ev, &raw(ev, 1), ev.attachments);
         } else {

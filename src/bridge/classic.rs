@@ -62,6 +62,100 @@ pub fn pattern(key: &str) -> String {
     format!("{key}#*")
 }
 
+/// The pattern that takes every request of every namespace under `key`. A pattern
+/// subscription is not counted by `PUBSUB NUMSUB`, so Node's `serverCount()` does not
+/// count this node, and Node servers do not wait for answers it does not give (the
+/// requests that want one are not served yet).
+pub fn request_pattern(key: &str) -> String {
+    format!("{key}-request#*")
+}
+
+/// A request from another node or an emitter that needs no answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// `socketsJoin` (`leave: false`) or `socketsLeave`: sockets in `rooms` (all if
+    /// none) but not in `except` join or leave `targets`.
+    Rooms {
+        namespace: String,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        targets: Vec<String>,
+        leave: bool,
+    },
+    /// `disconnectSockets(close)`.
+    Disconnect {
+        namespace: String,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        close: bool,
+    },
+    /// `serverSideEmit(event, ...args)` without an ack: elements as JSON text.
+    ServerSideEmit {
+        namespace: String,
+        uid: String,
+        elements: Vec<String>,
+    },
+}
+
+/// Request types of the adapter (`RequestType`).
+const REMOTE_JOIN: u64 = 2;
+const REMOTE_LEAVE: u64 = 3;
+const REMOTE_DISCONNECT: u64 = 4;
+const SERVER_SIDE_EMIT: u64 = 6;
+
+/// Decodes a request published on `channel` (`<key>-request#<nsp>#`). `None` for a
+/// request this node does not serve (those that want an answer, msgpack ones, garbage).
+pub fn decode_request(key: &str, channel: &[u8], bytes: &[u8]) -> Option<Request> {
+    let channel = std::str::from_utf8(channel).ok()?;
+    let namespace = channel
+        .strip_prefix(key)?
+        .strip_prefix("-request#")?
+        .strip_suffix('#')?
+        .to_string();
+    if bytes.first() != Some(&b'{') {
+        return None; // msgpack: broadcasts with acks (types 7, 9).
+    }
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let strings = |v: Option<&serde_json::Value>| -> Vec<String> {
+        v.and_then(serde_json::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let opts = v.get("opts");
+    let rooms = strings(opts.and_then(|o| o.get("rooms")));
+    let except = strings(opts.and_then(|o| o.get("except")));
+    match v.get("type")?.as_u64()? {
+        kind @ (REMOTE_JOIN | REMOTE_LEAVE) => Some(Request::Rooms {
+            namespace,
+            rooms,
+            except,
+            targets: strings(v.get("rooms")),
+            leave: kind == REMOTE_LEAVE,
+        }),
+        REMOTE_DISCONNECT => Some(Request::Disconnect {
+            namespace,
+            rooms,
+            except,
+            close: v.get("close").and_then(serde_json::Value::as_bool) == Some(true),
+        }),
+        SERVER_SIDE_EMIT if v.get("requestId").is_none() => Some(Request::ServerSideEmit {
+            namespace,
+            uid: v.get("uid")?.as_str()?.to_string(),
+            elements: v
+                .get("data")?
+                .as_array()?
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
+        }),
+        _ => None,
+    }
+}
+
 /// Encodes a broadcast from this node (`uid`) as the adapter does. `None` if an
 /// element is not JSON.
 pub fn encode(
@@ -344,6 +438,63 @@ mod tests {
         let ok = encode("u", "/", &[], &[], false, &[br#""e""#, b"[1,2]"], &[]).unwrap();
         for cut in 0..ok.len() {
             let _ = decode(&ok[..cut]);
+        }
+    }
+
+    #[test]
+    fn requests_as_the_emitter_and_the_adapter_write_them() {
+        let key = "socket.io";
+        assert_eq!(
+            decode_request(
+                key,
+                b"socket.io-request#/chat#",
+                br#"{"type":2,"opts":{"rooms":["a"],"except":["b"]},"rooms":["r1","r2"]}"#
+            ),
+            Some(Request::Rooms {
+                namespace: "/chat".into(),
+                rooms: vec!["a".into()],
+                except: vec!["b".into()],
+                targets: vec!["r1".into(), "r2".into()],
+                leave: false,
+            })
+        );
+        assert_eq!(
+            decode_request(
+                key,
+                b"socket.io-request#/#",
+                br#"{"type":4,"opts":{"rooms":[],"except":[]},"close":true}"#
+            ),
+            Some(Request::Disconnect {
+                namespace: "/".into(),
+                rooms: vec![],
+                except: vec![],
+                close: true,
+            })
+        );
+        assert_eq!(
+            decode_request(
+                key,
+                b"socket.io-request#/#",
+                br#"{"uid":"emitter","type":6,"data":["relay","ev",{"n":1}]}"#
+            ),
+            Some(Request::ServerSideEmit {
+                namespace: "/".into(),
+                uid: "emitter".into(),
+                elements: vec![r#""relay""#.into(), r#""ev""#.into(), r#"{"n":1}"#.into()],
+            })
+        );
+        // Wants an answer, msgpack, another key, garbage: not served.
+        for (channel, body) in [
+            (
+                &b"socket.io-request#/#"[..],
+                &br#"{"type":6,"requestId":"x","data":["e"]}"#[..],
+            ),
+            (b"socket.io-request#/#", br#"{"type":0,"requestId":"x"}"#),
+            (b"socket.io-request#/#", b"\x93\x01"),
+            (b"other-request#/#", br#"{"type":2}"#),
+            (b"socket.io-request#/#", b"{not json"),
+        ] {
+            assert_eq!(decode_request(key, channel, body), None);
         }
     }
 

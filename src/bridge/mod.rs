@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::sio::{Io, Relay, Relayed};
+use crate::sio::{Registry, Relay, Relayed, SocketsAction, SocketsOp};
 
 /// Broadcasts the outbound queue holds at most (besides its byte bound).
 const QUEUE_SLOTS: usize = 1 << 16;
@@ -122,13 +122,10 @@ impl Bridge {
     }
 }
 
-/// Starts the bridge for the sockets `io` reaches: broadcasts made through `io`'s
-/// registry go out, broadcasts of namespaces `serves` takes come in.
-pub fn start(
-    config: Config,
-    io: Io,
-    serves: impl Fn(&str) -> bool + Send + 'static,
-) -> std::io::Result<Arc<Bridge>> {
+/// Starts the bridge for `registry`'s sockets: broadcasts made through its `Io` go
+/// out; broadcasts and requests for the namespaces it serves come in.
+pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bridge>> {
+    let io = registry.io();
     let client = redis::Client::open(config.url.as_str()).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -163,7 +160,7 @@ pub fn start(
     let url = config.url.clone();
     thread::Builder::new()
         .name("throng-redis-sub".into())
-        .spawn(move || subscribe_loop(&sub, &client, &url, &io, &serves))?;
+        .spawn(move || subscribe_loop(&sub, &client, &url, &registry))?;
     tracing::info!(url = %config.url, key = %config.key, uid = %bridge.uid, "Redis bridge started");
     Ok(bridge)
 }
@@ -293,21 +290,18 @@ fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
     }
 }
 
-fn subscribe_loop(
-    bridge: &Bridge,
-    client: &redis::Client,
-    url: &str,
-    io: &Io,
-    serves: &dyn Fn(&str) -> bool,
-) {
+fn subscribe_loop(bridge: &Bridge, client: &redis::Client, url: &str, registry: &Registry) {
     let mut link = Link::new(url, "subscribe");
-    let pattern = classic::pattern(&bridge.key);
+    let patterns = [
+        classic::pattern(&bridge.key),
+        classic::request_pattern(&bridge.key),
+    ];
     loop {
         let mut con = link.connect(client);
         let mut pubsub = con.as_pubsub();
         if let Err(e) = pubsub
             .set_read_timeout(Some(READ_TIMEOUT))
-            .and_then(|()| pubsub.psubscribe(&pattern))
+            .and_then(|()| pubsub.psubscribe(&patterns))
         {
             link.down(&e);
             continue;
@@ -323,26 +317,92 @@ fn subscribe_loop(
                     break;
                 }
             };
-            let Ok(message) = classic::decode(msg.get_payload_bytes()) else {
-                bridge
-                    .counters
-                    .dropped_undecodable
-                    .fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            if message.uid == bridge.uid || !serves(&message.namespace) {
+            let channel = msg.get_channel_name().as_bytes();
+            if let Some(request) =
+                classic::decode_request(&bridge.key, channel, msg.get_payload_bytes())
+            {
+                serve_request(bridge, registry, request);
                 continue;
             }
-            bridge.counters.received.fetch_add(1, Ordering::Relaxed);
-            let elements: Vec<&[u8]> = message.elements.iter().map(|e| e.as_bytes()).collect();
-            let _ = io.deliver_from_elsewhere(&Relayed {
-                namespace: &message.namespace,
-                rooms: message.rooms.iter().map(String::as_str).collect(),
-                except: message.except.iter().map(String::as_str).collect(),
-                volatile: message.volatile,
-                elements: &elements,
-                attachments: &message.attachments,
-            });
+            on_broadcast(bridge, registry, msg.get_payload_bytes());
         }
+    }
+}
+
+/// A broadcast from the bus, to this process's sockets.
+fn on_broadcast(bridge: &Bridge, registry: &Registry, bytes: &[u8]) {
+    let Ok(message) = classic::decode(bytes) else {
+        bridge
+            .counters
+            .dropped_undecodable
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if message.uid == bridge.uid || !registry.serves(&message.namespace) {
+        return;
+    }
+    bridge.counters.received.fetch_add(1, Ordering::Relaxed);
+    let elements: Vec<&[u8]> = message.elements.iter().map(|e| e.as_bytes()).collect();
+    let _ = registry.io().deliver_from_elsewhere(&Relayed {
+        namespace: &message.namespace,
+        rooms: message.rooms.iter().map(String::as_str).collect(),
+        except: message.except.iter().map(String::as_str).collect(),
+        volatile: message.volatile,
+        elements: &elements,
+        attachments: &message.attachments,
+    });
+}
+
+/// A request from another node or an emitter, applied to this process's sockets.
+fn serve_request(bridge: &Bridge, registry: &Registry, request: classic::Request) {
+    use classic::Request;
+    let op = match request {
+        Request::Rooms {
+            namespace,
+            rooms,
+            except,
+            targets,
+            leave,
+        } => SocketsOp {
+            namespace,
+            rooms,
+            except,
+            action: if leave {
+                SocketsAction::Leave(targets)
+            } else {
+                SocketsAction::Join(targets)
+            },
+        },
+        Request::Disconnect {
+            namespace,
+            rooms,
+            except,
+            close,
+        } => SocketsOp {
+            namespace,
+            rooms,
+            except,
+            action: SocketsAction::Disconnect { close },
+        },
+        Request::ServerSideEmit {
+            namespace,
+            uid,
+            elements,
+        } => {
+            if uid == bridge.uid || !registry.serves(&namespace) {
+                return;
+            }
+            let raw: Vec<&serde_json::value::RawValue> = elements
+                .iter()
+                .filter_map(|e| serde_json::from_str(e).ok())
+                .collect();
+            if raw.len() == elements.len() {
+                registry.dispatch_server_event(&namespace, &raw);
+            }
+            return;
+        }
+    };
+    if registry.serves(&op.namespace) {
+        let _ = registry.io().apply_here(&op);
     }
 }

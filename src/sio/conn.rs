@@ -28,7 +28,7 @@ use crate::ws::CloseCode;
 
 use super::Config;
 use super::cx::{AckReply, Cx, Elements, Ending, Event, Socket, room_key};
-use super::io::PendingConnect;
+use super::io::{PendingConnect, SocketsAction, SocketsOp};
 use super::registry::{ConnectError, Handshake, Registry};
 
 pub(crate) struct ConnState {
@@ -355,6 +355,63 @@ impl ConnState {
                 fresh_id,
             ),
         }
+    }
+
+    /// Applies a remote operation to this connection's socket in `op.namespace`, if it
+    /// matches. `true` if it did.
+    pub fn apply_sockets_op(
+        &mut self,
+        out: &mut Outbox<'_>,
+        config: &Config,
+        registry: &Registry,
+        op: &SocketsOp,
+    ) -> bool {
+        let Some(i) = self
+            .sockets
+            .iter()
+            .position(|s| s.name(registry) == Some(op.namespace.as_str()))
+        else {
+            return false;
+        };
+        let ns = op.namespace.as_str();
+        let in_room = |out: &Outbox<'_>, room: &str| {
+            let key = room_key(ns, room);
+            out.rooms().iter().any(|k| **k == *key)
+        };
+        let wanted = op.rooms.is_empty() || op.rooms.iter().any(|r| in_room(out, r));
+        if !wanted || op.except.iter().any(|r| in_room(out, r)) {
+            return false;
+        }
+        let max_acks = config.max_pending_acks;
+        match &op.action {
+            SocketsAction::Join(rooms) => {
+                for room in rooms {
+                    if !room.is_empty() && room.len() <= super::cx::MAX_ROOM_NAME {
+                        let _ = out.join(&room_key(ns, room));
+                    }
+                }
+            }
+            SocketsAction::Leave(rooms) => {
+                for room in rooms {
+                    if !room.is_empty() && *room != self.sockets[i].id {
+                        out.leave(&room_key(ns, room));
+                    }
+                }
+            }
+            SocketsAction::Disconnect { close: false } => {
+                let mut socket = self.sockets.swap_remove(i);
+                notify_disconnect(out, registry, max_acks, &mut socket, SERVER_DISCONNECT);
+                disconnect_socket(out, registry, &socket);
+            }
+            SocketsAction::Disconnect { close: true } => {
+                for mut socket in std::mem::take(&mut self.sockets) {
+                    notify_disconnect(out, registry, max_acks, &mut socket, SERVER_DISCONNECT);
+                    disconnect_socket(out, registry, &socket);
+                }
+                out.close(CloseCode::NORMAL, "server close");
+            }
+        }
+        true
     }
 
     /// The session's sid (polling or WebSocket-only).

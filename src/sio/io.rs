@@ -74,6 +74,28 @@ pub trait Relay: Send + Sync {
     fn relay(&self, broadcast: &Relayed<'_>);
 }
 
+/// An operation on the sockets of `namespace` in any of `rooms` (all of them if none)
+/// and in none of `except` (a socket's id is a room): what `socketsJoin`,
+/// `socketsLeave` and `disconnectSockets` of other nodes and emitters ask.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SocketsOp {
+    pub namespace: String,
+    pub rooms: Vec<String>,
+    pub except: Vec<String>,
+    pub action: SocketsAction,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SocketsAction {
+    Join(Vec<String>),
+    Leave(Vec<String>),
+    /// DISCONNECT from the namespace (`server namespace disconnect`); `close`: from
+    /// every namespace, and the connection closes (`io server disconnect` on the client).
+    Disconnect {
+        close: bool,
+    },
+}
+
 /// A handle on a running server's sockets, for any thread.
 #[derive(Clone, Default)]
 pub struct Io {
@@ -129,6 +151,19 @@ impl Io {
         self.publish(msg)
     }
 
+    /// Applies `op` to the matching sockets of this process, on every worker (it is
+    /// not relayed to other hosts).
+    pub fn apply_here(&self, op: &SocketsOp) -> Result<(), IoError> {
+        let fabric = self.fabric.get().ok_or(IoError::NotRunning)?;
+        let mut result = Ok(());
+        for worker in 0..fabric.workers() {
+            if self.post(worker, Box::new(op.clone())).is_err() {
+                result = Err(IoError::Saturated);
+            }
+        }
+        result
+    }
+
     /// Whether the workers have started.
     pub fn is_running(&self) -> bool {
         self.fabric.get().is_some()
@@ -142,6 +177,7 @@ impl Io {
             rooms: Vec::new(),
             except: Vec::new(),
             volatile: false,
+            local: false,
         }
     }
 
@@ -203,9 +239,16 @@ pub struct IoOperator<'a> {
     rooms: Vec<String>,
     except: Vec<String>,
     volatile: bool,
+    local: bool,
 }
 
 impl IoOperator<'_> {
+    /// Only to this process's sockets: not relayed to other hosts.
+    pub fn local(mut self) -> Self {
+        self.local = true;
+        self
+    }
+
     /// Only to the members of `rooms` (a socket id is a room too). Empty names are
     /// no room.
     pub fn to(mut self, rooms: &[&str]) -> Self {
@@ -234,7 +277,7 @@ impl IoOperator<'_> {
         if !sendable_event_name(elements.first()) {
             return Err(IoError::Unsendable);
         }
-        if let Some(relay) = self.io.relay() {
+        if let Some(relay) = self.io.relay().filter(|_| !self.local) {
             relay.relay(&Relayed {
                 namespace: &self.namespace,
                 rooms: room_names(&self.namespace, &self.rooms),

@@ -43,7 +43,7 @@ use bytes::Bytes;
 
 pub use cors::Cors;
 pub use cx::{AckReply, Bin, Cx, Event};
-pub use io::{Ack, Io, IoError, PendingConnect, Relay, Relayed};
+pub use io::{Ack, Io, IoError, PendingConnect, Relay, Relayed, SocketsAction, SocketsOp};
 pub use registry::{ConnectError, Handshake, Namespace, Registry};
 
 use conn::ConnState;
@@ -204,6 +204,45 @@ impl Server {
                 .max_polling_queue
                 .max(self.config.max_payload.saturating_add(64 << 10)),
             ..session::Config::default()
+        }
+    }
+}
+
+impl Server {
+    /// Applies a remote `socketsJoin`/`socketsLeave`/`disconnectSockets` to the
+    /// matching sockets of this worker.
+    fn apply_sockets_op(&mut self, conns: &mut Conns<'_>, op: &SocketsOp) {
+        let config = self.config;
+        let registry = Arc::clone(&self.registry);
+        for slot in 0..self.conns.len() {
+            let Some(state) = self.conns[slot].as_mut().filter(|s| !s.closing) else {
+                continue;
+            };
+            let id = ConnId {
+                slot: slot as u32,
+                generation: state.generation,
+            };
+            let on_polling = state.session.transport() == Transport::Polling;
+            let mut touched = false;
+            let asked = conns.with(id, |out| {
+                touched = state.apply_sockets_op(out, &config, &registry, op);
+            });
+            if !touched {
+                continue;
+            }
+            if on_polling {
+                if let Some((_, why)) = asked {
+                    self.close_session(conns, id, why);
+                } else {
+                    self.try_answer(conns, id);
+                }
+            } else if let Some((_, why)) = asked
+                && let Some(state) = self.state(id)
+            {
+                state.closing = true;
+                state.close_reason.get_or_insert("forced close");
+                conns.close(id, CloseCode::NORMAL, why);
+            }
         }
     }
 }
@@ -412,6 +451,10 @@ impl App for Server {
     }
 
     fn on_app_message(&mut self, conns: &mut Conns<'_>, msg: Box<dyn std::any::Any + Send>) {
+        let msg = match msg.downcast::<SocketsOp>() {
+            Ok(op) => return self.apply_sockets_op(conns, &op),
+            Err(msg) => msg,
+        };
         let Ok(verdict) = msg.downcast::<io::Verdict>() else {
             return;
         };

@@ -53,6 +53,9 @@ pub type Middleware = Box<dyn Fn(&Handshake<'_>) -> Result<(), ConnectError> + S
 /// Middleware that answers later: it gets the CONNECT and a `PendingConnect` to
 /// `allow` or `refuse` from any thread.
 pub type DeferredMiddleware = Box<dyn Fn(&Handshake<'_>, PendingConnect) + Send + Sync>;
+/// Handles an event another server sent with `serverSideEmit` (on the bridge's
+/// thread): the `Io` handle, the namespace's name, the arguments after the event name.
+pub type ServerEventHandler = Box<dyn Fn(&Io, &str, &[&RawValue]) + Send + Sync>;
 /// Which names a dynamic namespace takes.
 pub type NamespaceMatcher = Box<dyn Fn(&str) -> bool + Send + Sync>;
 pub type EventHandler = Box<dyn Fn(&mut Cx<'_, '_>, &Event<'_>) + Send + Sync>;
@@ -69,6 +72,7 @@ pub struct Namespace {
     /// Set for a dynamic namespace: the names it serves.
     matcher: Option<NamespaceMatcher>,
     handlers: HashMap<String, EventHandler>,
+    server_events: HashMap<String, ServerEventHandler>,
     pub(crate) on_connect: Option<ConnectHandler>,
     pub(crate) on_disconnect: Option<DisconnectHandler>,
     pub(crate) state: Option<StateFactory>,
@@ -82,6 +86,7 @@ impl Namespace {
             deferred: None,
             matcher: None,
             handlers: HashMap::new(),
+            server_events: HashMap::new(),
             on_connect: None,
             on_disconnect: None,
             state: None,
@@ -146,6 +151,17 @@ impl Namespace {
         self
     }
 
+    /// Handles `event` sent by another server or an emitter with `serverSideEmit`
+    /// (no ack). It runs on the Redis bridge's thread, with an `Io` to reach sockets.
+    pub fn on_server_event(
+        mut self,
+        event: impl Into<String>,
+        f: impl Fn(&Io, &str, &[&RawValue]) + Send + Sync + 'static,
+    ) -> Namespace {
+        self.server_events.insert(event.into(), Box::new(f));
+        self
+    }
+
     pub(crate) fn admit(&self, hs: &Handshake<'_>) -> Result<(), ConnectError> {
         self.middleware.iter().try_for_each(|m| m(hs))
     }
@@ -198,6 +214,27 @@ impl Registry {
     /// reaches the sockets once the server runs.
     pub fn io(&self) -> Io {
         self.io.clone()
+    }
+
+    /// Runs the server-side event handler of `namespace` for `elements` (event name
+    /// first, raw JSON). `false` if there is none.
+    pub fn dispatch_server_event(&self, namespace: &str, elements: &[&RawValue]) -> bool {
+        let Some((_, ns, _)) = self.find(namespace) else {
+            return false;
+        };
+        let Some(name) = elements
+            .first()
+            .and_then(|e| serde_json::from_str::<String>(e.get()).ok())
+        else {
+            return false;
+        };
+        match ns.server_events.get(&name) {
+            Some(handler) => {
+                handler(&self.io, namespace, &elements[1..]);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether a namespace named `name` is served (static, or taken by a matcher).

@@ -33,6 +33,8 @@ function lastIsAck(args) {
 }
 
 function setup(nsp) {
+  // From other servers or emitters on the Redis bus (serverSideEmit).
+  nsp.on("relay", (event, ...payload) => nsp.local.emit(event, ...payload));
   nsp.on("connection", (socket) => {
     socket.on("echo", (...args) => {
       const ack = lastIsAck(args);

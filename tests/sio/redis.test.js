@@ -24,6 +24,19 @@ function connected(server, nsp = "/", transport = "websocket") {
 
 test.afterEach(closeAll);
 
+/// Runs `f` with an @socket.io/redis-emitter on its own Redis client.
+async function withEmitter(f) {
+  const { createClient } = require("redis");
+  const { Emitter } = require("@socket.io/redis-emitter");
+  const client = createClient({ url: REDIS_URL });
+  await client.connect();
+  try {
+    await f(new Emitter(client));
+  } finally {
+    await client.quit();
+  }
+}
+
 const PAIRS = [
   ["A", "B"],
   ["B", "A"],
@@ -117,12 +130,7 @@ test("broadcasts from one origin arrive in the order sent, on every host", async
 });
 
 test("the Redis emitter reaches Throng's clients: emit, to, except, of, binary", async () => {
-  const { createClient } = require("redis");
-  const { Emitter } = require("@socket.io/redis-emitter");
-  const client = createClient({ url: REDIS_URL });
-  await client.connect();
-  try {
-    const emitter = new Emitter(client);
+  await withEmitter(async (emitter) => {
     const a = await connected("A");
     const b = await connected("B", "/", "polling");
     const member = await connected("B");
@@ -152,7 +160,61 @@ test("the Redis emitter reaches Throng's clients: emit, to, except, of, binary",
     const [bytes] = await inCustom;
     assert.deepEqual([...Buffer.from(bytes)], [9, 8]);
     assert.equal(await notMain, null);
-  } finally {
-    await client.quit();
-  }
+  });
+});
+
+test("emitter requests act on Throng's and Node's sockets: socketsJoin, socketsLeave, disconnectSockets, serverSideEmit", async () => {
+  await withEmitter(async (emitter) => {
+    const a = await connected("A");
+    const b = await connected("B", "/", "polling");
+    const n = await connected("N");
+    const room = `joined-${Math.random()}`;
+
+    // socketsJoin by socket id: only that socket joins, wherever it lives.
+    emitter.in(a.id).socketsJoin(room);
+    emitter.in(n.id).socketsJoin(room);
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline) {
+      const [ra] = await ack(a, "whoami").then(([w]) => [w.rooms]);
+      const [rn] = await ack(n, "whoami").then(([w]) => [w.rooms]);
+      if (ra.includes(room) && rn.includes(room)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual((await ack(a, "whoami"))[0].rooms, [room]);
+    assert.deepEqual((await ack(b, "whoami"))[0].rooms, []);
+    const toA = once(a, "r");
+    const notB = maybe(b, "r", 400);
+    emitter.to(room).emit("r", 1);
+    assert.deepEqual(await toA, [1]);
+    assert.equal(await notB, null);
+
+    // socketsLeave by room.
+    emitter.in(room).socketsLeave(room);
+    const until = Date.now() + 5000;
+    while ((await ack(a, "whoami"))[0].rooms.length && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual((await ack(a, "whoami"))[0].rooms, []);
+
+    // serverSideEmit("relay", event, ...payload): every server emits to its own sockets once.
+    const seen = { a: [], b: [], n: [] };
+    a.on("relayed", (v) => seen.a.push(v));
+    b.on("relayed", (v) => seen.b.push(v));
+    n.on("relayed", (v) => seen.n.push(v));
+    emitter.serverSideEmit("relay", "relayed", { x: 1 });
+    const end = Date.now() + 5000;
+    while ((!seen.a.length || !seen.b.length || !seen.n.length) && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(seen, { a: [{ x: 1 }], b: [{ x: 1 }], n: [{ x: 1 }] });
+
+    // disconnectSockets(): the clients see `io server disconnect` (no reconnect).
+    const gone = once(a, "disconnect");
+    const goneB = once(b, "disconnect");
+    emitter.in(a.id).disconnectSockets();
+    assert.equal((await gone)[0], "io server disconnect");
+    emitter.in(b.id).disconnectSockets(true);
+    assert.equal((await goneB)[0], "io server disconnect");
+  });
 });
