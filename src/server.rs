@@ -114,7 +114,7 @@ fn serve_registry(
         config.cors_credentials,
     ));
     let app = Arc::new(app);
-    let _bridge = match &config.redis {
+    let bridge = match &config.redis {
         Some(redis) => Some(
             crate::bridge::start(
                 crate::bridge::Config {
@@ -128,7 +128,11 @@ fn serve_registry(
         ),
         None => None,
     };
-    run(config, max_connections, |index| {
+    let metrics = bridge.map(|bridge| {
+        Box::new(move |out: &mut String| bridge.render_metrics(out))
+            as crate::fabric::MetricsRenderer
+    });
+    run_with_metrics(config, max_connections, metrics, |index| {
         crate::sio::Server::new(settings, Arc::clone(&app), index).with_cors(Arc::clone(&cors))
     })
 }
@@ -149,8 +153,18 @@ fn cap_socketio_workers(config: &mut Config) {
 
 /// Binds, sizes and starts one worker per core with `make_app(index)`, then waits.
 fn run<A: App>(
+    config: Config,
+    max_connections: Option<usize>,
+    make_app: impl Fn(usize) -> A,
+) -> Result<Stats, ServeError> {
+    run_with_metrics(config, max_connections, None, make_app)
+}
+
+/// `run`, with more to show at `/metrics`.
+fn run_with_metrics<A: App>(
     mut config: Config,
     max_connections: Option<usize>,
+    extra_metrics: Option<crate::fabric::MetricsRenderer>,
     make_app: impl Fn(usize) -> A,
 ) -> Result<Stats, ServeError> {
     let fd_limit = system::raise_fd_limit().map_err(|e| ServeError::Setup(e.to_string()))?;
@@ -191,6 +205,9 @@ fn run<A: App>(
             .map(|w| Box::new(MioWake(Arc::clone(w))) as Box<dyn Wake>)
             .collect(),
     ));
+    if let Some(extra) = extra_metrics {
+        fabric.add_metrics(extra);
+    }
     let limits = config.limits;
     let mut handles = Vec::with_capacity(workers);
     for (index, driver) in drivers.into_iter().enumerate() {

@@ -93,6 +93,38 @@ fn a_mixed_cluster_of_throng_node_and_an_emitter() {
         &sio_dir().join("redis.test.js"),
         &[("SERVERS", servers.as_str()), ("REDIS_URL", url.as_str())],
     );
+    // What the suite did shows in /metrics.
+    for port in [a.port, b.port] {
+        let text = metrics(port);
+        assert_eq!(value(&text, "throng_redis_link_up"), Some(1), "{text}");
+        assert!(
+            value(&text, "throng_redis_published_total") > Some(0),
+            "{text}"
+        );
+        assert!(
+            value(&text, "throng_redis_received_total") > Some(0),
+            "{text}"
+        );
+    }
+}
+
+/// The body of `GET /metrics`.
+fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut text = String::new();
+    sock.read_to_string(&mut text).expect("read");
+    text
+}
+
+/// The value of an unlabelled metric.
+fn value(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[test]

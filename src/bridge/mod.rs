@@ -116,6 +116,59 @@ impl Bridge {
         &self.uid
     }
 
+    /// The bridge's part of `/metrics`, Prometheus text.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let c = &self.counters;
+        let get = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let mut family = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in lines {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        family(
+            "throng_redis_link_up",
+            "gauge",
+            "1 while the publishing link to Redis is up.",
+            &[("", u64::from(self.is_up()))],
+        );
+        family(
+            "throng_redis_published_total",
+            "counter",
+            "Broadcasts published on the Redis bus.",
+            &[("", get(&c.published))],
+        );
+        family(
+            "throng_redis_received_total",
+            "counter",
+            "Broadcasts from other nodes and emitters delivered here.",
+            &[("", get(&c.received))],
+        );
+        family(
+            "throng_redis_dropped_total",
+            "counter",
+            "Broadcasts not published or not delivered, by reason.",
+            &[
+                ("{reason=\"queue_full\"}", get(&c.dropped_queue_full)),
+                ("{reason=\"link_down\"}", get(&c.dropped_link_down)),
+                ("{reason=\"undecodable\"}", get(&c.dropped_undecodable)),
+            ],
+        );
+        family(
+            "throng_redis_reconnects_total",
+            "counter",
+            "Times a link to Redis was lost and tried again.",
+            &[("", get(&c.reconnects))],
+        );
+        family(
+            "throng_redis_queued_bytes",
+            "gauge",
+            "Bytes of broadcasts waiting for Redis.",
+            &[("", self.queued_bytes.load(Ordering::Relaxed) as u64)],
+        );
+    }
+
     /// Whether both links to Redis are up.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)

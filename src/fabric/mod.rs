@@ -138,6 +138,9 @@ pub fn encode_frame(text: bool, parts: &[&[u8]]) -> Bytes {
     buf.freeze()
 }
 
+/// Writes more Prometheus text for `/metrics`.
+pub type MetricsRenderer = Box<dyn Fn(&mut String) + Send + Sync>;
+
 /// One worker's receiving end.
 struct Inbox {
     queue: ArrayQueue<Inbound>,
@@ -149,6 +152,8 @@ struct Inbox {
 pub struct Fabric {
     inboxes: Box<[Inbox]>,
     metrics: Box<[Arc<WorkerMetrics>]>,
+    /// More of `/metrics` from outside the workers (the Redis bridge's counters).
+    extra_metrics: std::sync::OnceLock<MetricsRenderer>,
 }
 
 impl Fabric {
@@ -168,7 +173,13 @@ impl Fabric {
                 })
                 .collect(),
             metrics,
+            extra_metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Adds `render`'s Prometheus text to every `/metrics` answer (first call wins).
+    pub fn add_metrics(&self, render: MetricsRenderer) {
+        let _ = self.extra_metrics.set(render);
     }
 
     pub fn workers(&self) -> usize {
@@ -183,7 +194,11 @@ impl Fabric {
     pub fn render_metrics(&self) -> String {
         let workers: Vec<&WorkerMetrics> = self.metrics.iter().map(|m| &**m).collect();
         let depths: Vec<usize> = self.inboxes.iter().map(|i| i.queue.len()).collect();
-        crate::metrics::render(&workers, &depths)
+        let mut text = crate::metrics::render(&workers, &depths);
+        if let Some(extra) = self.extra_metrics.get() {
+            extra(&mut text);
+        }
+        text
     }
 
     /// Queues `msg` for `worker`. `Err` gives it back when the inbox is full.
