@@ -152,3 +152,49 @@ fn redis_away_and_back_local_delivery_never_stops() {
     let _redis = redis_on(redis_port);
     phase("up");
 }
+
+#[test]
+fn redis_paused_under_a_flood_drops_are_bounded_and_counted() {
+    let redis_port = util::free_port();
+    let redis = redis_on(redis_port);
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let a = Server::start(&[
+        "--app",
+        "conformance",
+        "--workers",
+        "2",
+        "--redis-url",
+        &url,
+        "--redis-queue-bytes",
+        "65536",
+    ]);
+    let b = throng_on_bus(&url);
+    std::thread::sleep(Duration::from_millis(300));
+    let servers = format!(
+        "A=http://127.0.0.1:{},B=http://127.0.0.1:{}",
+        a.port, b.port
+    );
+    let phase = |name: &str| {
+        util::node_suite(
+            &sio_dir().join("redis-outage.test.js"),
+            &[("SERVERS", servers.as_str()), ("PHASE", name)],
+        );
+    };
+    let pid = redis.0.id() as i32;
+    // SAFETY: plain kill(2) on the redis-server this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    phase("flood");
+    let text = metrics(a.port);
+    let dropped = text
+        .lines()
+        .find_map(|l| l.strip_prefix("throng_redis_dropped_total{reason=\"queue_full\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(dropped > Some(0), "{text}");
+    assert!(
+        value(&text, "throng_redis_queued_bytes") <= Some(65536),
+        "{text}"
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    phase("up");
+}

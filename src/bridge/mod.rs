@@ -38,6 +38,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// While the link is down, a WARN this often.
 const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
+/// How long a publish may take before the link counts as down.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a blocking Redis read waits before the thread looks around.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -307,6 +309,15 @@ fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
     loop {
         // What is queued waits (within `queue_bytes`) for the connection.
         let mut con = link.connect(client);
+        // A Redis that stops answering (paused, partitioned) fails the link instead of
+        // holding this thread: the queue then fills and drops, bounded.
+        if let Err(e) = con
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .and_then(|()| con.set_write_timeout(Some(IO_TIMEOUT)))
+        {
+            link.down(&e);
+            continue;
+        }
         link.up();
         bridge.up.store(true, Ordering::Relaxed);
         loop {

@@ -2,7 +2,9 @@
 // PHASE=down: each node still delivers its own broadcasts locally (and nothing crosses);
 // PHASE=up: broadcasts cross again once the bridges have reconnected (within 10 s);
 // what was queued while Redis was away may cross first.
-// Env: SERVERS="A=http://…,B=http://…", PHASE=down|up.
+// PHASE=flood: 2,000 broadcasts of 1 KiB while Redis is paused: every one is delivered
+// locally, in order (the bridge drops what does not fit its queue, never local ones).
+// Env: SERVERS="A=http://…,B=http://…", PHASE=down|up|flood.
 "use strict";
 
 const { test } = require("node:test");
@@ -13,8 +15,8 @@ const SERVERS = Object.fromEntries(
   (process.env.SERVERS || "").split(",").filter(Boolean).map((kv) => kv.split("=")),
 );
 const PHASE = process.env.PHASE;
-if (!SERVERS.A || !SERVERS.B || !["down", "up"].includes(PHASE)) {
-  throw new Error("SERVERS (A, B) and PHASE=down|up must be set");
+if (!SERVERS.A || !SERVERS.B || !["down", "up", "flood"].includes(PHASE)) {
+  throw new Error("SERVERS (A, B) and PHASE=down|up|flood must be set");
 }
 
 function connected(server) {
@@ -23,7 +25,22 @@ function connected(server) {
 
 test.after(closeAll);
 
-test(`redis ${PHASE}: local delivery goes on; crossing ${PHASE === "up" ? "resumes" : "stops"}`, async () => {
+test("flood while Redis is paused: local delivery loses nothing", { skip: PHASE !== "flood" }, async () => {
+  const sender = await connected("A");
+  const local = await connected("A");
+  const N = 2000;
+  const pad = "x".repeat(1024);
+  const seen = [];
+  local.on("f", (i) => seen.push(i));
+  for (let i = 0; i < N; i++) sender.emit("to-all", "f", i, pad);
+  const deadline = Date.now() + 20000;
+  while (seen.length < N && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.deepEqual(seen, Array.from({ length: N }, (_, i) => i));
+});
+
+test(`redis ${PHASE}: local delivery goes on; crossing ${PHASE === "up" ? "resumes" : "stops"}`, { skip: PHASE === "flood" }, async () => {
   const sender = await connected("A");
   const local = await connected("A");
   const remote = await connected("B");
