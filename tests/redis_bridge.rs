@@ -127,6 +127,18 @@ fn value(text: &str, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// One phase of `redis-outage.test.js` against nodes `a` and `b`.
+fn outage_phase(a: &Server, b: &Server, phase: &str) {
+    let servers = format!(
+        "A=http://127.0.0.1:{},B=http://127.0.0.1:{}",
+        a.port, b.port
+    );
+    util::node_suite(
+        &sio_dir().join("redis-outage.test.js"),
+        &[("SERVERS", servers.as_str()), ("PHASE", phase)],
+    );
+}
+
 #[test]
 fn redis_away_and_back_local_delivery_never_stops() {
     let redis_port = util::free_port();
@@ -134,16 +146,7 @@ fn redis_away_and_back_local_delivery_never_stops() {
     // Start-up without Redis: serves locally and keeps trying.
     let a = throng_on_bus(&url);
     let b = throng_on_bus(&url);
-    let servers = format!(
-        "A=http://127.0.0.1:{},B=http://127.0.0.1:{}",
-        a.port, b.port
-    );
-    let phase = |name: &str| {
-        util::node_suite(
-            &sio_dir().join("redis-outage.test.js"),
-            &[("SERVERS", servers.as_str()), ("PHASE", name)],
-        );
-    };
+    let phase = |name: &str| outage_phase(&a, &b, name);
     phase("down");
     let redis = redis_on(redis_port);
     phase("up");
@@ -170,16 +173,7 @@ fn redis_paused_under_a_flood_drops_are_bounded_and_counted() {
     ]);
     let b = throng_on_bus(&url);
     std::thread::sleep(Duration::from_millis(300));
-    let servers = format!(
-        "A=http://127.0.0.1:{},B=http://127.0.0.1:{}",
-        a.port, b.port
-    );
-    let phase = |name: &str| {
-        util::node_suite(
-            &sio_dir().join("redis-outage.test.js"),
-            &[("SERVERS", servers.as_str()), ("PHASE", name)],
-        );
-    };
+    let phase = |name: &str| outage_phase(&a, &b, name);
     let pid = redis.0.id() as i32;
     // SAFETY: plain kill(2) on the redis-server this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
