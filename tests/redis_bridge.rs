@@ -53,6 +53,23 @@ fn redis_on(port: u16) -> Killed {
     redis
 }
 
+/// Node's reference server with the Redis adapter on `redis_url`, and its port.
+fn node_on_bus(redis_url: &str) -> (Killed, u16) {
+    let port = util::free_port();
+    let node = Killed(
+        Command::new("node")
+            .arg(sio_dir().join("node-server.js"))
+            .arg(port.to_string())
+            .arg(redis_url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node must be installed"),
+    );
+    wait_listening(port, "node's server");
+    (node, port)
+}
+
 fn throng_on_bus(redis_url: &str) -> Server {
     Server::start(&[
         "--app",
@@ -71,18 +88,7 @@ fn a_mixed_cluster_of_throng_node_and_an_emitter() {
     let url = format!("redis://127.0.0.1:{redis_port}");
     let a = throng_on_bus(&url);
     let b = throng_on_bus(&url);
-    let node_port = util::free_port();
-    let _node = Killed(
-        Command::new("node")
-            .arg(sio_dir().join("node-server.js"))
-            .arg(node_port.to_string())
-            .arg(&url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node must be installed"),
-    );
-    wait_listening(node_port, "node's server");
+    let (_node, node_port) = node_on_bus(&url);
     // The bridges subscribe right after start; give them a moment on a loaded runner.
     std::thread::sleep(Duration::from_millis(300));
     let servers = format!(
@@ -191,4 +197,64 @@ fn redis_paused_under_a_flood_drops_are_bounded_and_counted() {
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
     phase("up");
+}
+
+/// A Rust-API app that drives cluster operations through its `Io` handle.
+fn io_app() -> throng::sio::Registry {
+    use throng::sio::{Namespace, Registry};
+    Registry::new().ns(Namespace::new("/")
+        .on("whoami", |cx, ev| {
+            let rooms = cx.rooms();
+            cx.ack_ser(ev, &(serde_json::json!({ "rooms": rooms }),));
+        })
+        .on("join-all", |cx, ev| {
+            let room: String = ev.arg(0).unwrap_or_default();
+            let done = cx.io().of("/").sockets_join(&[&room]).is_ok();
+            cx.ack_ser(ev, &(done,));
+        })
+        .on("leave-all", |cx, ev| {
+            let room: String = ev.arg(0).unwrap_or_default();
+            let done = cx.io().of("/").sockets_leave(&[&room]).is_ok();
+            cx.ack_ser(ev, &(done,));
+        })
+        .on("tell-servers", |cx, ev| {
+            let args = ev.raw_args();
+            let done = cx.io().server_side_emit("/", "relay", &args).is_ok();
+            cx.ack_ser(ev, &(done,));
+        })
+        .on("kick", |cx, ev| {
+            let id: String = ev.arg(0).unwrap_or_default();
+            let done = cx.io().of("/").to(&[&id]).disconnect_sockets(false).is_ok();
+            cx.ack_ser(ev, &(done,));
+        }))
+}
+
+#[test]
+fn throngs_io_handle_acts_on_node_sockets_over_redis() {
+    let redis_port = util::free_port();
+    let _redis = redis_on(redis_port);
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let port = util::free_port();
+    let config = throng::config::Config {
+        addr: ([127, 0, 0, 1], port).into(),
+        workers: 2,
+        redis: Some(throng::config::Redis {
+            url: url.clone(),
+            key: "socket.io".into(),
+            queue_bytes: 1 << 20,
+        }),
+        ..Default::default()
+    };
+    // In this process; it ends with the test binary.
+    std::thread::spawn(move || {
+        throng::server::serve_socketio(config, io_app(), throng::sio::Config::default())
+    });
+    wait_listening(port, "the API server");
+    let (_node, node_port) = node_on_bus(&url);
+    std::thread::sleep(Duration::from_millis(300));
+    let servers = format!("T=http://127.0.0.1:{port},N=http://127.0.0.1:{node_port}");
+    util::node_suite(
+        &sio_dir().join("redis-api.test.js"),
+        &[("SERVERS", servers.as_str())],
+    );
 }

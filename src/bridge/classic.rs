@@ -76,6 +76,8 @@ pub enum Request {
     /// `socketsJoin` (`leave: false`) or `socketsLeave`: sockets in `rooms` (all if
     /// none) but not in `except` join or leave `targets`.
     Rooms {
+        /// The sender's uid (the emitter sends none).
+        uid: Option<String>,
         namespace: String,
         rooms: Vec<String>,
         except: Vec<String>,
@@ -84,6 +86,7 @@ pub enum Request {
     },
     /// `disconnectSockets(close)`.
     Disconnect {
+        uid: Option<String>,
         namespace: String,
         rooms: Vec<String>,
         except: Vec<String>,
@@ -126,10 +129,12 @@ pub fn decode_request(key: &str, channel: &[u8], bytes: &[u8]) -> Option<Request
             .unwrap_or_default()
     };
     let opts = v.get("opts");
+    let uid = v.get("uid").and_then(|u| u.as_str()).map(str::to_string);
     let rooms = strings(opts.and_then(|o| o.get("rooms")));
     let except = strings(opts.and_then(|o| o.get("except")));
     match v.get("type")?.as_u64()? {
         kind @ (REMOTE_JOIN | REMOTE_LEAVE) => Some(Request::Rooms {
+            uid,
             namespace,
             rooms,
             except,
@@ -137,6 +142,7 @@ pub fn decode_request(key: &str, channel: &[u8], bytes: &[u8]) -> Option<Request
             leave: kind == REMOTE_LEAVE,
         }),
         REMOTE_DISCONNECT => Some(Request::Disconnect {
+            uid,
             namespace,
             rooms,
             except,
@@ -144,7 +150,7 @@ pub fn decode_request(key: &str, channel: &[u8], bytes: &[u8]) -> Option<Request
         }),
         SERVER_SIDE_EMIT if v.get("requestId").is_none() => Some(Request::ServerSideEmit {
             namespace,
-            uid: v.get("uid")?.as_str()?.to_string(),
+            uid: uid?,
             elements: v
                 .get("data")?
                 .as_array()?
@@ -154,6 +160,50 @@ pub fn decode_request(key: &str, channel: &[u8], bytes: &[u8]) -> Option<Request
         }),
         _ => None,
     }
+}
+
+/// The channel requests for `namespace` go on.
+pub fn request_channel(key: &str, namespace: &str) -> String {
+    format!("{key}-request#{namespace}#")
+}
+
+/// Encodes a request from this node (`uid`) in the adapter's JSON shape; the
+/// namespace is in the channel. `None` for a server-side emit whose elements are not JSON.
+pub fn encode_request(uid: &str, request: &Request) -> Option<Vec<u8>> {
+    use serde_json::json;
+    let value = match request {
+        Request::Rooms {
+            rooms,
+            except,
+            targets,
+            leave,
+            ..
+        } => json!({
+            "uid": uid,
+            "type": if *leave { REMOTE_LEAVE } else { REMOTE_JOIN },
+            "opts": { "rooms": rooms, "except": except },
+            "rooms": targets,
+        }),
+        Request::Disconnect {
+            rooms,
+            except,
+            close,
+            ..
+        } => json!({
+            "uid": uid,
+            "type": REMOTE_DISCONNECT,
+            "opts": { "rooms": rooms, "except": except },
+            "close": close,
+        }),
+        Request::ServerSideEmit { elements, .. } => {
+            let data = elements
+                .iter()
+                .map(|e| serde_json::from_str(e).ok())
+                .collect::<Option<Vec<serde_json::Value>>>()?;
+            json!({ "uid": uid, "type": SERVER_SIDE_EMIT, "data": data })
+        }
+    };
+    serde_json::to_vec(&value).ok()
 }
 
 /// Encodes a broadcast from this node (`uid`) as the adapter does. `None` if an
@@ -451,6 +501,7 @@ mod tests {
                 br#"{"type":2,"opts":{"rooms":["a"],"except":["b"]},"rooms":["r1","r2"]}"#
             ),
             Some(Request::Rooms {
+                uid: None,
                 namespace: "/chat".into(),
                 rooms: vec!["a".into()],
                 except: vec!["b".into()],
@@ -465,6 +516,7 @@ mod tests {
                 br#"{"type":4,"opts":{"rooms":[],"except":[]},"close":true}"#
             ),
             Some(Request::Disconnect {
+                uid: None,
                 namespace: "/".into(),
                 rooms: vec![],
                 except: vec![],
@@ -495,6 +547,39 @@ mod tests {
             (b"socket.io-request#/#", b"{not json"),
         ] {
             assert_eq!(decode_request(key, channel, body), None);
+        }
+    }
+
+    #[test]
+    fn requests_written_here_read_back() {
+        for request in [
+            Request::Rooms {
+                uid: Some("me".into()),
+                namespace: "/x".into(),
+                rooms: vec!["a".into()],
+                except: vec![],
+                targets: vec!["t".into()],
+                leave: true,
+            },
+            Request::Disconnect {
+                uid: Some("me".into()),
+                namespace: "/x".into(),
+                rooms: vec![],
+                except: vec!["b".into()],
+                close: false,
+            },
+            Request::ServerSideEmit {
+                uid: "me".into(),
+                namespace: "/x".into(),
+                elements: vec![r#""relay""#.into(), "[1,2]".into()],
+            },
+        ] {
+            let bytes = encode_request("me", &request).unwrap();
+            let channel = request_channel("k", "/x");
+            assert_eq!(
+                decode_request("k", channel.as_bytes(), &bytes),
+                Some(request)
+            );
         }
     }
 

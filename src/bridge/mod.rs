@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::sio::{Registry, Relay, Relayed, SocketsAction, SocketsOp};
+use crate::sio::{Registry, Relay, Relayed, RelayedRequest, SocketsAction, SocketsOp};
 
 /// Broadcasts the outbound queue holds at most (besides its byte bound).
 const QUEUE_SLOTS: usize = 1 << 16;
@@ -90,6 +90,60 @@ impl Relay for Bridge {
         ) else {
             return;
         };
+        self.enqueue(classic::channel(&self.key, b.namespace, &b.rooms), bytes);
+    }
+
+    fn request(&self, request: &RelayedRequest<'_>) {
+        use classic::Request;
+        let (namespace, request) = match request {
+            RelayedRequest::Sockets(op) => {
+                let (rooms, except) = (op.rooms.clone(), op.except.clone());
+                let namespace = op.namespace.clone();
+                let request = match &op.action {
+                    SocketsAction::Join(targets) | SocketsAction::Leave(targets) => {
+                        Request::Rooms {
+                            uid: None,
+                            namespace: namespace.clone(),
+                            rooms,
+                            except,
+                            targets: targets.clone(),
+                            leave: matches!(op.action, SocketsAction::Leave(_)),
+                        }
+                    }
+                    SocketsAction::Disconnect { close } => Request::Disconnect {
+                        uid: None,
+                        namespace: namespace.clone(),
+                        rooms,
+                        except,
+                        close: *close,
+                    },
+                };
+                (namespace, request)
+            }
+            RelayedRequest::ServerSideEmit {
+                namespace,
+                elements,
+            } => (
+                namespace.to_string(),
+                Request::ServerSideEmit {
+                    uid: self.uid.clone(),
+                    namespace: namespace.to_string(),
+                    elements: elements
+                        .iter()
+                        .map(|e| String::from_utf8_lossy(e).into_owned())
+                        .collect(),
+                },
+            ),
+        };
+        if let Some(bytes) = classic::encode_request(&self.uid, &request) {
+            self.enqueue(classic::request_channel(&self.key, &namespace), bytes);
+        }
+    }
+}
+
+impl Bridge {
+    /// Queues a publish, or drops and counts it past the byte bound (never waits).
+    fn enqueue(&self, channel: String, bytes: Vec<u8>) {
         let len = bytes.len();
         if self.queued_bytes.load(Ordering::Relaxed) + len > self.max_bytes {
             self.counters
@@ -97,7 +151,6 @@ impl Relay for Bridge {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let channel = classic::channel(&self.key, b.namespace, &b.rooms);
         match self.queue.push((channel, bytes)) {
             Ok(()) => {
                 self.queued_bytes.fetch_add(len, Ordering::Relaxed);
@@ -421,12 +474,18 @@ fn on_broadcast(bridge: &Bridge, registry: &Registry, bytes: &[u8]) {
 fn serve_request(bridge: &Bridge, registry: &Registry, request: classic::Request) {
     use classic::Request;
     let op = match request {
+        Request::Rooms { uid, .. } | Request::Disconnect { uid, .. }
+            if uid.as_deref() == Some(bridge.uid.as_str()) =>
+        {
+            return; // Applied here already, when it was sent.
+        }
         Request::Rooms {
             namespace,
             rooms,
             except,
             targets,
             leave,
+            ..
         } => SocketsOp {
             namespace,
             rooms,
@@ -442,6 +501,7 @@ fn serve_request(bridge: &Bridge, registry: &Registry, request: classic::Request
             rooms,
             except,
             close,
+            ..
         } => SocketsOp {
             namespace,
             rooms,

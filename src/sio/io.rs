@@ -72,6 +72,19 @@ pub struct Relayed<'a> {
 /// that broadcasts, a worker's among them: it must not block.
 pub trait Relay: Send + Sync {
     fn relay(&self, broadcast: &Relayed<'_>);
+    /// A request for the other hosts (no answer awaited).
+    fn request(&self, _request: &RelayedRequest<'_>) {}
+}
+
+/// A request leaving this process for the other hosts.
+pub enum RelayedRequest<'a> {
+    /// `socketsJoin`, `socketsLeave`, `disconnectSockets` (already applied here).
+    Sockets(&'a SocketsOp),
+    /// `serverSideEmit` without an ack: the event's raw JSON elements, name first.
+    ServerSideEmit {
+        namespace: &'a str,
+        elements: &'a [&'a [u8]],
+    },
 }
 
 /// An operation on the sockets of `namespace` in any of `rooms` (all of them if none)
@@ -162,6 +175,30 @@ impl Io {
             }
         }
         result
+    }
+
+    /// Sends `event(...args)` to the server-side handlers (`Namespace::on_server_event`)
+    /// of namespace `namespace` on every other host of the Redis bus (Node's
+    /// `serverSideEmit`, without an ack); not to this process. Nothing without a bus.
+    pub fn server_side_emit(
+        &self,
+        namespace: &str,
+        event: &str,
+        args: &[&[u8]],
+    ) -> Result<(), IoError> {
+        let name = json_string(event);
+        let mut elements = vec![name.as_bytes()];
+        elements.extend_from_slice(args);
+        if !sendable_event_name(elements.first()) {
+            return Err(IoError::Unsendable);
+        }
+        if let Some(relay) = self.relay() {
+            relay.request(&RelayedRequest::ServerSideEmit {
+                namespace,
+                elements: &elements,
+            });
+        }
+        Ok(())
     }
 
     /// Whether the workers have started.
@@ -267,6 +304,43 @@ impl IoOperator<'_> {
     pub fn volatile(mut self) -> Self {
         self.volatile = true;
         self
+    }
+
+    /// The addressed sockets, on every host, join `rooms` (Node's `socketsJoin`).
+    pub fn sockets_join(self, rooms: &[&str]) -> Result<(), IoError> {
+        let rooms = rooms.iter().map(|r| r.to_string()).collect();
+        self.sockets_op(SocketsAction::Join(rooms))
+    }
+
+    /// The addressed sockets, on every host, leave `rooms` (Node's `socketsLeave`).
+    pub fn sockets_leave(self, rooms: &[&str]) -> Result<(), IoError> {
+        let rooms = rooms.iter().map(|r| r.to_string()).collect();
+        self.sockets_op(SocketsAction::Leave(rooms))
+    }
+
+    /// The addressed sockets, on every host, are disconnected from the namespace;
+    /// `close`: their connections close too (Node's `disconnectSockets`).
+    pub fn disconnect_sockets(self, close: bool) -> Result<(), IoError> {
+        self.sockets_op(SocketsAction::Disconnect { close })
+    }
+
+    fn sockets_op(self, action: SocketsAction) -> Result<(), IoError> {
+        let op = SocketsOp {
+            rooms: room_names(&self.namespace, &self.rooms)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            except: room_names(&self.namespace, &self.except)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            namespace: self.namespace,
+            action,
+        };
+        if let Some(relay) = self.io.relay().filter(|_| !self.local) {
+            relay.request(&RelayedRequest::Sockets(&op));
+        }
+        self.io.apply_here(&op)
     }
 
     /// Emits `[name, args…]` (raw JSON each), encoded once for every worker.

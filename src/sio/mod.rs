@@ -43,7 +43,9 @@ use bytes::Bytes;
 
 pub use cors::Cors;
 pub use cx::{AckReply, Bin, Cx, Event};
-pub use io::{Ack, Io, IoError, PendingConnect, Relay, Relayed, SocketsAction, SocketsOp};
+pub use io::{
+    Ack, Io, IoError, PendingConnect, Relay, Relayed, RelayedRequest, SocketsAction, SocketsOp,
+};
 pub use registry::{ConnectError, Handshake, Namespace, Registry};
 
 use conn::ConnState;
