@@ -12,6 +12,12 @@
 //! sio-shootout`): `42["broadcast",X]` to every client, `42["broadcastResult",X]` as the
 //! ack; the figures are the same.
 //!
+//! With `--pub-url` (`--proto socketio` only) the publisher connects to that server and
+//! the subscribers to `--url`: every delivery crosses from one server to another (two
+//! hosts of one Redis bus: `throng serve --redis-url`, Node's redis-adapter), while the
+//! publisher still gets its own broadcasts from its server. Latency is still receive
+//! time − send time on the generator's one clock.
+//!
 //! Threads: the publisher (`publisher.rs`) runs on the calling thread; subscribers are
 //! spread over `--threads` threads (`subscriber.rs`), each a [`Fleet`] that shares only
 //! atomics ([`Shared`]) with the publisher and hands its [`SubStats`] back when joined.
@@ -50,7 +56,7 @@ use hdrhistogram::Histogram;
 use super::client::{Client, XorShift};
 use super::fleet::{CONNECT_TIMEOUT, Fleet};
 use super::json::{MIN_STAMPED, Proto, Publish, SeqSet, queue_text};
-use super::report::{CpuMeter, latency_histogram, parse_target};
+use super::report::{CpuMeter, Target, latency_histogram, parse_target};
 use super::sio::{ClientProto, Transport, check_transport};
 use publisher::{Gen, PubState, Publisher};
 use subscriber::{Progress, SubStats};
@@ -116,6 +122,12 @@ pub struct FanoutArgs {
     /// Socket.IO transport: `websocket` only here (`polling`: `bench connect` only).
     #[arg(long, value_enum, default_value = "websocket")]
     pub transport: Transport,
+    /// Publish on another server than the subscribers' (loopback only): the publisher
+    /// connects here, the subscribers to --url, so every delivery crosses between two
+    /// hosts of one bus (`throng serve --redis-url`, Node's redis-adapter). Needs
+    /// `--proto socketio`.
+    #[arg(long, value_name = "URL")]
+    pub pub_url: Option<String>,
 }
 
 impl FanoutArgs {
@@ -130,6 +142,25 @@ impl FanoutArgs {
             }
             (ClientProto::Socketio, _) => Ok(Proto::SioShootout),
         }
+    }
+
+    /// Where the publisher connects: `--pub-url`, or the subscribers' `target`.
+    fn publisher_target(&self, target: &Target) -> Result<Target, String> {
+        let Some(url) = &self.pub_url else {
+            return Ok(target.clone());
+        };
+        if self.proto != ClientProto::Socketio {
+            return Err(
+                "--pub-url needs --proto socketio: it publishes on one host of a \
+                        Socket.IO bus (throng --redis-url, Node's redis-adapter) and \
+                        receives on another; throng's WebSocket apps have no bus between \
+                        hosts"
+                    .into(),
+            );
+        }
+        parse_target(url)
+            .map(|t| t.speaking(self.proto))
+            .map_err(|e| format!("--pub-url {e}"))
     }
 }
 
@@ -213,10 +244,11 @@ pub fn run(args: &FanoutArgs) -> Result<bool, String> {
     check_transport("fanout", args.proto, args.transport)?;
     let fan = args.fan_proto()?;
     let target = parse_target(&args.url)?.speaking(args.proto);
+    let pub_target = args.publisher_target(&target)?;
     check(args)?;
     let threads = args.threads.min(args.subscribers);
     let publisher_fleet =
-        Fleet::new(target.clone(), args.sources, 0x9B15_4E12).map_err(|e| e.to_string())?;
+        Fleet::new(pub_target, args.sources, 0x9B15_4E12).map_err(|e| e.to_string())?;
     let shared = Arc::new(Shared {
         base: Instant::now(),
         measure_from_ns: AtomicU64::new(u64::MAX),
@@ -496,12 +528,16 @@ fn report(
     let first_error = (!errors.is_empty()).then(|| errors.join("; then: "));
     let proto = fan.name();
     eprintln!(
-        "fanout {} ({proto}{}): {} of {} subscribers, window {}, max lag {} ({} stalls), {} \
+        "fanout {}{} ({proto}{}): {} of {} subscribers, window {}, max lag {} ({} stalls), {} \
          B, {} s (+{} s warmup), {} thread(s): {:.0} deliveries/s ({:.0} publishes/s), latency p50 {} us, p95 {} us, \
          p99 {} us, max {} us; ack p50 {} us, p99 {} us; {} lost, {} duplicate, {} out of \
          order, {} unexpected, {} server errors, {} acks missing{}; {} connects failed, {} \
          connections lost; drained in {} ms; generator CPU {:.0}%",
         args.url,
+        match &args.pub_url {
+            Some(u) => format!(" (publisher on {u})"),
+            None => String::new(),
+        },
         if shootout {
             String::new()
         } else {
@@ -555,6 +591,7 @@ fn report(
     }
     let mut line = serde_json::json!({
         "mode": "fanout", "proto": proto, "wire": args.proto.name(), "url": args.url,
+        "pub_url": args.pub_url,
         "topic": if shootout { None } else { Some(&args.topic) },
         "subscribers": args.subscribers, "subscribed": timing.ready,
         "window": args.window, "max_lag": args.max_lag, "lag_stalls": pb.lag_stalls,
@@ -659,6 +696,34 @@ mod tests {
             fan(&["--mode", "sio-shootout"]).is_err(),
             "not a --mode value"
         );
+    }
+
+    fn publisher_url(flags: &[&str]) -> Result<String, String> {
+        use clap::Parser;
+        let mut argv = vec!["fanout", "--url", "ws://127.0.0.1:1/"];
+        argv.extend_from_slice(flags);
+        let args = Cli::try_parse_from(argv).map_err(|e| e.to_string())?.args;
+        let target = parse_target(&args.url)?.speaking(args.proto);
+        let t = args.publisher_target(&target)?;
+        Ok(format!("{}{}", t.addr, t.path))
+    }
+
+    #[test]
+    fn the_publisher_goes_to_the_pub_url_over_socketio_only() {
+        assert_eq!(publisher_url(&[]).unwrap(), "127.0.0.1:1/");
+        assert_eq!(
+            publisher_url(&["--proto", "socketio"]).unwrap(),
+            format!("127.0.0.1:1{}", crate::bench::sio::PATH)
+        );
+        assert_eq!(
+            publisher_url(&["--proto", "socketio", "--pub-url", "ws://127.0.0.1:2/"]).unwrap(),
+            format!("127.0.0.1:2{}", crate::bench::sio::PATH)
+        );
+        let e = publisher_url(&["--pub-url", "ws://127.0.0.1:2/"]).unwrap_err();
+        assert!(e.contains("--pub-url needs --proto socketio"), "{e}");
+        let e =
+            publisher_url(&["--proto", "socketio", "--pub-url", "ws://10.0.0.1:2/"]).unwrap_err();
+        assert!(e.starts_with("--pub-url "), "{e}");
     }
 
     pub(super) fn delivery(proto: Proto, seq: u64, ns: u64) -> Vec<u8> {
