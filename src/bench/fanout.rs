@@ -178,9 +178,12 @@ struct Shared {
     publishing: AtomicBool,
     stop: AtomicBool,
     threads: Vec<Progress>,
-    /// The publisher waits for the subscribers (`--max-lag`): the next thread to make
-    /// progress clears this and wakes it.
+    /// The publisher waits for the subscribers (`--max-lag`): the next thread whose
+    /// deliveries per subscriber reach `lag_wanted` clears this and wakes it.
     lag_stalled: AtomicBool,
+    /// The deliveries per subscriber a stalled publisher waits for (stored before
+    /// `lag_stalled` is set).
+    lag_wanted: AtomicU64,
     publisher: Option<mio::Waker>,
 }
 
@@ -189,11 +192,22 @@ impl Shared {
         self.base.elapsed().as_nanos() as u64
     }
 
-    /// Called by a subscriber thread after it stored its progress (SeqCst on both
-    /// sides, see `Gen::top_up`): wakes a publisher waiting on `--max-lag`.
-    fn wake_if_stalled(&self) {
-        if self.lag_stalled.load(Ordering::SeqCst)
-            && self.lag_stalled.swap(false, Ordering::SeqCst)
+    /// Called by a subscriber thread after it stored its progress `p` (SeqCst on both
+    /// sides, see `Gen::top_up`): wakes a publisher waiting on `--max-lag` once this
+    /// thread has what it waits for. A thread still short of it, or with no subscriber,
+    /// leaves it asleep: waking it would only stall it again (one wake per read
+    /// otherwise, a storm of them with one broadcast at a time).
+    fn wake_if_stalled(&self, p: &Progress) {
+        if !self.lag_stalled.load(Ordering::SeqCst) {
+            return;
+        }
+        let ready = p.ready.load(Ordering::SeqCst) as u64;
+        if ready == 0
+            || p.distinct.load(Ordering::SeqCst) / ready < self.lag_wanted.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        if self.lag_stalled.swap(false, Ordering::SeqCst)
             && let Some(w) = &self.publisher
         {
             let _ = w.wake();
@@ -258,6 +272,7 @@ pub fn run(args: &FanoutArgs) -> Result<bool, String> {
         stop: AtomicBool::new(false),
         threads: (0..threads).map(|_| Progress::default()).collect(),
         lag_stalled: AtomicBool::new(false),
+        lag_wanted: AtomicU64::new(0),
         publisher: Some(publisher_fleet.waker().map_err(|e| e.to_string())?),
     });
     let mut handles = Vec::with_capacity(threads);
@@ -658,6 +673,7 @@ mod tests {
             stop: AtomicBool::new(false),
             threads: Vec::new(),
             lag_stalled: AtomicBool::new(false),
+            lag_wanted: AtomicU64::new(0),
             publisher: None,
         }
     }
@@ -696,6 +712,31 @@ mod tests {
             fan(&["--mode", "sio-shootout"]).is_err(),
             "not a --mode value"
         );
+    }
+
+    #[test]
+    fn a_stalled_publisher_is_woken_only_by_a_thread_that_reached_what_it_waits_for() {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let mut sh = shared(10, (0, u64::MAX));
+        sh.publisher = Some(mio::Waker::new(poll.registry(), mio::Token(7)).unwrap());
+        let mut woken = |sh: &Shared, ready: usize, distinct: u64| {
+            let p = Progress::default();
+            p.ready.store(ready, Ordering::SeqCst);
+            p.distinct.store(distinct, Ordering::SeqCst);
+            sh.wake_if_stalled(&p);
+            poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+            !events.is_empty()
+        };
+        assert!(!woken(&sh, 2, 100), "not stalled");
+        sh.lag_wanted.store(3, Ordering::SeqCst);
+        sh.lag_stalled.store(true, Ordering::SeqCst);
+        assert!(!woken(&sh, 2, 5), "2 per subscriber, 3 wanted");
+        assert!(!woken(&sh, 0, 0), "no subscriber here");
+        assert!(sh.lag_stalled.load(Ordering::SeqCst));
+        assert!(woken(&sh, 2, 6));
+        assert!(!sh.lag_stalled.load(Ordering::SeqCst));
+        assert!(!woken(&sh, 2, 8), "woken once");
     }
 
     fn publisher_url(flags: &[&str]) -> Result<String, String> {
