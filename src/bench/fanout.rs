@@ -12,6 +12,12 @@
 //! sio-shootout`): `42["broadcast",X]` to every client, `42["broadcastResult",X]` as the
 //! ack; the figures are the same.
 //!
+//! With `--pub-url` (`--proto socketio` only) the publisher connects to that server and
+//! the subscribers to `--url`: every delivery crosses from one server to another (two
+//! hosts of one Redis bus: `throng serve --redis-url`, Node's redis-adapter), while the
+//! publisher still gets its own broadcasts from its server. Latency is still receive
+//! time − send time on the generator's one clock.
+//!
 //! Threads: the publisher (`publisher.rs`) runs on the calling thread; subscribers are
 //! spread over `--threads` threads (`subscriber.rs`), each a [`Fleet`] that shares only
 //! atomics ([`Shared`]) with the publisher and hands its [`SubStats`] back when joined.
@@ -50,7 +56,7 @@ use hdrhistogram::Histogram;
 use super::client::{Client, XorShift};
 use super::fleet::{CONNECT_TIMEOUT, Fleet};
 use super::json::{MIN_STAMPED, Proto, Publish, SeqSet, queue_text};
-use super::report::{CpuMeter, latency_histogram, parse_target};
+use super::report::{CpuMeter, Target, latency_histogram, parse_target};
 use super::sio::{ClientProto, Transport, check_transport};
 use publisher::{Gen, PubState, Publisher};
 use subscriber::{Progress, SubStats};
@@ -116,6 +122,12 @@ pub struct FanoutArgs {
     /// Socket.IO transport: `websocket` only here (`polling`: `bench connect` only).
     #[arg(long, value_enum, default_value = "websocket")]
     pub transport: Transport,
+    /// Publish on another server than the subscribers' (loopback only): the publisher
+    /// connects here, the subscribers to --url, so every delivery crosses between two
+    /// hosts of one bus (`throng serve --redis-url`, Node's redis-adapter). Needs
+    /// `--proto socketio`.
+    #[arg(long, value_name = "URL")]
+    pub pub_url: Option<String>,
 }
 
 impl FanoutArgs {
@@ -130,6 +142,25 @@ impl FanoutArgs {
             }
             (ClientProto::Socketio, _) => Ok(Proto::SioShootout),
         }
+    }
+
+    /// Where the publisher connects: `--pub-url`, or the subscribers' `target`.
+    fn publisher_target(&self, target: &Target) -> Result<Target, String> {
+        let Some(url) = &self.pub_url else {
+            return Ok(target.clone());
+        };
+        if self.proto != ClientProto::Socketio {
+            return Err(
+                "--pub-url needs --proto socketio: it publishes on one host of a \
+                        Socket.IO bus (throng --redis-url, Node's redis-adapter) and \
+                        receives on another; throng's WebSocket apps have no bus between \
+                        hosts"
+                    .into(),
+            );
+        }
+        parse_target(url)
+            .map(|t| t.speaking(self.proto))
+            .map_err(|e| format!("--pub-url {e}"))
     }
 }
 
@@ -147,9 +178,12 @@ struct Shared {
     publishing: AtomicBool,
     stop: AtomicBool,
     threads: Vec<Progress>,
-    /// The publisher waits for the subscribers (`--max-lag`): the next thread to make
-    /// progress clears this and wakes it.
+    /// The publisher waits for the subscribers (`--max-lag`): the next thread whose
+    /// deliveries per subscriber reach `lag_wanted` clears this and wakes it.
     lag_stalled: AtomicBool,
+    /// The deliveries per subscriber a stalled publisher waits for (stored before
+    /// `lag_stalled` is set).
+    lag_wanted: AtomicU64,
     publisher: Option<mio::Waker>,
 }
 
@@ -158,11 +192,22 @@ impl Shared {
         self.base.elapsed().as_nanos() as u64
     }
 
-    /// Called by a subscriber thread after it stored its progress (SeqCst on both
-    /// sides, see `Gen::top_up`): wakes a publisher waiting on `--max-lag`.
-    fn wake_if_stalled(&self) {
-        if self.lag_stalled.load(Ordering::SeqCst)
-            && self.lag_stalled.swap(false, Ordering::SeqCst)
+    /// Called by a subscriber thread after it stored its progress `p` (SeqCst on both
+    /// sides, see `Gen::top_up`): wakes a publisher waiting on `--max-lag` once this
+    /// thread has what it waits for. A thread still short of it, or with no subscriber,
+    /// leaves it asleep: waking it would only stall it again (one wake per read
+    /// otherwise, a storm of them with one broadcast at a time).
+    fn wake_if_stalled(&self, p: &Progress) {
+        if !self.lag_stalled.load(Ordering::SeqCst) {
+            return;
+        }
+        let ready = p.ready.load(Ordering::SeqCst) as u64;
+        if ready == 0
+            || p.distinct.load(Ordering::SeqCst) / ready < self.lag_wanted.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        if self.lag_stalled.swap(false, Ordering::SeqCst)
             && let Some(w) = &self.publisher
         {
             let _ = w.wake();
@@ -213,10 +258,11 @@ pub fn run(args: &FanoutArgs) -> Result<bool, String> {
     check_transport("fanout", args.proto, args.transport)?;
     let fan = args.fan_proto()?;
     let target = parse_target(&args.url)?.speaking(args.proto);
+    let pub_target = args.publisher_target(&target)?;
     check(args)?;
     let threads = args.threads.min(args.subscribers);
     let publisher_fleet =
-        Fleet::new(target.clone(), args.sources, 0x9B15_4E12).map_err(|e| e.to_string())?;
+        Fleet::new(pub_target, args.sources, 0x9B15_4E12).map_err(|e| e.to_string())?;
     let shared = Arc::new(Shared {
         base: Instant::now(),
         measure_from_ns: AtomicU64::new(u64::MAX),
@@ -226,6 +272,7 @@ pub fn run(args: &FanoutArgs) -> Result<bool, String> {
         stop: AtomicBool::new(false),
         threads: (0..threads).map(|_| Progress::default()).collect(),
         lag_stalled: AtomicBool::new(false),
+        lag_wanted: AtomicU64::new(0),
         publisher: Some(publisher_fleet.waker().map_err(|e| e.to_string())?),
     });
     let mut handles = Vec::with_capacity(threads);
@@ -496,12 +543,16 @@ fn report(
     let first_error = (!errors.is_empty()).then(|| errors.join("; then: "));
     let proto = fan.name();
     eprintln!(
-        "fanout {} ({proto}{}): {} of {} subscribers, window {}, max lag {} ({} stalls), {} \
+        "fanout {}{} ({proto}{}): {} of {} subscribers, window {}, max lag {} ({} stalls), {} \
          B, {} s (+{} s warmup), {} thread(s): {:.0} deliveries/s ({:.0} publishes/s), latency p50 {} us, p95 {} us, \
          p99 {} us, max {} us; ack p50 {} us, p99 {} us; {} lost, {} duplicate, {} out of \
          order, {} unexpected, {} server errors, {} acks missing{}; {} connects failed, {} \
          connections lost; drained in {} ms; generator CPU {:.0}%",
         args.url,
+        match &args.pub_url {
+            Some(u) => format!(" (publisher on {u})"),
+            None => String::new(),
+        },
         if shootout {
             String::new()
         } else {
@@ -555,6 +606,7 @@ fn report(
     }
     let mut line = serde_json::json!({
         "mode": "fanout", "proto": proto, "wire": args.proto.name(), "url": args.url,
+        "pub_url": args.pub_url,
         "topic": if shootout { None } else { Some(&args.topic) },
         "subscribers": args.subscribers, "subscribed": timing.ready,
         "window": args.window, "max_lag": args.max_lag, "lag_stalls": pb.lag_stalls,
@@ -621,6 +673,7 @@ mod tests {
             stop: AtomicBool::new(false),
             threads: Vec::new(),
             lag_stalled: AtomicBool::new(false),
+            lag_wanted: AtomicU64::new(0),
             publisher: None,
         }
     }
@@ -659,6 +712,59 @@ mod tests {
             fan(&["--mode", "sio-shootout"]).is_err(),
             "not a --mode value"
         );
+    }
+
+    #[test]
+    fn a_stalled_publisher_is_woken_only_by_a_thread_that_reached_what_it_waits_for() {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let mut sh = shared(10, (0, u64::MAX));
+        sh.publisher = Some(mio::Waker::new(poll.registry(), mio::Token(7)).unwrap());
+        let mut woken = |sh: &Shared, ready: usize, distinct: u64| {
+            let p = Progress::default();
+            p.ready.store(ready, Ordering::SeqCst);
+            p.distinct.store(distinct, Ordering::SeqCst);
+            sh.wake_if_stalled(&p);
+            poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+            !events.is_empty()
+        };
+        assert!(!woken(&sh, 2, 100), "not stalled");
+        sh.lag_wanted.store(3, Ordering::SeqCst);
+        sh.lag_stalled.store(true, Ordering::SeqCst);
+        assert!(!woken(&sh, 2, 5), "2 per subscriber, 3 wanted");
+        assert!(!woken(&sh, 0, 0), "no subscriber here");
+        assert!(sh.lag_stalled.load(Ordering::SeqCst));
+        assert!(woken(&sh, 2, 6));
+        assert!(!sh.lag_stalled.load(Ordering::SeqCst));
+        assert!(!woken(&sh, 2, 8), "woken once");
+    }
+
+    fn publisher_url(flags: &[&str]) -> Result<String, String> {
+        use clap::Parser;
+        let mut argv = vec!["fanout", "--url", "ws://127.0.0.1:1/"];
+        argv.extend_from_slice(flags);
+        let args = Cli::try_parse_from(argv).map_err(|e| e.to_string())?.args;
+        let target = parse_target(&args.url)?.speaking(args.proto);
+        let t = args.publisher_target(&target)?;
+        Ok(format!("{}{}", t.addr, t.path))
+    }
+
+    #[test]
+    fn the_publisher_goes_to_the_pub_url_over_socketio_only() {
+        assert_eq!(publisher_url(&[]).unwrap(), "127.0.0.1:1/");
+        assert_eq!(
+            publisher_url(&["--proto", "socketio"]).unwrap(),
+            format!("127.0.0.1:1{}", crate::bench::sio::PATH)
+        );
+        assert_eq!(
+            publisher_url(&["--proto", "socketio", "--pub-url", "ws://127.0.0.1:2/"]).unwrap(),
+            format!("127.0.0.1:2{}", crate::bench::sio::PATH)
+        );
+        let e = publisher_url(&["--pub-url", "ws://127.0.0.1:2/"]).unwrap_err();
+        assert!(e.contains("--pub-url needs --proto socketio"), "{e}");
+        let e =
+            publisher_url(&["--proto", "socketio", "--pub-url", "ws://10.0.0.1:2/"]).unwrap_err();
+        assert!(e.starts_with("--pub-url "), "{e}");
     }
 
     pub(super) fn delivery(proto: Proto, seq: u64, ns: u64) -> Vec<u8> {

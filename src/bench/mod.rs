@@ -13,7 +13,8 @@
 //!   RTT percentile limit; every client's deliveries counted per step.
 //! - `fanout` (`fanout.rs`): one publisher with a bounded window of unacknowledged
 //!   publishes to N subscribers (throng's pubsub or shootout): deliveries/s, delivery
-//!   latency, lost/duplicate/out-of-order deliveries after a bounded drain.
+//!   latency, lost/duplicate/out-of-order deliveries after a bounded drain; with
+//!   `--pub-url` (Socket.IO) the publisher is on another server than the subscribers.
 //! - `fleet.rs`: many connections in one thread's mio loop with per-connection state
 //!   (the broadcast and fanout threads); `json.rs`: their JSON frames, built and
 //!   recognised without a parser on the hot path.
@@ -80,5 +81,30 @@ pub fn run(cmd: BenchCommand) -> ExitCode {
             eprintln!("bench: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: super::BenchCommand,
+    }
+
+    #[test]
+    fn pub_url_is_refused_outside_fanout() {
+        let url = ["--url", "ws://127.0.0.1:1/", "--proto", "socketio"];
+        let pub_url = ["--pub-url", "ws://127.0.0.1:2/"];
+        for mode in ["echo", "connect", "broadcast"] {
+            let argv = [&["bench", mode][..], &url, &pub_url].concat();
+            let e = Cli::try_parse_from(argv).err().expect(mode);
+            assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument, "{mode}");
+            assert!(e.to_string().contains("--pub-url"), "{mode}: {e}");
+        }
+        let argv = [&["bench", "fanout"][..], &url, &pub_url].concat();
+        assert!(Cli::try_parse_from(argv).is_ok());
     }
 }

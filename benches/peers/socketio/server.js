@@ -3,6 +3,7 @@
 // socketio` and scripts/bench-sio.sh.
 // Usage: node server.js PORT        (listens on 127.0.0.1:PORT, path /socket.io/)
 //        SIO_POLLING=1 node server.js PORT   (HTTP long-polling allowed too)
+//        REDIS_URL=redis://127.0.0.1:P node server.js PORT   (one host of a Redis bus)
 //
 // Namespace "/" only; Node's defaults (pingInterval 25 s, pingTimeout 20 s,
 // maxHttpBufferSize 1e6) except: WebSocket transport only, no compression
@@ -13,6 +14,10 @@
 //   echo(...P)      -> ack(...P) when the client asked for an ack, else emit("echo", ...P)
 //   broadcast(...P) -> io.emit("broadcast", ...P) to every socket (the sender too, encoded
 //                      once by the adapter), then emit("broadcastResult", ...P) to the sender
+// With REDIS_URL the server joins that bus through @socket.io/redis-adapter 8.x (classic
+// format, the `redis` 4.x client, key "socket.io", the adapter's defaults) before it
+// listens: io.emit then reaches every socket of every server on the bus, as with
+// `throng serve --redis-url` (scripts/bench-bridge.sh runs two of these cross-host).
 "use strict";
 
 const http = require("http");
@@ -48,9 +53,35 @@ io.on("connection", (socket) => {
   });
 });
 
-httpServer.listen(port, "127.0.0.1", () =>
-  console.error(
-    `node socket.io ${require("socket.io/package.json").version} sio-shootout on ` +
-      `127.0.0.1:${port}, transports ${polling ? "polling, websocket" : "websocket"}`
-  )
-);
+function listen(bus) {
+  httpServer.listen(port, "127.0.0.1", () =>
+    console.error(
+      `node socket.io ${require("socket.io/package.json").version} sio-shootout on ` +
+        `127.0.0.1:${port}, transports ${polling ? "polling, websocket" : "websocket"}` +
+        (bus ? `, ${bus}` : "")
+    )
+  );
+}
+
+const redisUrl = process.env.REDIS_URL;
+if (redisUrl) {
+  const { createClient } = require("redis");
+  const { createAdapter } = require("@socket.io/redis-adapter");
+  const pub = createClient({ url: redisUrl });
+  const sub = pub.duplicate();
+  pub.on("error", (e) => console.error("redis pub:", e.message));
+  sub.on("error", (e) => console.error("redis sub:", e.message));
+  Promise.all([pub.connect(), sub.connect()]).then(
+    () => {
+      io.adapter(createAdapter(pub, sub));
+      const version = require("@socket.io/redis-adapter/package.json").version;
+      listen(`redis-adapter ${version} on ${redisUrl}`);
+    },
+    (e) => {
+      console.error(`redis ${redisUrl}: ${e.message}`);
+      process.exit(1);
+    }
+  );
+} else {
+  listen(null);
+}

@@ -144,8 +144,11 @@ impl Gen {
         }
         while st.outstanding() < self.window {
             if self.lagging(st.sent) {
-                // Flag first, then look again: either this sees a thread's progress or
-                // that thread sees the flag and wakes the publisher.
+                // What to wait for, then the flag, then look again: either this sees a
+                // thread's progress or that thread sees the flag and wakes the publisher
+                // once it has the deliveries per subscriber that end the stall.
+                let wanted = (st.sent + 1).saturating_sub(self.max_lag);
+                self.shared.lag_wanted.store(wanted, Ordering::SeqCst);
                 self.shared.lag_stalled.store(true, Ordering::SeqCst);
                 if self.lagging(st.sent) {
                     st.lag_stalls += 1;

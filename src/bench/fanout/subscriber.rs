@@ -8,7 +8,8 @@
 //!   ([`classify`]), and recorded in a per-subscriber bit set and a per-thread histogram.
 //! - The clock and the shared counters are read once per [`BATCH_REFRESH`] deliveries,
 //!   after the bytes were read; the thread's progress is published at the same points,
-//!   so a publisher waiting on `--max-lag` is woken promptly.
+//!   so a publisher waiting on `--max-lag` is woken promptly (once this thread has
+//!   reached what it waits for, not at every read).
 //! - A sequence number is accepted only below the count of publishes queued so far, so
 //!   a bit set never grows past what was published.
 //! - When publishing starts, every subscriber not yet subscribed is failed, so the
@@ -161,7 +162,7 @@ impl SubVisitor<'_> {
             _ => {
                 if let Some(p) = self.progress {
                     p.distinct.store(self.stats.distinct, Ordering::SeqCst);
-                    self.shared.wake_if_stalled();
+                    self.shared.wake_if_stalled(p);
                 }
                 Batch::load(self.shared)
             }
@@ -312,7 +313,7 @@ fn subscribe(
         progress.ready.store(stats.ready, Ordering::SeqCst);
         progress.distinct.store(stats.distinct, Ordering::SeqCst);
         progress.started.store(started, Ordering::Release);
-        shared.wake_if_stalled();
+        shared.wake_if_stalled(progress);
     }
     // Handshakes or subscribes still pending at the end never subscribed.
     stats.failed_unready += share - (stats.ready + stats.failed_unready).min(share);
