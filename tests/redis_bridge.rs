@@ -258,3 +258,24 @@ fn throngs_io_handle_acts_on_node_sockets_over_redis() {
         &[("SERVERS", servers.as_str())],
     );
 }
+
+#[test]
+fn a_quiet_bus_stays_joined_across_the_subscribers_pings() {
+    let redis_port = util::free_port();
+    let _redis = redis_on(redis_port);
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let a = throng_on_bus(&url);
+    let b = throng_on_bus(&url);
+    // Past the subscriber's 10 s PING: the link still carries broadcasts, and no
+    // reply to a PING was taken for a failure.
+    std::thread::sleep(Duration::from_secs(12));
+    outage_phase(&a, &b, "up");
+    for port in [a.port, b.port] {
+        let text = metrics(port);
+        assert_eq!(
+            value(&text, "throng_redis_reconnects_total"),
+            Some(0),
+            "{text}"
+        );
+    }
+}

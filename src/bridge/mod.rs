@@ -40,6 +40,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
 /// How long a publish may take before the link counts as down.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A quiet subscriber link is checked this often.
+const PING_EVERY: Duration = Duration::from_secs(10);
 /// How long a blocking Redis read waits before the thread looks around.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -424,10 +426,22 @@ fn subscribe_loop(bridge: &Bridge, client: &redis::Client, url: &str, registry: 
             continue;
         }
         link.up();
+        let mut last_ping = Instant::now();
         loop {
             let msg = match pubsub.get_message() {
                 Ok(msg) => msg,
-                Err(e) if e.is_timeout() => continue,
+                Err(e) if e.is_timeout() => {
+                    // Quiet: a Redis cut off without a reset is found by a PING.
+                    if last_ping.elapsed() >= PING_EVERY {
+                        last_ping = Instant::now();
+                        if let Err(e) = pubsub.ping::<redis::Value>() {
+                            bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                            link.down(&e);
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
                     bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                     link.down(&e);
