@@ -583,6 +583,104 @@ mod tests {
         }
     }
 
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Bytes captured from Redis while Node's socket.io 4.8.1 with
+    /// @socket.io/redis-adapter 8.3.0, and @socket.io/redis-emitter 5.1.0, published.
+    #[test]
+    fn what_nodes_adapter_and_emitter_publish_decodes_and_round_trips() {
+        // io.to("r1").except("x").emit("ev", Buffer.from([1, 2]), {a: 1, b: [true, null, 1.5]})
+        // on socket.io#/#r1#.
+        let adapter = hex(
+            "93a65a4a3434424983a47479706502a46461746193a26576c402010282a16101a16293c3c0cb3ff8\
+             000000000000a36e7370a12f83a5726f6f6d7391a27231a665786365707491a178a5666c61677380",
+        );
+        let m = decode(&adapter).unwrap();
+        assert_eq!(m.uid, "ZJ44BI");
+        assert_eq!(m.namespace, "/");
+        assert_eq!(
+            (m.rooms.as_slice(), m.except.as_slice()),
+            (&["r1".to_string()][..], &["x".to_string()][..])
+        );
+        assert!(!m.volatile);
+        assert_eq!(
+            m.elements,
+            [
+                r#""ev""#,
+                r#"{"_placeholder":true,"num":0}"#,
+                r#"{"a":1,"b":[true,null,1.5]}"#
+            ]
+        );
+        assert_eq!(m.attachments, [&[1u8, 2][..]]);
+        // io.of("/chat").volatile.emit("v", "s") on socket.io#/chat#.
+        let volatile = hex(
+            "93a6687a4365524183a47479706502a46461746192a176a173a36e7370a52f6368617483a5726f6f\
+             6d7390a665786365707490a5666c61677381a8766f6c6174696c65c3",
+        );
+        let v = decode(&volatile).unwrap();
+        assert_eq!((v.namespace.as_str(), v.volatile), ("/chat", true));
+        assert_eq!(v.elements, [r#""v""#, r#""s""#]);
+        // The emitter: to("room").emit("e", 1, Buffer.from("xy")) on socket.io#/#room#.
+        let emitter = hex(
+            "93a7656d697474657283a47479706502a46461746193a16501c4027879a36e7370a12f83a5726f6f\
+             6d7391a4726f6f6da5666c61677380a665786365707490",
+        );
+        let e = decode(&emitter).unwrap();
+        assert_eq!(e.uid, "emitter");
+        assert_eq!(e.rooms, ["room"]);
+        assert_eq!(
+            e.elements,
+            [r#""e""#, "1", r#"{"_placeholder":true,"num":0}"#]
+        );
+        assert_eq!(e.attachments, [&b"xy"[..]]);
+        // Each re-encoded as this node would reads back the same.
+        for m in [m, v, e] {
+            let elements: Vec<&[u8]> = m.elements.iter().map(|x| x.as_bytes()).collect();
+            let rooms: Vec<&str> = m.rooms.iter().map(String::as_str).collect();
+            let except: Vec<&str> = m.except.iter().map(String::as_str).collect();
+            let bytes = encode(
+                &m.uid,
+                &m.namespace,
+                &rooms,
+                &except,
+                m.volatile,
+                &elements,
+                &m.attachments,
+            )
+            .unwrap();
+            assert_eq!(decode(&bytes).unwrap(), m);
+        }
+        // Emitter requests, as captured.
+        assert_eq!(
+            decode_request(
+                "socket.io",
+                b"socket.io-request#/custom#",
+                br#"{"type":2,"opts":{"rooms":["s1"],"except":[]},"rooms":["j"]}"#
+            ),
+            Some(Request::Rooms {
+                uid: None,
+                namespace: "/custom".into(),
+                rooms: vec!["s1".into()],
+                except: vec![],
+                targets: vec!["j".into()],
+                leave: false,
+            })
+        );
+        assert!(matches!(
+            decode_request(
+                "socket.io",
+                b"socket.io-request#/#",
+                br#"{"uid":"emitter","type":6,"data":["relay","ev",{"n":1}]}"#
+            ),
+            Some(Request::ServerSideEmit { .. })
+        ));
+    }
+
     #[test]
     fn no_nsp_means_the_main_namespace() {
         let msg = Value::Array(vec![
