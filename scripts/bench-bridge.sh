@@ -111,35 +111,17 @@ start_proc() {
   taskset -c "$SERVER_CORE" "$@" >"$log" 2>&1 &
   PROC_PID=$!
   PROCS+=("$PROC_PID:$name")
-  local _
-  for _ in $(seq 1 100); do
-    kill -0 "$PROC_PID" 2>/dev/null || {
-      tail -n 20 "$log" >&2
-      die "$name exited before listening (log: $log)"
-    }
-    port_open "$port" && return 0
-    sleep 0.2
-  done
-  tail -n 20 "$log" >&2
-  die "$name did not listen on 127.0.0.1:$port within 20 s (log: $log)"
+  wait_listening "$PROC_PID" "$port" "$name" "$log"
 }
 
 # stop_procs [KEEP]: SIGTERM to each process but the first KEEP (started first), up to 5 s
 # each, then SIGKILL.
 stop_procs() {
-  local keep=${1:-0} entry pid _
+  local keep=${1:-0} entry
   while [ "${#PROCS[@]}" -gt "$keep" ]; do
     entry=${PROCS[-1]}
     unset 'PROCS[-1]'
-    pid=${entry%%:*}
-    say "stopping ${entry#*:} (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_pid "${entry%%:*}" "${entry#*:}"
   done
 }
 
@@ -163,19 +145,6 @@ bridge_cleanup() {
 }
 trap bridge_cleanup EXIT
 
-tcp_inuse() {
-  awk '$1 == "TCP:" { print $3 }' /proc/net/sockstat
-}
-
-# Waits (at most 30 s) for the previous run's sockets to close.
-wait_sockets_gone() {
-  local _
-  for _ in $(seq 1 150); do
-    [ "$(tcp_inuse)" -le $((tcp_baseline + 50)) ] && return 0
-    sleep 0.2
-  done
-  echo "warning: $(tcp_inuse) TCP sockets still open (baseline $tcp_baseline)" >&2
-}
 
 # Waits (at most 10 s) until N connections to Redis hold a pattern subscription: both
 # hosts listen on the bus before anything is published.
@@ -266,6 +235,7 @@ run_one() {
 say "kernel $(uname -r), $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg) (other work on these cores skews the figures); servers and Redis on core $SERVER_CORE, generator on core $CLIENT_CORE"
 say "servers: $SERVERS; setups: $SETUPS; loads: $LOADS; $SUBSCRIBERS subscribers, $SIZE B, ${WARMUP}s warmup + ${SECS}s; load: window $WINDOW, max lag $MAX_LAG; probe: window 1, max lag 1"
 tck=$(getconf CLK_TCK)
+# shellcheck disable=SC2034 # read by wait_sockets_gone (lib)
 tcp_baseline=$(tcp_inuse)
 keep=0
 redis_pid=

@@ -90,24 +90,11 @@ out="$BENCH_OUT/fanout-$(date +%Y%m%dT%H%M%S).jsonl"
 run_out=$(mktemp)
 TMP_FILES+=("$run_out")
 
-tcp_inuse() {
-  awk '$1 == "TCP:" { print $3 }' /proc/net/sockstat
-}
-
-# Waits (at most 30 s) for the previous run's sockets to close, so that one server's ramp
-# does not start among another's closing connections.
-wait_sockets_gone() {
-  local _
-  for _ in $(seq 1 150); do
-    [ "$(tcp_inuse)" -le $((tcp_baseline + 50)) ] && return 0
-    sleep 0.2
-  done
-  echo "warning: $(tcp_inuse) TCP sockets still open (baseline $tcp_baseline)" >&2
-}
 
 say "kernel $(uname -r), $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg) (other work on these cores skews the figures); servers on core $SERVER_CORE, generator on core $CLIENT_CORE"
 say "scenarios: $SCENARIOS; broadcast: steps of $STEP clients up to $MAX_CLIENTS, $CONCURRENT concurrent senders, $PADDING B padding, limit p$LIMIT_PERCENTILE <= $LIMIT_RTT_MS ms; fanout: $SUBSCRIBERS subscribers, ${WARMUP}s warmup + ${SECS}s measured"
 tck=$(getconf CLK_TCK)
+# shellcheck disable=SC2034 # read by wait_sockets_gone (lib)
 tcp_baseline=$(tcp_inuse)
 for server in $SERVERS; do
   for sc in $SCENARIOS; do

@@ -54,25 +54,13 @@ slab_active_bytes() {
   awk 'NR > 2 && $1 !~ /^tw_sock/ { s += $2 * $4 } END { printf "%d\n", s }' /proc/slabinfo
 }
 
-tcp_inuse() {
-  awk '$1 == "TCP:" { print $3 }' /proc/net/sockstat
-}
-
-# Waits (at most 30 s) until no more TCP sockets are open than when the script started.
-wait_sockets_gone() {
-  local i
-  for i in $(seq 1 150); do
-    [ "$(tcp_inuse)" -le $((tcp_baseline + 50)) ] && return 0
-    sleep 0.2
-  done
-  echo "warning: $(tcp_inuse) TCP sockets still open (baseline $tcp_baseline); slab figures may be off" >&2
-}
 
 [ -r /proc/slabinfo ] || die "/proc/slabinfo is not readable (needs root)"
 say "$CONNS idle connections per server from $SOURCES source addresses; servers on core $SERVER_CORE, generator on core $CLIENT_CORE"
+# shellcheck disable=SC2034 # read by wait_sockets_gone (lib)
 tcp_baseline=$(tcp_inuse)
 for server in $SERVERS; do
-  wait_sockets_gone
+  wait_sockets_gone "slab figures may be off"
   port=$(free_port)
   start_server "$server" "$port"
   sleep 1 # let the server finish starting up before its RSS is read

@@ -107,19 +107,6 @@ out="$BENCH_OUT/sio-$(date +%Y%m%dT%H%M%S).jsonl"
 run_out=$(mktemp)
 TMP_FILES+=("$run_out")
 
-tcp_inuse() {
-  awk '$1 == "TCP:" { print $3 }' /proc/net/sockstat
-}
-
-# Waits (at most 30 s) for the previous run's sockets to close.
-wait_sockets_gone() {
-  local _
-  for _ in $(seq 1 150); do
-    [ "$(tcp_inuse)" -le $((tcp_baseline + 50)) ] && return 0
-    sleep 0.2
-  done
-  echo "warning: $(tcp_inuse) TCP sockets still open (baseline $tcp_baseline)" >&2
-}
 
 # run_scenario SERVER SCENARIO LABEL EXTRA_JSON CMD...: a fresh server, the generator,
 # the server's CPU over the run, the tagged JSON lines appended to $out.
@@ -164,6 +151,7 @@ run_scenario() {
 say "kernel $(uname -r), $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg) (other work on these cores skews the figures); servers on core $SERVER_CORE, generator on core $CLIENT_CORE"
 say "scenarios: $SCENARIOS; echo (conns:inflight[:ack]) $ECHO, $SIZE B, ${WARMUP}s warmup + ${SECS}s; broadcast: +$STEP up to $MAX_CLIENTS, p$LIMIT_PERCENTILE <= $LIMIT_RTT_MS ms; fanout: $SUBSCRIBERS subscribers; connect: $CONNS idle connections; connect-polling: $POLL_SESSIONS idle polling sessions"
 tck=$(getconf CLK_TCK)
+# shellcheck disable=SC2034 # read by wait_sockets_gone (lib)
 tcp_baseline=$(tcp_inuse)
 common=(--proto socketio --sources "$SOURCES")
 for server in $SERVERS; do

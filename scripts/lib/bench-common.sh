@@ -162,16 +162,22 @@ start_server() {
   taskset -c "$SERVER_CORE" "${cmd[@]}" >"$log" 2>&1 &
   SERVER_PID=$!
   SERVER_NAME=$name
-  local i
-  for i in $(seq 1 100); do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+  wait_listening "$SERVER_PID" "$port" "$name" "$log" || {
+    SERVER_PID=
+    return 1
+  }
+}
+
+# wait_listening PID PORT NAME LOG: waits at most 20 s for 127.0.0.1:PORT to accept
+# connections while PID lives; dies with the log's tail otherwise.
+wait_listening() {
+  local pid=$1 port=$2 name=$3 log=$4 _
+  for _ in $(seq 1 100); do
+    if ! kill -0 "$pid" 2>/dev/null; then
       tail -n 20 "$log" >&2
-      SERVER_PID=
-      die "$name exited before listening (log above: $log)"
+      die "$name exited before listening (log: $log)"
     fi
-    if port_open "$port"; then
-      return 0
-    fi
+    port_open "$port" && return 0
     sleep 0.2
   done
   tail -n 20 "$log" >&2
@@ -183,15 +189,37 @@ stop_server() {
   [ -n "${SERVER_PID:-}" ] || return 0
   local pid=$SERVER_PID
   SERVER_PID=
-  say "stopping $SERVER_NAME (pid $pid)"
+  stop_pid "$pid" "$SERVER_NAME"
+}
+
+# stop_pid PID NAME: SIGTERM, up to 5 s for a clean exit, then SIGKILL.
+stop_pid() {
+  local pid=$1 _
+  say "stopping $2 (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  local i
-  for i in $(seq 1 50); do
+  for _ in $(seq 1 50); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+}
+
+# TCP sockets open on the machine now.
+tcp_inuse() {
+  awk '$1 == "TCP:" { print $3 }' /proc/net/sockstat
+}
+
+# wait_sockets_gone [NOTE]: waits at most 30 s for the previous run's sockets to close
+# (down to $tcp_baseline + 50, which the script sets), else warns (with NOTE).
+# shellcheck disable=SC2154
+wait_sockets_gone() {
+  local _
+  for _ in $(seq 1 150); do
+    [ "$(tcp_inuse)" -le $((tcp_baseline + 50)) ] && return 0
+    sleep 0.2
+  done
+  echo "warning: $(tcp_inuse) TCP sockets still open (baseline $tcp_baseline)${1:+; $1}" >&2
 }
 
 # server_alive: fails (with the log's tail) if the server died during a run.
