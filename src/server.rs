@@ -58,17 +58,7 @@ impl fmt::Display for ServeError {
 impl std::error::Error for ServeError {}
 
 /// Runs the server `config.app` names until SIGINT/SIGTERM and a completed drain.
-pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats, ServeError> {
-    if matches!(config.app, AppKind::Conformance | AppKind::SioShootout) {
-        // maxPayload, advertised in the open packet, is the WebSocket message limit.
-        config.limits.max_message = config
-            .limits
-            .max_message
-            .min(crate::sio::Config::default().max_payload);
-    }
-    if matches!(config.app, AppKind::Conformance | AppKind::SioShootout) {
-        cap_socketio_workers(&mut config);
-    }
+pub fn serve(config: Config, max_connections: Option<usize>) -> Result<Stats, ServeError> {
     match config.app {
         AppKind::Echo => run(config, max_connections, |_| Echo),
         AppKind::Shootout => run(config, max_connections, |_| Shootout),
@@ -92,23 +82,24 @@ pub fn serve(mut config: Config, max_connections: Option<usize>) -> Result<Stats
 /// until SIGINT/SIGTERM and a completed drain; `config.app` is not used. Handles made
 /// with `Registry::io` reach its sockets once it runs.
 pub fn serve_socketio(
-    mut config: Config,
+    config: Config,
     app: crate::sio::Registry,
     settings: crate::sio::Config,
 ) -> Result<Stats, ServeError> {
-    config.limits.max_message = config.limits.max_message.min(settings.max_payload);
-    cap_socketio_workers(&mut config);
     serve_registry(config, None, app, settings)
 }
 
 /// A Socket.IO server of `app`'s namespaces, one registry shared by every worker, on
 /// the Redis bus if `config.redis` says so.
 fn serve_registry(
-    config: Config,
+    mut config: Config,
     max_connections: Option<usize>,
     app: crate::sio::Registry,
     settings: crate::sio::Config,
 ) -> Result<Stats, ServeError> {
+    // maxPayload, advertised in the open packet, is the WebSocket message limit.
+    config.limits.max_message = config.limits.max_message.min(settings.max_payload);
+    cap_socketio_workers(&mut config);
     let cors = Arc::new(crate::sio::Cors::new(
         config.cors_origins.iter().cloned(),
         config.cors_credentials,

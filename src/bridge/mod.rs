@@ -9,7 +9,7 @@
 //!   counted) and publishes them, pipelined;
 //! - the **subscriber** takes every broadcast under `<key>#*`, drops this node's own
 //!   (by uid) and those of namespaces not served here, decodes each once and posts one
-//!   encoded frame to every worker (`Io::deliver_from_elsewhere`, B's fabric).
+//!   encoded frame to every worker (`Io::deliver_here`, B's fabric).
 //!
 //! Redis going away never stops local delivery: both threads reconnect with backoff
 //! (100 ms doubling to 5 s, with jitter) and resubscribe; one WARN when the link drops,
@@ -99,13 +99,13 @@ impl Relay for Bridge {
         use classic::Request;
         let (namespace, request) = match request {
             RelayedRequest::Sockets(op) => {
-                let (rooms, except) = (op.rooms.clone(), op.except.clone());
-                let namespace = op.namespace.clone();
+                let (namespace, rooms, except) =
+                    (op.namespace.clone(), op.rooms.clone(), op.except.clone());
                 let request = match &op.action {
                     SocketsAction::Join(targets) | SocketsAction::Leave(targets) => {
                         Request::Rooms {
                             uid: None,
-                            namespace: namespace.clone(),
+                            namespace,
                             rooms,
                             except,
                             targets: targets.clone(),
@@ -114,19 +114,19 @@ impl Relay for Bridge {
                     }
                     SocketsAction::Disconnect { close } => Request::Disconnect {
                         uid: None,
-                        namespace: namespace.clone(),
+                        namespace,
                         rooms,
                         except,
                         close: *close,
                     },
                 };
-                (namespace, request)
+                (op.namespace.as_str(), request)
             }
             RelayedRequest::ServerSideEmit {
                 namespace,
                 elements,
             } => (
-                namespace.to_string(),
+                *namespace,
                 Request::ServerSideEmit {
                     uid: self.uid.clone(),
                     namespace: namespace.to_string(),
@@ -138,7 +138,7 @@ impl Relay for Bridge {
             ),
         };
         if let Some(bytes) = classic::encode_request(&self.uid, &request) {
-            self.enqueue(classic::request_channel(&self.key, &namespace), bytes);
+            self.enqueue(classic::request_channel(&self.key, namespace), bytes);
         }
     }
 }
@@ -474,7 +474,7 @@ fn on_broadcast(bridge: &Bridge, registry: &Registry, bytes: &[u8]) {
     }
     bridge.counters.received.fetch_add(1, Ordering::Relaxed);
     let elements: Vec<&[u8]> = message.elements.iter().map(|e| e.as_bytes()).collect();
-    let _ = registry.io().deliver_from_elsewhere(&Relayed {
+    let _ = registry.io().deliver_here(&Relayed {
         namespace: &message.namespace,
         rooms: message.rooms.iter().map(String::as_str).collect(),
         except: message.except.iter().map(String::as_str).collect(),

@@ -62,8 +62,7 @@ struct PendingSocket {
 
 impl PendingSocket {
     fn name<'r>(&'r self, registry: &'r Registry) -> Option<&'r str> {
-        let ns = registry.get(self.namespace)?;
-        Some(self.dyn_name.as_deref().unwrap_or(&ns.name))
+        registry.name_of(self.namespace, self.dyn_name.as_deref())
     }
 }
 
@@ -399,15 +398,10 @@ impl ConnState {
                 }
             }
             SocketsAction::Disconnect { close: false } => {
-                let mut socket = self.sockets.swap_remove(i);
-                notify_disconnect(out, registry, max_acks, &mut socket, SERVER_DISCONNECT);
-                disconnect_socket(out, registry, &socket);
+                self.server_disconnect(out, registry, max_acks, i);
             }
             SocketsAction::Disconnect { close: true } => {
-                for mut socket in std::mem::take(&mut self.sockets) {
-                    notify_disconnect(out, registry, max_acks, &mut socket, SERVER_DISCONNECT);
-                    disconnect_socket(out, registry, &socket);
-                }
+                self.server_disconnect_all(out, registry, max_acks);
                 out.close(CloseCode::NORMAL, "server close");
             }
         }
@@ -519,13 +513,34 @@ impl ConnState {
             self.close_reason.get_or_insert("forced close");
             out.close(CloseCode::NORMAL, "transport close");
         } else if ending.close {
-            for mut socket in std::mem::take(&mut self.sockets) {
-                notify_disconnect(out, registry, max_acks, &mut socket, SERVER_DISCONNECT);
-                disconnect_socket(out, registry, &socket);
-            }
+            self.server_disconnect_all(out, registry, max_acks);
             out.close(CloseCode::NORMAL, "server close");
         } else if ending.disconnect && i < self.sockets.len() {
-            let mut socket = self.sockets.swap_remove(i);
+            self.server_disconnect(out, registry, max_acks, i);
+        }
+    }
+
+    /// The server ends socket `i`: its disconnect handler, then DISCONNECT to the client.
+    fn server_disconnect(
+        &mut self,
+        out: &mut Outbox<'_>,
+        registry: &Registry,
+        max_acks: usize,
+        i: usize,
+    ) {
+        let mut socket = self.sockets.swap_remove(i);
+        notify_disconnect(out, registry, max_acks, &mut socket, SERVER_DISCONNECT);
+        disconnect_socket(out, registry, &socket);
+    }
+
+    /// The server ends every socket (the connection is to close next).
+    fn server_disconnect_all(
+        &mut self,
+        out: &mut Outbox<'_>,
+        registry: &Registry,
+        max_acks: usize,
+    ) {
+        for mut socket in std::mem::take(&mut self.sockets) {
             notify_disconnect(out, registry, max_acks, &mut socket, SERVER_DISCONNECT);
             disconnect_socket(out, registry, &socket);
         }
@@ -607,21 +622,14 @@ impl ConnState {
             }
             if ending.close {
                 conns.with(id, |out| {
-                    for mut socket in std::mem::take(&mut self.sockets) {
-                        let reason = SERVER_DISCONNECT;
-                        notify_disconnect(out, registry, max_pending_acks, &mut socket, reason);
-                        disconnect_socket(out, registry, &socket);
-                    }
+                    self.server_disconnect_all(out, registry, max_pending_acks);
                 });
                 timers.close = Some("server close");
                 return timers;
             }
             if ending.disconnect {
-                let mut socket = self.sockets.swap_remove(i);
                 conns.with(id, |out| {
-                    let reason = SERVER_DISCONNECT;
-                    notify_disconnect(out, registry, max_pending_acks, &mut socket, reason);
-                    disconnect_socket(out, registry, &socket)
+                    self.server_disconnect(out, registry, max_pending_acks, i);
                 });
                 continue;
             }

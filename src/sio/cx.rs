@@ -180,8 +180,7 @@ pub(crate) struct Socket {
 impl Socket {
     /// The name of the namespace this socket is in.
     pub fn name<'r>(&'r self, registry: &'r super::Registry) -> Option<&'r str> {
-        let ns = registry.get(self.namespace)?;
-        Some(self.dyn_name.as_deref().unwrap_or(&ns.name))
+        registry.name_of(self.namespace, self.dyn_name.as_deref())
     }
 }
 
@@ -343,9 +342,7 @@ impl Cx<'_, '_> {
 
     /// Answers a kept ack request (its socket may be on any core, or gone).
     pub fn answer(&mut self, ack: Ack, args: &[&[u8]], attachments: &[Bytes]) {
-        let frames = broadcast_frames(ACK, &ack.namespace, Some(ack.id), attachments, args);
-        let msg = Broadcast::to_all(frames).in_rooms([room_key(&ack.namespace, &ack.socket)]);
-        self.out.broadcast(msg);
+        self.out.broadcast(ack.answer(args, attachments));
     }
 
     /// A handle for other threads: emit, answer acks (`Io`).

@@ -23,7 +23,7 @@ use crate::engineio::sid::Sid;
 use crate::fabric::{Broadcast, Fabric, Inbound};
 
 use super::cx::{
-    ACK, EVENT, broadcast_frames, json_string, room_key, room_keys, room_names, sendable_event_name,
+    ACK, EVENT, broadcast_frames, json_string, room_key, room_keys, sendable_event_name,
 };
 use super::registry::ConnectError;
 
@@ -138,10 +138,10 @@ impl Io {
         self.relay.get()
     }
 
-    /// Delivers a broadcast that came from another host to this process's sockets
-    /// only (it is not relayed again): `rooms` and `except` are room names of
-    /// `namespace` (no rooms: all of it).
-    pub fn deliver_from_elsewhere(&self, broadcast: &Relayed<'_>) -> Result<(), IoError> {
+    /// Delivers a broadcast to this process's sockets only (one that came from another
+    /// host is not relayed again): `rooms` and `except` are room names of `namespace`
+    /// (no rooms: all of it).
+    pub fn deliver_here(&self, broadcast: &Relayed<'_>) -> Result<(), IoError> {
         if !sendable_event_name(broadcast.elements.first()) {
             return Err(IoError::Unsendable);
         }
@@ -221,9 +221,7 @@ impl Io {
     /// Answers a client's ack request kept with `Cx::defer_ack`, from any thread.
     /// Nothing happens if the socket is gone.
     pub fn answer(&self, ack: Ack, args: &[&[u8]], attachments: &[Bytes]) -> Result<(), IoError> {
-        let frames = broadcast_frames(ACK, &ack.namespace, Some(ack.id), attachments, args);
-        let msg = Broadcast::to_all(frames).in_rooms([room_key(&ack.namespace, &ack.socket)]);
-        self.publish(msg)
+        self.publish(ack.answer(args, attachments))
     }
 
     /// `answer` with a `Serialize` tuple.
@@ -269,7 +267,15 @@ impl Io {
     }
 }
 
-/// An emit from an `Io` being addressed.
+/// Room names, the empty one (no room) left out.
+fn names<'r>(rooms: &'r [&str]) -> impl Iterator<Item = String> + 'r {
+    rooms
+        .iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| r.to_string())
+}
+
+/// An emit from an `Io` being addressed (rooms by name within `namespace`).
 pub struct IoOperator<'a> {
     io: &'a Io,
     namespace: String,
@@ -289,13 +295,13 @@ impl IoOperator<'_> {
     /// Only to the members of `rooms` (a socket id is a room too). Empty names are
     /// no room.
     pub fn to(mut self, rooms: &[&str]) -> Self {
-        self.rooms.extend(room_keys(&self.namespace, rooms));
+        self.rooms.extend(names(rooms));
         self
     }
 
     /// Not to the members of `rooms`.
     pub fn except(mut self, rooms: &[&str]) -> Self {
-        self.except.extend(room_keys(&self.namespace, rooms));
+        self.except.extend(names(rooms));
         self
     }
 
@@ -326,14 +332,8 @@ impl IoOperator<'_> {
 
     fn sockets_op(self, action: SocketsAction) -> Result<(), IoError> {
         let op = SocketsOp {
-            rooms: room_names(&self.namespace, &self.rooms)
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-            except: room_names(&self.namespace, &self.except)
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
+            rooms: self.rooms,
+            except: self.except,
             namespace: self.namespace,
             action,
         };
@@ -351,27 +351,18 @@ impl IoOperator<'_> {
         if !sendable_event_name(elements.first()) {
             return Err(IoError::Unsendable);
         }
-        if let Some(relay) = self.io.relay().filter(|_| !self.local) {
-            relay.relay(&Relayed {
-                namespace: &self.namespace,
-                rooms: room_names(&self.namespace, &self.rooms),
-                except: room_names(&self.namespace, &self.except),
-                volatile: self.volatile,
-                elements: &elements,
-                attachments,
-            });
-        }
-        let rooms = if self.rooms.is_empty() {
-            vec![room_key(&self.namespace, "")]
-        } else {
-            self.rooms
+        let broadcast = Relayed {
+            namespace: &self.namespace,
+            rooms: self.rooms.iter().map(String::as_str).collect(),
+            except: self.except.iter().map(String::as_str).collect(),
+            volatile: self.volatile,
+            elements: &elements,
+            attachments,
         };
-        let frames = broadcast_frames(EVENT, &self.namespace, None, attachments, &elements);
-        let msg = Broadcast::to_all(frames)
-            .in_rooms(&rooms)
-            .except_rooms(&self.except)
-            .volatile(self.volatile);
-        self.io.publish(msg)
+        if let Some(relay) = self.io.relay().filter(|_| !self.local) {
+            relay.relay(&broadcast);
+        }
+        self.io.deliver_here(&broadcast)
     }
 
     /// Emits `name` with `args`, a `Serialize` tuple.
@@ -395,6 +386,13 @@ pub struct Ack {
 }
 
 impl Ack {
+    /// The ACK packet answering it, as a broadcast to the asking socket's id room
+    /// (delivered wherever that socket lives, to nobody if it is gone).
+    pub(crate) fn answer(self, args: &[&[u8]], attachments: &[Bytes]) -> Broadcast {
+        let frames = broadcast_frames(ACK, &self.namespace, Some(self.id), attachments, args);
+        Broadcast::to_all(frames).in_rooms([room_key(&self.namespace, &self.socket)])
+    }
+
     /// The id of the socket that asked.
     pub fn socket_id(&self) -> &str {
         &self.socket

@@ -165,6 +165,33 @@ impl Server {
         });
     }
 
+    /// A session's state is gone from `key`: its sockets leave (disconnect handlers
+    /// run) and every map forgets it. Returns the WebSocket probing its upgrade, if any.
+    fn release_state(
+        &mut self,
+        conns: &mut Conns<'_>,
+        key: ConnId,
+        mut state: ConnState,
+    ) -> Option<ConnId> {
+        self.disconnect_sockets(conns, key, &mut state);
+        let polling_sid = state.polling.as_ref().map(|p| p.sid);
+        for sid in [state.ws_sid, polling_sid].into_iter().flatten() {
+            if self.sids.get(&sid) == Some(&key) {
+                self.sids.remove(&sid);
+            }
+        }
+        let polling = state.polling?;
+        if !polling.upgraded {
+            self.polling_sessions = self.polling_sessions.saturating_sub(1);
+        }
+        if let Some(held) = polling.held {
+            self.held.remove(&held.conn);
+        }
+        let probe = polling.probe?;
+        self.probes.remove(&probe);
+        Some(probe)
+    }
+
     /// The session a request's sid names, if it lives here.
     fn session_of(&self, query: &Query<'_>) -> Option<ConnId> {
         let sid = Sid::parse(query.sid?)?;
@@ -229,22 +256,33 @@ impl Server {
             let asked = conns.with(id, |out| {
                 touched = state.apply_sockets_op(out, &config, &registry, op);
             });
-            if !touched {
-                continue;
+            if touched {
+                self.settle(conns, id, on_polling, asked);
             }
-            if on_polling {
-                if let Some((_, why)) = asked {
-                    self.close_session(conns, id, why);
-                } else {
-                    self.try_answer(conns, id);
+        }
+    }
+
+    /// After work on session `key` outside its own callbacks (`Conns::with`): the close
+    /// it asked for is applied as its transport wants (polling: the graceful session
+    /// close; WebSocket: the connection closes), else polling output goes to a held GET.
+    fn settle(
+        &mut self,
+        conns: &mut Conns<'_>,
+        key: ConnId,
+        on_polling: bool,
+        asked: Option<(CloseCode, &'static str)>,
+    ) {
+        match asked {
+            Some((_, why)) if on_polling => self.close_session(conns, key, why),
+            None if on_polling => self.try_answer(conns, key),
+            Some((_, why)) => {
+                if let Some(state) = self.state(key) {
+                    state.closing = true;
+                    state.close_reason.get_or_insert(node_reason(why));
+                    conns.close(key, CloseCode::NORMAL, why);
                 }
-            } else if let Some((_, why)) = asked
-                && let Some(state) = self.state(id)
-            {
-                state.closing = true;
-                state.close_reason.get_or_insert("forced close");
-                conns.close(id, CloseCode::NORMAL, why);
             }
+            None => {}
         }
     }
 }
@@ -423,28 +461,8 @@ impl App for Server {
 
     fn on_close(&mut self, conns: &mut Conns<'_>, id: ConnId) {
         self.forget_conn(conns, id);
-        let Some(mut state) = self.take_state(id) else {
-            return;
-        };
-        self.disconnect_sockets(conns, id, &mut state);
-        if let Some(sid) = state.ws_sid
-            && self.sids.get(&sid) == Some(&id)
-        {
-            self.sids.remove(&sid);
-        }
-        if let Some(polling) = state.polling {
-            if !polling.upgraded {
-                self.polling_sessions = self.polling_sessions.saturating_sub(1);
-            }
-            if self.sids.get(&polling.sid) == Some(&id) {
-                self.sids.remove(&polling.sid);
-            }
-            if let Some(held) = polling.held {
-                self.held.remove(&held.conn);
-            }
-            if let Some(probe) = polling.probe {
-                self.probes.remove(&probe);
-            }
+        if let Some(state) = self.take_state(id) {
+            self.release_state(conns, id, state);
         }
     }
 
@@ -474,18 +492,7 @@ impl App for Server {
         let asked = conns.with(key, |out| {
             state.on_verdict(out, &config, &registry, token, result, &fresh);
         });
-        if on_polling {
-            if let Some((_, why)) = asked {
-                return self.close_session(conns, key, why);
-            }
-            self.try_answer(conns, key);
-        } else if let Some((_, why)) = asked
-            && let Some(state) = self.state(key)
-        {
-            state.closing = true;
-            state.close_reason.get_or_insert(node_reason(why));
-            conns.close(key, CloseCode::NORMAL, why);
-        }
+        self.settle(conns, key, on_polling, asked);
     }
 
     fn on_sweep(&mut self, conns: &mut Conns<'_>, now: Instant) {

@@ -497,27 +497,11 @@ impl Server {
 
     /// Forgets session `key` and closes its mailbox (and a probe).
     pub(crate) fn drop_session(&mut self, conns: &mut Conns<'_>, key: ConnId) {
-        let Some(mut state) = self.take_state(key) else {
+        let Some(state) = self.take_state(key) else {
             return;
         };
-        self.disconnect_sockets(conns, key, &mut state);
-        if let Some(sid) = state.ws_sid
-            && self.sids.get(&sid) == Some(&key)
-        {
-            self.sids.remove(&sid);
-        }
-        if let Some(polling) = state.polling {
-            if !polling.upgraded {
-                self.polling_sessions = self.polling_sessions.saturating_sub(1);
-            }
-            self.sids.remove(&polling.sid);
-            if let Some(held) = polling.held {
-                self.held.remove(&held.conn);
-            }
-            if let Some(probe) = polling.probe {
-                self.probes.remove(&probe);
-                conns.close(probe, CloseCode::NORMAL, "session closed");
-            }
+        if let Some(probe) = self.release_state(conns, key, state) {
+            conns.close(probe, CloseCode::NORMAL, "session closed");
         }
         conns.close(key, CloseCode::NORMAL, "session closed");
     }

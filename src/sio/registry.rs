@@ -266,6 +266,16 @@ impl Registry {
             .map(|(i, n)| (i, n, true))
     }
 
+    /// The name of a socket's namespace: its dynamic name, else the static one.
+    pub(crate) fn name_of<'r>(
+        &'r self,
+        index: usize,
+        dyn_name: Option<&'r str>,
+    ) -> Option<&'r str> {
+        let ns = self.get(index)?;
+        Some(dyn_name.unwrap_or(&ns.name))
+    }
+
     pub(crate) fn get(&self, index: usize) -> Option<&Namespace> {
         self.namespaces.get(index)
     }
