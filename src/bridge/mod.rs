@@ -347,13 +347,11 @@ impl<'a> Link<'a> {
             );
             self.last_warn = now;
         }
-        let jitter = self.backoff.as_millis() as u64 / 4;
-        let extra = if jitter > 0 {
-            u64::from(std::process::id()).wrapping_mul(now.elapsed().subsec_nanos() as u64 + 7)
-                % jitter
-        } else {
-            0
-        };
+        // Up to a quarter more, at random, so that nodes do not retry in step.
+        let jitter = (self.backoff.as_millis() as u64 / 4).max(1);
+        let mut random = [0u8; 8];
+        let _ = crate::runtime::system::random_bytes(&mut random);
+        let extra = u64::from_le_bytes(random) % jitter;
         thread::sleep(self.backoff + Duration::from_millis(extra));
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
