@@ -8,13 +8,10 @@
 
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
-const { io } = require("socket.io-client");
-const { once, outcome, ack } = require("./helpers");
+const { once, outcome, ack, openClient, closeAll } = require("./helpers");
 
 const URL = process.env.THRONG_URL;
 if (!URL) throw new Error("THRONG_URL is not set");
-
-const sockets = [];
 
 const TRANSPORTS = {
   websocket: { transports: ["websocket"] },
@@ -22,23 +19,10 @@ const TRANSPORTS = {
 };
 
 function client(nsp, transport, opts = {}) {
-  const socket = io(URL + nsp, {
-    ...TRANSPORTS[transport],
-    forceNew: true,
-    reconnection: false,
-    timeout: 5000,
-    ...opts,
-  });
-  sockets.push(socket);
-  return socket;
+  return openClient(URL + nsp, { ...TRANSPORTS[transport], ...opts });
 }
 
-
-
-
-test.afterEach(() => {
-  while (sockets.length) sockets.pop().disconnect();
-});
+test.afterEach(closeAll);
 
 for (const transport of Object.keys(TRANSPORTS)) {
   test(`${transport}: a dynamic namespace is made by its first CONNECT and handlers see its name`, async () => {

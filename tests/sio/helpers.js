@@ -52,17 +52,18 @@ function outcome(socket, ms = 5000) {
 /// Sockets opened by `connectTo`, for `closeAll` after each test.
 const opened = [];
 
-/// An official client connected to `url` (server URL + namespace) over `transport`,
-/// without reconnection; rejects if it does not connect within 5 s.
-async function connectTo(url, transport = "websocket") {
+/// An official client for `url` (server URL + namespace): its own Manager, no
+/// reconnection, a 5 s connect timeout, then `opts`; closed by `closeAll`.
+function openClient(url, opts = {}) {
   const { io } = require("socket.io-client");
-  const socket = io(url, {
-    transports: [transport],
-    forceNew: true,
-    reconnection: false,
-    timeout: 5000,
-  });
+  const socket = io(url, { forceNew: true, reconnection: false, timeout: 5000, ...opts });
   opened.push(socket);
+  return socket;
+}
+
+/// `openClient` over `transport`, once connected; rejects if it does not connect in 5 s.
+async function connectTo(url, transport = "websocket") {
+  const socket = openClient(url, { transports: [transport] });
   await once(socket, "connect");
   return socket;
 }
@@ -71,4 +72,4 @@ function closeAll() {
   while (opened.length) opened.pop().disconnect();
 }
 
-module.exports = { once, ack, maybe, outcome, connectTo, closeAll };
+module.exports = { once, ack, maybe, outcome, openClient, connectTo, closeAll };
