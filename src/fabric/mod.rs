@@ -138,6 +138,16 @@ pub fn encode_frame(text: bool, parts: &[&[u8]]) -> Bytes {
     buf.freeze()
 }
 
+thread_local! {
+    /// Set on workers' threads (`mark_worker_thread`).
+    static ON_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as a worker's: `Fabric::post` from it never waits.
+pub fn mark_worker_thread() {
+    ON_WORKER.set(true);
+}
+
 /// Writes more Prometheus text for `/metrics`.
 pub type MetricsRenderer = Box<dyn Fn(&mut String) + Send + Sync>;
 
@@ -206,15 +216,21 @@ impl Fabric {
         self.inboxes[worker].queue.push(msg)
     }
 
-    /// From a thread that is not a worker: queues `msg` for `worker` and wakes it,
-    /// waiting up to `patience` (in short sleeps) while its inbox is full. A worker
-    /// must not call this for its own inbox: it would wait for itself.
+    /// Queues `msg` for `worker` and wakes it. From a thread that is not a worker, waits
+    /// up to `patience` (in short sleeps) while the inbox is full; a worker's thread
+    /// (`mark_worker_thread`) never waits: it could be waiting for itself, or for a
+    /// worker that waits for it.
     pub fn post(
         &self,
         worker: usize,
         mut msg: Inbound,
         patience: std::time::Duration,
     ) -> Result<(), Saturated> {
+        let patience = if ON_WORKER.get() {
+            std::time::Duration::ZERO
+        } else {
+            patience
+        };
         let deadline = std::time::Instant::now() + patience;
         loop {
             match self.push(worker, msg) {
@@ -292,6 +308,35 @@ mod tests {
         assert_eq!(&frame[..], b"\x81\x07{\"a\":1}");
         let big = encode_frame(false, &[&[7u8; 300]]);
         assert_eq!(&big[..4], &[0x82, 126, 1, 44]);
+    }
+
+    #[test]
+    fn a_worker_thread_never_waits_on_a_full_inbox() {
+        let fabric = Arc::new(Fabric::new(vec![Box::new(CountWakes(Arc::default()))]));
+        let msg = Arc::new(Broadcast::to_all(encode_frame(true, &[b"x"])));
+        while fabric.push(0, Inbound::Broadcast(Arc::clone(&msg))).is_ok() {}
+        let patience = std::time::Duration::from_secs(5);
+        let worker = {
+            let fabric = Arc::clone(&fabric);
+            let msg = Arc::clone(&msg);
+            std::thread::spawn(move || {
+                mark_worker_thread();
+                let start = std::time::Instant::now();
+                let r = fabric.post(0, Inbound::Broadcast(msg), patience);
+                (r.is_err(), start.elapsed())
+            })
+        };
+        let (refused, took) = worker.join().unwrap();
+        assert!(refused);
+        assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+        // Another thread waits, and gets in once there is room.
+        let other = {
+            let fabric = Arc::clone(&fabric);
+            std::thread::spawn(move || fabric.post(0, Inbound::Broadcast(msg), patience))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(fabric.pop(0).is_some());
+        assert!(other.join().unwrap().is_ok());
     }
 
     #[test]

@@ -10,9 +10,9 @@
 //!
 //! An `Io` exists before the server runs (`Registry::io`) and reaches the workers once
 //! they have started; until then, and after they stop, its calls return
-//! `IoError::NotRunning`. A call waits (up to `PATIENCE`) while a worker's inbox is
-//! full, so a slow server slows its publishers instead of queueing without bound;
-//! volatile emits never wait.
+//! `IoError::NotRunning`. A call from another thread waits (up to `PATIENCE`) while a
+//! worker's inbox is full, so a slow server slows its publishers instead of queueing
+//! without bound; volatile emits, and calls from handlers (on a worker), never wait.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

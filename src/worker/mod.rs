@@ -1326,6 +1326,7 @@ impl<D: Driver, A: App> Worker<D, A> {
         let mut drain_deadline: Option<Instant> = None;
         let fabric = Arc::clone(&self.core.hub.fabric);
         let index = self.core.hub.index;
+        crate::fabric::mark_worker_thread();
         self.core.app.on_start(&fabric);
         let mut inbox_waiting = false;
         loop {
