@@ -95,11 +95,11 @@ fn a_mixed_cluster_of_throng_node_and_an_emitter() {
         "A=http://127.0.0.1:{},B=http://127.0.0.1:{},N=http://127.0.0.1:{node_port}",
         a.port, b.port
     );
-    util::node_suite(
-        &sio_dir().join("redis.test.js"),
-        &[("SERVERS", servers.as_str()), ("REDIS_URL", url.as_str())],
-    );
-    // What the suite did shows in /metrics.
+    let env = [("SERVERS", servers.as_str()), ("REDIS_URL", url.as_str())];
+    util::node_suite(&sio_dir().join("redis.test.js"), &env);
+    // Requests both ways: Node asks Throng, Throng asks Node (and each other).
+    util::node_suite(&sio_dir().join("redis-requests.test.js"), &env);
+    // What the suites did shows in /metrics.
     for port in [a.port, b.port] {
         let text = metrics(port);
         assert_eq!(value(&text, "throng_redis_link_up"), Some(1), "{text}");
@@ -111,7 +111,17 @@ fn a_mixed_cluster_of_throng_node_and_an_emitter() {
             value(&text, "throng_redis_received_total") > Some(0),
             "{text}"
         );
+        assert!(
+            value(&text, "throng_redis_requests_answered_total") > Some(0),
+            "{text}"
+        );
     }
+    // A asked on /custom, where the test's own server never answers.
+    let text = metrics(a.port);
+    assert!(
+        value(&text, "throng_redis_request_timeouts_total") >= Some(1),
+        "{text}"
+    );
 }
 
 /// The body of `GET /metrics`.

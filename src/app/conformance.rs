@@ -14,14 +14,26 @@
 //! | `to-all(event, ...payload, ack?)` | to all, then acks `[]` |
 //! | `ask(event, ...payload, ack)` | emits `event(...payload)` with an ack request to the sender; acks with its reply, or `{"timeout":true}` after 2 s |
 //! | `disconnect-me` / `close-me` / `drop-transport` | DISCONNECT this namespace / every namespace and close / close without DISCONNECT |
+//! | `fetch-sockets(rooms, ack)` | acks `{sockets}`: every server's sockets of the namespace in any of `rooms` (all if `[]`), each `{id, rooms}` (rooms sorted, no id room), sorted by id |
+//! | `all-rooms(ack)` | acks `{rooms}`: every server's rooms of the namespace (socket ids included), sorted |
+//! | `server-count(ack)` | acks `{count}`: servers on the bus sharing the namespace, this one included |
+//! | `ask-servers(event, ...payload, ack)` | server-side emit with an ack to every other server; acks `{replies}` |
 //!
-//! Server-side event (from other servers or emitters on the Redis bus, `serverSideEmit`):
-//! `relay(event, ...payload)` emits `event(...payload)` to the namespace's local sockets.
+//! Any of the last four acks `{error}` instead when a server did not answer in time.
+//!
+//! Server-side events (from other servers or emitters on the Redis bus, `serverSideEmit`):
+//! `relay(event, ...payload)` emits `event(...payload)` to the namespace's local sockets;
+//! `local-sockets(ack)` answers the sorted ids of the namespace's local sockets.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sio::{AckReply, Config, ConnectError, Cx, Event, Namespace, Registry, Server};
+use serde_json::json;
+
+use crate::sio::{
+    AckReply, Answered, Config, ConnectError, Cx, Event, FetchedSocket, Io, Namespace, Registry,
+    Server,
+};
 
 /// The conformance server for worker `worker` (its own registry).
 pub fn server(worker: usize) -> Server {
@@ -66,8 +78,28 @@ fn ack_rooms(cx: &mut Cx<'_, '_>, ev: &Event<'_>) {
     cx.ack(ev, &[rooms.as_bytes()], &[]);
 }
 
+/// Answers a kept ack with `value`, or with `{error}` when the question was not
+/// answered in full.
+fn answer(io: &Io, ack: Option<crate::sio::Ack>, error: Option<String>, value: serde_json::Value) {
+    let Some(ack) = ack else {
+        return;
+    };
+    let value = match error {
+        Some(error) => json!({ "error": error }),
+        None => value,
+    };
+    let _ = io.answer_ser(ack, &(value,));
+}
+
 fn events(ns: Namespace) -> Namespace {
-    ns.on_server_event("relay", |io, namespace, args| {
+    ns.on_server_event_ack("local-sockets", |io, namespace, _, ack| {
+        io.of(namespace).local().fetch_sockets(move |found| {
+            let mut ids: Vec<String> = found.value.into_iter().map(|s| s.id).collect();
+            ids.sort();
+            ack.answer_ser(&ids);
+        });
+    })
+    .on_server_event("relay", |io, namespace, args| {
         // From another server or an emitter: `event(...payload)` to the local sockets.
         let Some((event, payload)) = args.split_first() else {
             return;
@@ -146,6 +178,60 @@ fn events(ns: Namespace) -> Namespace {
                 AckReply::Timeout => cx.ack_id(asked, &[br#"{"timeout":true}"#], &[]),
             }),
         );
+    })
+    .on("fetch-sockets", |cx, ev| {
+        let rooms: Vec<String> = ev
+            .elements()
+            .get(1)
+            .and_then(|r| serde_json::from_str(r.get()).ok())
+            .unwrap_or_default();
+        let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+        let (io, ack) = (cx.io(), cx.defer_ack(ev));
+        cx.io().of(cx.namespace()).to(&rooms).fetch_sockets(
+            move |found: Answered<Vec<FetchedSocket>>| {
+                let mut sockets: Vec<_> = found
+                    .value
+                    .iter()
+                    .map(|s| {
+                        let mut rooms: Vec<&String> =
+                            s.rooms.iter().filter(|r| **r != s.id).collect();
+                        rooms.sort();
+                        json!({ "id": s.id, "rooms": rooms })
+                    })
+                    .collect();
+                sockets.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+                answer(&io, ack, found.error, json!({ "sockets": sockets }));
+            },
+        );
+    })
+    .on("all-rooms", |cx, ev| {
+        let (io, ack) = (cx.io(), cx.defer_ack(ev));
+        cx.io().all_rooms(cx.namespace(), move |found| {
+            answer(&io, ack, found.error, json!({ "rooms": found.value }));
+        });
+    })
+    .on("server-count", |cx, ev| {
+        let (io, ack) = (cx.io(), cx.defer_ack(ev));
+        cx.io().server_count(cx.namespace(), move |found| {
+            answer(&io, ack, found.error, json!({ "count": found.value }));
+        });
+    })
+    .on("ask-servers", |cx, ev| {
+        let Some(event) = ev.arg_str(0) else {
+            return;
+        };
+        let payload: Vec<&serde_json::value::RawValue> =
+            ev.elements().iter().skip(2).copied().collect();
+        let (io, ack) = (cx.io(), cx.defer_ack(ev));
+        let sent = cx
+            .io()
+            .server_side_emit_with_ack(cx.namespace(), &event, &payload, {
+                let (io, ack) = (io.clone(), ack.clone());
+                move |found| answer(&io, ack, found.error, json!({ "replies": found.value }))
+            });
+        if sent.is_err() {
+            answer(&io, ack, Some("unsendable".into()), json!({}));
+        }
     })
     .on("disconnect-me", |cx, _| cx.disconnect())
     .on("close-me", |cx, _| cx.close())

@@ -26,7 +26,7 @@ const BINARY_EVENT: i64 = 5;
 pub const MAX_DEPTH: usize = 64;
 
 /// A broadcast, by room names, with its event as raw JSON elements.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Message {
     pub uid: String,
     pub namespace: String,
@@ -63,14 +63,29 @@ pub fn pattern(key: &str) -> String {
 }
 
 /// The pattern that takes every request of every namespace under `key`. A pattern
-/// subscription is not counted by `PUBSUB NUMSUB`, so Node's `serverCount()` does not
-/// count this node, and Node servers do not wait for answers it does not give (the
-/// requests that want one are not served yet).
+/// subscription is not counted by `PUBSUB NUMSUB`: it serves the namespaces that have
+/// no counted subscription here (dynamic ones), for requests that want no answer.
 pub fn request_pattern(key: &str) -> String {
     format!("{key}-request#*")
 }
 
-/// A request from another node or an emitter that needs no answer.
+/// The channel requests for `namespace` go on (counted by Node's `serverCount()`).
+pub fn request_channel(key: &str, namespace: &str) -> String {
+    format!("{key}-request#{namespace}#")
+}
+
+/// The channel answers for `namespace` go on.
+pub fn response_channel(key: &str, namespace: &str) -> String {
+    format!("{key}-response#{namespace}#")
+}
+
+/// The channel answers for `namespace` meant for node `uid` alone go on (the
+/// adapter's `publishOnSpecificResponseChannel`).
+pub fn own_response_channel(key: &str, namespace: &str, uid: &str) -> String {
+    format!("{key}-response#{namespace}#{uid}#")
+}
+
+/// A request from another node or an emitter.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     /// `socketsJoin` (`leave: false`) or `socketsLeave`: sockets in `rooms` (all if
@@ -92,31 +107,68 @@ pub enum Request {
         except: Vec<String>,
         close: bool,
     },
-    /// `serverSideEmit(event, ...args)` without an ack: elements as JSON text.
+    /// `serverSideEmit(event, ...args)`: elements as JSON text; with a `request_id`
+    /// the sender waits for one answer per server.
     ServerSideEmit {
         namespace: String,
         uid: String,
+        request_id: Option<String>,
         elements: Vec<String>,
+    },
+    /// `fetchSockets` (REMOTE_FETCH), or the older `SOCKETS` (`ids_only`, no
+    /// `except`): answered with the matching sockets.
+    Fetch {
+        uid: Option<String>,
+        request_id: String,
+        namespace: String,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        ids_only: bool,
+    },
+    /// `allRooms`: answered with every room that has a member here.
+    AllRooms {
+        uid: Option<String>,
+        request_id: String,
+        namespace: String,
+    },
+    /// A broadcast with an ack (msgpack): answered with the number of clients reached
+    /// (BROADCAST_CLIENT_COUNT), then each client's ack (BROADCAST_ACK).
+    BroadcastAck {
+        request_id: String,
+        message: Message,
+        /// `flags.timeout`, in milliseconds.
+        timeout_ms: Option<u64>,
     },
 }
 
 /// Request types of the adapter (`RequestType`).
+const SOCKETS: u64 = 0;
+const ALL_ROOMS: u64 = 1;
 const REMOTE_JOIN: u64 = 2;
 const REMOTE_LEAVE: u64 = 3;
 const REMOTE_DISCONNECT: u64 = 4;
+const REMOTE_FETCH: u64 = 5;
 const SERVER_SIDE_EMIT: u64 = 6;
+const BROADCAST: u64 = 7;
+const BROADCAST_CLIENT_COUNT: u64 = 8;
+const BROADCAST_ACK: u64 = 9;
 
-/// Decodes a request published on `channel` (`<key>-request#<nsp>#`). `None` for a
-/// request this node does not serve (those that want an answer, msgpack ones, garbage).
-pub fn decode_request(key: &str, channel: &[u8], bytes: &[u8]) -> Option<Request> {
-    let channel = std::str::from_utf8(channel).ok()?;
-    let namespace = channel
+/// The namespace a request channel (`<key>-request#<nsp>#`) is for.
+fn request_namespace<'c>(key: &str, channel: &'c [u8]) -> Option<&'c str> {
+    std::str::from_utf8(channel)
+        .ok()?
         .strip_prefix(key)?
         .strip_prefix("-request#")?
-        .strip_suffix('#')?
-        .to_string();
+        .strip_suffix('#')
+}
+
+/// Decodes a request published on `channel` (`<key>-request#<nsp>#`): JSON when it
+/// starts with `{`, else msgpack (the adapter's rule). `None` for what this node does
+/// not serve (unknown types, garbage).
+pub fn decode_request(key: &str, channel: &[u8], bytes: &[u8]) -> Option<Request> {
+    let namespace = request_namespace(key, channel)?.to_string();
     if bytes.first() != Some(&b'{') {
-        return None; // msgpack: broadcasts with acks (types 7, 9).
+        return decode_broadcast_ack(bytes);
     }
     let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     let strings = |v: Option<&serde_json::Value>| -> Vec<String> {
@@ -130,6 +182,10 @@ pub fn decode_request(key: &str, channel: &[u8], bytes: &[u8]) -> Option<Request
     };
     let opts = v.get("opts");
     let uid = v.get("uid").and_then(|u| u.as_str()).map(str::to_string);
+    let request_id = v
+        .get("requestId")
+        .and_then(|r| r.as_str())
+        .map(str::to_string);
     let rooms = strings(opts.and_then(|o| o.get("rooms")));
     let except = strings(opts.and_then(|o| o.get("except")));
     match v.get("type")?.as_u64()? {
@@ -148,9 +204,10 @@ pub fn decode_request(key: &str, channel: &[u8], bytes: &[u8]) -> Option<Request
             except,
             close: v.get("close").and_then(serde_json::Value::as_bool) == Some(true),
         }),
-        SERVER_SIDE_EMIT if v.get("requestId").is_none() => Some(Request::ServerSideEmit {
+        SERVER_SIDE_EMIT => Some(Request::ServerSideEmit {
             namespace,
             uid: uid?,
+            request_id,
             elements: v
                 .get("data")?
                 .as_array()?
@@ -158,17 +215,55 @@ pub fn decode_request(key: &str, channel: &[u8], bytes: &[u8]) -> Option<Request
                 .map(|e| e.to_string())
                 .collect(),
         }),
+        REMOTE_FETCH => Some(Request::Fetch {
+            uid,
+            request_id: request_id?,
+            namespace,
+            rooms,
+            except,
+            ids_only: false,
+        }),
+        SOCKETS => Some(Request::Fetch {
+            uid,
+            request_id: request_id?,
+            namespace,
+            rooms: strings(v.get("rooms")),
+            except: Vec::new(),
+            ids_only: true,
+        }),
+        ALL_ROOMS => Some(Request::AllRooms {
+            uid,
+            request_id: request_id?,
+            namespace,
+        }),
         _ => None,
     }
 }
 
-/// The channel requests for `namespace` go on.
-pub fn request_channel(key: &str, namespace: &str) -> String {
-    format!("{key}-request#{namespace}#")
+/// A BROADCAST request (msgpack `{uid, requestId, type: 7, packet, opts}`).
+fn decode_broadcast_ack(bytes: &[u8]) -> Option<Request> {
+    let value = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], MAX_DEPTH).ok()?;
+    if field(&value, "type").and_then(Value::as_u64) != Some(BROADCAST) {
+        return None;
+    }
+    let request_id = field(&value, "requestId")?.as_str()?.to_string();
+    let uid = field(&value, "uid").cloned().unwrap_or(Value::Nil);
+    let packet = field(&value, "packet")?.clone();
+    let opts = field(&value, "opts")?.clone();
+    let timeout_ms = field(&opts, "flags")
+        .and_then(|f| field(f, "timeout"))
+        .and_then(Value::as_u64);
+    let message = decode_parts(uid, packet, opts).ok()?;
+    Some(Request::BroadcastAck {
+        request_id,
+        message,
+        timeout_ms,
+    })
 }
 
 /// Encodes a request from this node (`uid`) in the adapter's JSON shape; the
-/// namespace is in the channel. `None` for a server-side emit whose elements are not JSON.
+/// namespace is in the channel. `None` for a server-side emit whose elements are not
+/// JSON, or a broadcast with an ack (not issued here).
 pub fn encode_request(uid: &str, request: &Request) -> Option<Vec<u8>> {
     use serde_json::json;
     let value = match request {
@@ -195,15 +290,166 @@ pub fn encode_request(uid: &str, request: &Request) -> Option<Vec<u8>> {
             "opts": { "rooms": rooms, "except": except },
             "close": close,
         }),
-        Request::ServerSideEmit { elements, .. } => {
+        Request::ServerSideEmit {
+            elements,
+            request_id,
+            ..
+        } => {
             let data = elements
                 .iter()
                 .map(|e| serde_json::from_str(e).ok())
                 .collect::<Option<Vec<serde_json::Value>>>()?;
-            json!({ "uid": uid, "type": SERVER_SIDE_EMIT, "data": data })
+            let mut v = json!({ "uid": uid, "type": SERVER_SIDE_EMIT, "data": data });
+            if let Some(id) = request_id {
+                v["requestId"] = json!(id);
+            }
+            v
+        }
+        Request::Fetch {
+            request_id,
+            rooms,
+            except,
+            ids_only: false,
+            ..
+        } => json!({
+            "uid": uid,
+            "requestId": request_id,
+            "type": REMOTE_FETCH,
+            "opts": { "rooms": rooms, "except": except },
+        }),
+        Request::Fetch {
+            request_id, rooms, ..
+        } => json!({ "uid": uid, "requestId": request_id, "type": SOCKETS, "rooms": rooms }),
+        Request::AllRooms { request_id, .. } => {
+            json!({ "uid": uid, "requestId": request_id, "type": ALL_ROOMS })
+        }
+        Request::BroadcastAck { .. } => return None,
+    };
+    serde_json::to_vec(&value).ok()
+}
+
+/// An answer to a request, as the adapter writes them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    /// To REMOTE_FETCH (socket objects) or SOCKETS (ids): `{requestId, sockets}`.
+    Sockets {
+        request_id: String,
+        sockets: Vec<serde_json::Value>,
+    },
+    /// To ALL_ROOMS: `{requestId, rooms}`.
+    Rooms {
+        request_id: String,
+        rooms: Vec<String>,
+    },
+    /// One server's ack to SERVER_SIDE_EMIT: `{type: 6, requestId, data}` (JSON text).
+    ServerSideEmit { request_id: String, data: String },
+    /// To BROADCAST: how many clients it reached here, `{type: 8, requestId, clientCount}`.
+    ClientCount { request_id: String, count: usize },
+    /// To BROADCAST: one client's ack (msgpack `{type: 9, requestId, packet}`); its
+    /// first argument as JSON, with placeholders for `attachments`.
+    ClientAck {
+        request_id: String,
+        packet: String,
+        attachments: Vec<Bytes>,
+    },
+}
+
+impl Response {
+    pub fn request_id(&self) -> &str {
+        match self {
+            Response::Sockets { request_id, .. }
+            | Response::Rooms { request_id, .. }
+            | Response::ServerSideEmit { request_id, .. }
+            | Response::ClientCount { request_id, .. }
+            | Response::ClientAck { request_id, .. } => request_id,
+        }
+    }
+}
+
+/// Encodes an answer: JSON, except a client's ack (msgpack, as the adapter).
+pub fn encode_response(response: &Response) -> Option<Vec<u8>> {
+    use serde_json::json;
+    let value = match response {
+        Response::Sockets {
+            request_id,
+            sockets,
+        } => json!({ "requestId": request_id, "sockets": sockets }),
+        Response::Rooms { request_id, rooms } => {
+            json!({ "requestId": request_id, "rooms": rooms })
+        }
+        Response::ServerSideEmit { request_id, data } => {
+            let data: serde_json::Value = serde_json::from_str(data).ok()?;
+            json!({ "type": SERVER_SIDE_EMIT, "requestId": request_id, "data": data })
+        }
+        Response::ClientCount { request_id, count } => json!({
+            "type": BROADCAST_CLIENT_COUNT, "requestId": request_id, "clientCount": count,
+        }),
+        Response::ClientAck {
+            request_id,
+            packet,
+            attachments,
+        } => {
+            let packet: serde_json::Value = serde_json::from_str(packet).ok()?;
+            let text = |s: &str| Value::from(s);
+            let message = Value::Map(vec![
+                (text("type"), Value::from(BROADCAST_ACK)),
+                (text("requestId"), text(request_id)),
+                (text("packet"), from_json(&packet, attachments)),
+            ]);
+            let mut out = Vec::new();
+            rmpv::encode::write_value(&mut out, &message).ok()?;
+            return Some(out);
         }
     };
     serde_json::to_vec(&value).ok()
+}
+
+/// Decodes an answer published on a response channel. `None` for garbage and for
+/// what this node never asks.
+pub fn decode_response(bytes: &[u8]) -> Option<Response> {
+    if bytes.first() != Some(&b'{') {
+        let value = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], MAX_DEPTH).ok()?;
+        if field(&value, "type").and_then(Value::as_u64) != Some(BROADCAST_ACK) {
+            return None;
+        }
+        let mut attachments = Vec::new();
+        let mut packet = String::new();
+        to_json(field(&value, "packet")?, &mut attachments, &mut packet);
+        return Some(Response::ClientAck {
+            request_id: field(&value, "requestId")?.as_str()?.to_string(),
+            packet,
+            attachments,
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct Any {
+        #[serde(rename = "type")]
+        kind: Option<u64>,
+        #[serde(rename = "requestId")]
+        request_id: String,
+        sockets: Option<Vec<serde_json::Value>>,
+        rooms: Option<Vec<String>>,
+        data: Option<Box<serde_json::value::RawValue>>,
+        #[serde(rename = "clientCount")]
+        client_count: Option<usize>,
+    }
+    let a: Any = serde_json::from_slice(bytes).ok()?;
+    let request_id = a.request_id;
+    Some(match (a.kind, a.sockets, a.rooms, a.data, a.client_count) {
+        (Some(SERVER_SIDE_EMIT), _, _, data, _) => Response::ServerSideEmit {
+            request_id,
+            data: data.map_or_else(|| "null".to_string(), |d| d.get().to_string()),
+        },
+        (Some(BROADCAST_CLIENT_COUNT), _, _, _, Some(count)) => {
+            Response::ClientCount { request_id, count }
+        }
+        (None, Some(sockets), _, _, _) => Response::Sockets {
+            request_id,
+            sockets,
+        },
+        (None, _, Some(rooms), _, _) => Response::Rooms { request_id, rooms },
+        _ => return None,
+    })
 }
 
 /// Encodes a broadcast from this node (`uid`) as the adapter does. `None` if an
@@ -261,6 +507,11 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         return Err(DecodeError::Malformed);
     };
     let [uid, packet, opts] = <[Value; 3]>::try_from(parts).map_err(|_| DecodeError::Malformed)?;
+    decode_parts(uid, packet, opts)
+}
+
+/// A broadcast from its sender's uid, its packet and its options.
+fn decode_parts(uid: Value, packet: Value, opts: Value) -> Result<Message, DecodeError> {
     let uid = uid.as_str().unwrap_or_default().to_string();
     let kind = field(&packet, "type").and_then(Value::as_i64);
     if !matches!(kind, Some(EVENT | BINARY_EVENT)) {
@@ -532,16 +783,53 @@ mod tests {
             Some(Request::ServerSideEmit {
                 namespace: "/".into(),
                 uid: "emitter".into(),
+                request_id: None,
                 elements: vec![r#""relay""#.into(), r#""ev""#.into(), r#"{"n":1}"#.into()],
             })
         );
-        // Wants an answer, msgpack, another key, garbage: not served.
+        // Node's fetchSockets, allRooms, serverSideEmit with an ack (adapter 8.3.0).
+        assert_eq!(
+            decode_request(
+                key,
+                b"socket.io-request#/#",
+                br#"{"uid":"n1","requestId":"r1","type":5,"opts":{"rooms":["a"],"except":["b"]}}"#
+            ),
+            Some(Request::Fetch {
+                uid: Some("n1".into()),
+                request_id: "r1".into(),
+                namespace: "/".into(),
+                rooms: vec!["a".into()],
+                except: vec!["b".into()],
+                ids_only: false,
+            })
+        );
+        assert_eq!(
+            decode_request(
+                key,
+                b"socket.io-request#/#",
+                br#"{"uid":"n1","requestId":"r2","type":1}"#
+            ),
+            Some(Request::AllRooms {
+                uid: Some("n1".into()),
+                request_id: "r2".into(),
+                namespace: "/".into(),
+            })
+        );
+        assert!(matches!(
+            decode_request(
+                key,
+                b"socket.io-request#/#",
+                br#"{"uid":"n1","requestId":"r3","type":6,"data":["e",1]}"#
+            ),
+            Some(Request::ServerSideEmit { request_id: Some(id), .. }) if id == "r3"
+        ));
+        // Unknown types, msgpack that is no broadcast, another key, garbage: not served.
         for (channel, body) in [
             (
                 &b"socket.io-request#/#"[..],
-                &br#"{"type":6,"requestId":"x","data":["e"]}"#[..],
+                &br#"{"type":42,"requestId":"x","data":["e"]}"#[..],
             ),
-            (b"socket.io-request#/#", br#"{"type":0,"requestId":"x"}"#),
+            (b"socket.io-request#/#", br#"{"type":0}"#),
             (b"socket.io-request#/#", b"\x93\x01"),
             (b"other-request#/#", br#"{"type":2}"#),
             (b"socket.io-request#/#", b"{not json"),
@@ -571,7 +859,21 @@ mod tests {
             Request::ServerSideEmit {
                 uid: "me".into(),
                 namespace: "/x".into(),
+                request_id: Some("q".into()),
                 elements: vec![r#""relay""#.into(), "[1,2]".into()],
+            },
+            Request::Fetch {
+                uid: Some("me".into()),
+                request_id: "q".into(),
+                namespace: "/x".into(),
+                rooms: vec!["a".into()],
+                except: vec!["b".into()],
+                ids_only: false,
+            },
+            Request::AllRooms {
+                uid: Some("me".into()),
+                request_id: "q".into(),
+                namespace: "/x".into(),
             },
         ] {
             let bytes = encode_request("me", &request).unwrap();
@@ -581,6 +883,46 @@ mod tests {
                 Some(request)
             );
         }
+    }
+
+    #[test]
+    fn responses_written_here_read_back() {
+        for response in [
+            Response::Sockets {
+                request_id: "q".into(),
+                sockets: vec![serde_json::json!("id1"), serde_json::json!({"id": "x"})],
+            },
+            Response::Rooms {
+                request_id: "q".into(),
+                rooms: vec!["a".into(), "b".into()],
+            },
+            Response::ServerSideEmit {
+                request_id: "q".into(),
+                data: r#"{"n":1}"#.into(),
+            },
+            Response::ClientCount {
+                request_id: "q".into(),
+                count: 3,
+            },
+            Response::ClientAck {
+                request_id: "q".into(),
+                packet: r#"[1,{"_placeholder":true,"num":0}]"#.into(),
+                attachments: vec![Bytes::from_static(b"\x01\x02")],
+            },
+        ] {
+            let bytes = encode_response(&response).unwrap();
+            assert_eq!(decode_response(&bytes), Some(response));
+        }
+        // A client's ack travels as msgpack, binary as `bin`.
+        let ack = encode_response(&Response::ClientAck {
+            request_id: "q".into(),
+            packet: "7".into(),
+            attachments: vec![],
+        })
+        .unwrap();
+        assert_ne!(ack[0], b'{');
+        assert_eq!(decode_response(b"{garbage"), None);
+        assert_eq!(decode_response(br#"{"requestId":"q"}"#), None);
     }
 
     fn hex(s: &str) -> Vec<u8> {

@@ -16,10 +16,16 @@
 //! one a minute while it stays down, one INFO with the downtime when it is back.
 //! Start-up without Redis serves locally and keeps trying.
 //!
-//! Not yet here (issue D): the request/response channels (`fetchSockets`,
-//! `serverSideEmit`, `serverCount`…), sharded pub/sub, polling across hosts.
+//! Requests (`requests.rs`): every static namespace has a counted subscription to
+//! its request channel, so Node's `serverCount()` counts this process once, and this
+//! process answers what Node's adapter asks (`fetchSockets`, `allRooms`,
+//! `serverSideEmit` with an ack, broadcast with an ack) and asks the same of the
+//! others through `Io`, waiting at most `REQUEST_TIMEOUT` for their answers.
+//!
+//! Not yet here (issue D): sharded pub/sub, polling across hosts.
 
 pub mod classic;
+mod requests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -28,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::sio::{Registry, Relay, Relayed, RelayedRequest, SocketsAction, SocketsOp};
+use crate::sio::{Question, Registry, Relay, Relayed, RelayedRequest, Reply, SocketsAction};
 
 /// Broadcasts the outbound queue holds at most (besides its byte bound).
 const QUEUE_SLOTS: usize = 1 << 16;
@@ -65,13 +71,29 @@ pub struct Counters {
     pub dropped_link_down: AtomicU64,
     pub dropped_undecodable: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Requests this node asked that some server did not answer in time.
+    pub request_timeouts: AtomicU64,
+    /// Requests from other nodes answered here.
+    pub requests_answered: AtomicU64,
+}
+
+/// What the publisher thread takes from the queue, in order.
+enum Out {
+    Publish(String, Vec<u8>),
+    /// A question for the other servers: counted (`PUBSUB NUMSUB`), registered, then
+    /// published.
+    Ask(Box<requests::Ask>),
 }
 
 /// The bridge as the workers see it: a relay for their broadcasts.
 pub struct Bridge {
     uid: String,
     key: String,
-    queue: ArrayQueue<(String, Vec<u8>)>,
+    queue: ArrayQueue<Out>,
+    /// Questions this node asked, by request id, waiting for answers.
+    pending: requests::Pending,
+    /// The namespaces with a counted request subscription here (the static ones).
+    counted: Vec<String>,
     queued_bytes: AtomicUsize,
     max_bytes: usize,
     publisher: thread::Thread,
@@ -129,6 +151,7 @@ impl Relay for Bridge {
                 *namespace,
                 Request::ServerSideEmit {
                     uid: self.uid.clone(),
+                    request_id: None,
                     namespace: namespace.to_string(),
                     elements: elements
                         .iter()
@@ -139,6 +162,22 @@ impl Relay for Bridge {
         };
         if let Some(bytes) = classic::encode_request(&self.uid, &request) {
             self.enqueue(classic::request_channel(&self.key, namespace), bytes);
+        }
+    }
+
+    fn ask(&self, namespace: &str, question: Question, reply: Reply) {
+        if !self.is_up() {
+            return reply(requests::failed("the Redis link is down"));
+        }
+        let ask = Box::new(requests::Ask {
+            namespace: namespace.to_string(),
+            question,
+            reply,
+        });
+        match self.queue.push(Out::Ask(ask)) {
+            Ok(()) => self.publisher.unpark(),
+            Err(Out::Ask(ask)) => (ask.reply)(requests::failed("the Redis queue is full")),
+            Err(Out::Publish(..)) => {}
         }
     }
 }
@@ -153,7 +192,7 @@ impl Bridge {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        match self.queue.push((channel, bytes)) {
+        match self.queue.push(Out::Publish(channel, bytes)) {
             Ok(()) => {
                 self.queued_bytes.fetch_add(len, Ordering::Relaxed);
                 self.publisher.unpark();
@@ -219,6 +258,18 @@ impl Bridge {
             &[("", get(&c.reconnects))],
         );
         family(
+            "throng_redis_request_timeouts_total",
+            "counter",
+            "Requests to other servers (fetchSockets, allRooms, serverSideEmit with ack) that some server did not answer in time.",
+            &[("", get(&c.request_timeouts))],
+        );
+        family(
+            "throng_redis_requests_answered_total",
+            "counter",
+            "Requests from other servers answered here.",
+            &[("", get(&c.requests_answered))],
+        );
+        family(
             "throng_redis_queued_bytes",
             "gauge",
             "Bytes of broadcasts waiting for Redis.",
@@ -258,6 +309,8 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
         uid,
         key: config.key.clone(),
         queue: ArrayQueue::new(QUEUE_SLOTS),
+        pending: requests::Pending::default(),
+        counted: registry.static_names().map(str::to_string).collect(),
         queued_bytes: AtomicUsize::new(0),
         max_bytes: config.queue_bytes.max(1),
         publisher: publisher.thread().clone(),
@@ -376,20 +429,37 @@ fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
         loop {
             let mut pipe = redis::pipe();
             let mut n = 0;
+            let mut ask = None;
             while n < PIPELINE
-                && let Some((channel, bytes)) = bridge.queue.pop()
+                && ask.is_none()
+                && let Some(out) = bridge.queue.pop()
             {
-                bridge
-                    .queued_bytes
-                    .fetch_sub(bytes.len(), Ordering::Relaxed);
-                pipe.cmd("PUBLISH").arg(channel).arg(bytes).ignore();
-                n += 1;
+                match out {
+                    Out::Publish(channel, bytes) => {
+                        bridge
+                            .queued_bytes
+                            .fetch_sub(bytes.len(), Ordering::Relaxed);
+                        pipe.cmd("PUBLISH").arg(channel).arg(bytes).ignore();
+                        n += 1;
+                    }
+                    // Published after what was queued before it, in order.
+                    Out::Ask(a) => ask = Some(a),
+                }
             }
-            if n == 0 {
+            if n == 0 && ask.is_none() {
                 thread::park_timeout(READ_TIMEOUT);
                 continue;
             }
-            if let Err(e) = pipe.query::<()>(&mut con) {
+            let sent = if n > 0 {
+                pipe.query::<()>(&mut con)
+            } else {
+                Ok(())
+            };
+            let sent = sent.and_then(|()| match ask {
+                Some(ask) => requests::publish_ask(bridge, &mut con, *ask),
+                None => Ok(()),
+            });
+            if let Err(e) = sent {
                 bridge
                     .counters
                     .dropped_link_down
@@ -407,18 +477,31 @@ fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
     }
 }
 
-fn subscribe_loop(bridge: &Bridge, client: &redis::Client, url: &str, registry: &Registry) {
+fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, registry: &Registry) {
     let mut link = Link::new(url, "subscribe");
     let patterns = [
         classic::pattern(&bridge.key),
         classic::request_pattern(&bridge.key),
     ];
+    // Counted subscriptions (Node's `serverCount()`), one set per static namespace.
+    let counted: Vec<String> = registry
+        .static_names()
+        .map(|ns| classic::request_channel(&bridge.key, ns))
+        .collect();
+    let mut channels = counted.clone();
+    for ns in registry.static_names() {
+        channels.push(classic::response_channel(&bridge.key, ns));
+        channels.push(classic::own_response_channel(&bridge.key, ns, &bridge.uid));
+    }
+    let response_prefix = format!("{}-response#", bridge.key);
+    let request_prefix = format!("{}-request#", bridge.key);
     loop {
         let mut con = link.connect(client);
         let mut pubsub = con.as_pubsub();
         if let Err(e) = pubsub
             .set_read_timeout(Some(READ_TIMEOUT))
             .and_then(|()| pubsub.psubscribe(&patterns))
+            .and_then(|()| pubsub.subscribe(&channels))
         {
             link.down(&e);
             continue;
@@ -426,6 +509,7 @@ fn subscribe_loop(bridge: &Bridge, client: &redis::Client, url: &str, registry: 
         link.up();
         let mut last_ping = Instant::now();
         loop {
+            bridge.pending.expire(bridge);
             let msg = match pubsub.get_message() {
                 Ok(msg) => msg,
                 Err(e) if e.is_timeout() => {
@@ -442,18 +526,28 @@ fn subscribe_loop(bridge: &Bridge, client: &redis::Client, url: &str, registry: 
                 }
                 Err(e) => {
                     bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    bridge.pending.fail_all("the Redis link went down");
                     link.down(&e);
                     break;
                 }
             };
-            let channel = msg.get_channel_name().as_bytes();
-            if let Some(request) =
-                classic::decode_request(&bridge.key, channel, msg.get_payload_bytes())
-            {
-                serve_request(bridge, registry, request);
+            let channel = msg.get_channel_name();
+            let bytes = msg.get_payload_bytes();
+            if channel.starts_with(&response_prefix) {
+                bridge.pending.on_response(bytes);
                 continue;
             }
-            on_broadcast(bridge, registry, msg.get_payload_bytes());
+            let is_counted = counted.iter().any(|c| c == channel);
+            if is_counted && msg.from_pattern() {
+                continue; // Also delivered on its counted subscription.
+            }
+            if let Some(request) = classic::decode_request(&bridge.key, channel.as_bytes(), bytes) {
+                requests::serve(bridge, registry, request, is_counted);
+                continue;
+            }
+            if !channel.starts_with(&request_prefix) {
+                on_broadcast(bridge, registry, bytes);
+            }
         }
     }
 }
@@ -480,65 +574,4 @@ fn on_broadcast(bridge: &Bridge, registry: &Registry, bytes: &[u8]) {
         elements: &elements,
         attachments: &message.attachments,
     });
-}
-
-/// A request from another node or an emitter, applied to this process's sockets.
-fn serve_request(bridge: &Bridge, registry: &Registry, request: classic::Request) {
-    use classic::Request;
-    let op = match request {
-        Request::Rooms { uid, .. } | Request::Disconnect { uid, .. }
-            if uid.as_deref() == Some(bridge.uid.as_str()) =>
-        {
-            return; // Applied here already, when it was sent.
-        }
-        Request::Rooms {
-            namespace,
-            rooms,
-            except,
-            targets,
-            leave,
-            ..
-        } => SocketsOp {
-            namespace,
-            rooms,
-            except,
-            action: if leave {
-                SocketsAction::Leave(targets)
-            } else {
-                SocketsAction::Join(targets)
-            },
-        },
-        Request::Disconnect {
-            namespace,
-            rooms,
-            except,
-            close,
-            ..
-        } => SocketsOp {
-            namespace,
-            rooms,
-            except,
-            action: SocketsAction::Disconnect { close },
-        },
-        Request::ServerSideEmit {
-            namespace,
-            uid,
-            elements,
-        } => {
-            if uid == bridge.uid || !registry.serves(&namespace) {
-                return;
-            }
-            let raw: Vec<&serde_json::value::RawValue> = elements
-                .iter()
-                .filter_map(|e| serde_json::from_str(e).ok())
-                .collect();
-            if raw.len() == elements.len() {
-                registry.dispatch_server_event(&namespace, &raw);
-            }
-            return;
-        }
-    };
-    if registry.serves(&op.namespace) {
-        let _ = registry.io().apply_here(&op);
-    }
 }

@@ -29,6 +29,7 @@ use crate::ws::CloseCode;
 use super::Config;
 use super::cx::{AckReply, Cx, Elements, Ending, Event, Socket, room_key};
 use super::io::{PendingConnect, SocketsAction, SocketsOp};
+use super::query::{Asked, Asking, FetchedHandshake, FetchedSocket, Gathered, js_date_string};
 use super::registry::{ConnectError, Handshake, Registry};
 
 pub(crate) struct ConnState {
@@ -356,6 +357,28 @@ impl ConnState {
         }
     }
 
+    /// The index of this connection's socket in `namespace` if it is in any of `rooms`
+    /// (any socket if none) and in none of `except` (room names; an id is a room).
+    fn addressed(
+        &self,
+        out: &Outbox<'_>,
+        registry: &Registry,
+        namespace: &str,
+        rooms: &[String],
+        except: &[String],
+    ) -> Option<usize> {
+        let i = self
+            .sockets
+            .iter()
+            .position(|s| s.name(registry) == Some(namespace))?;
+        let in_room = |room: &str| {
+            let key = room_key(namespace, room);
+            out.rooms().iter().any(|k| **k == *key)
+        };
+        let wanted = rooms.is_empty() || rooms.iter().any(|r| in_room(r));
+        (wanted && !except.iter().any(|r| in_room(r))).then_some(i)
+    }
+
     /// Applies a remote operation to this connection's socket in `op.namespace`, if it
     /// matches. `true` if it did.
     pub fn apply_sockets_op(
@@ -365,22 +388,10 @@ impl ConnState {
         registry: &Registry,
         op: &SocketsOp,
     ) -> bool {
-        let Some(i) = self
-            .sockets
-            .iter()
-            .position(|s| s.name(registry) == Some(op.namespace.as_str()))
-        else {
-            return false;
-        };
         let ns = op.namespace.as_str();
-        let in_room = |out: &Outbox<'_>, room: &str| {
-            let key = room_key(ns, room);
-            out.rooms().iter().any(|k| **k == *key)
-        };
-        let wanted = op.rooms.is_empty() || op.rooms.iter().any(|r| in_room(out, r));
-        if !wanted || op.except.iter().any(|r| in_room(out, r)) {
+        let Some(i) = self.addressed(out, registry, ns, &op.rooms, &op.except) else {
             return false;
-        }
+        };
         let max_acks = config.max_pending_acks;
         match &op.action {
             SocketsAction::Join(rooms) => {
@@ -406,6 +417,83 @@ impl ConnState {
             }
         }
         true
+    }
+
+    /// Adds this connection's socket to `part` if `asked` addresses it. `true` if
+    /// output was queued (an event with an ack id).
+    pub fn answer_asked(
+        &mut self,
+        out: &mut Outbox<'_>,
+        config: &Config,
+        registry: &Registry,
+        asked: &Asked,
+        part: &mut Gathered,
+    ) -> bool {
+        let ns = asked.namespace.as_str();
+        let (rooms, except) = match asked.what {
+            Asking::Rooms => (&[][..], &[][..]),
+            _ => (&asked.rooms[..], &asked.except[..]),
+        };
+        let Some(i) = self.addressed(out, registry, ns, rooms, except) else {
+            return false;
+        };
+        let keys: Vec<String> = out.rooms().iter().map(|k| k.to_string()).collect();
+        let names = super::cx::room_names(ns, &keys);
+        match &asked.what {
+            Asking::Rooms => {
+                part.rooms.extend(names.iter().map(|r| r.to_string()));
+                false
+            }
+            Asking::Sockets => {
+                let socket = &self.sockets[i];
+                let data = registry
+                    .get(socket.namespace)
+                    .and_then(|n| n.data)
+                    .zip(socket.state.as_deref())
+                    .and_then(|(data_of, state)| data_of(state));
+                let auth = socket
+                    .auth
+                    .as_deref()
+                    .and_then(|a| serde_json::from_str(a).ok());
+                let mut handshake = FetchedHandshake {
+                    time: js_date_string(socket.issued),
+                    issued: socket.issued,
+                    url: super::PATH.to_string(),
+                    ..FetchedHandshake::default()
+                };
+                if let Some(auth) = auth {
+                    handshake.auth = auth;
+                }
+                part.sockets.push(FetchedSocket {
+                    id: socket.id.clone(),
+                    handshake,
+                    rooms: names.iter().map(|r| r.to_string()).collect(),
+                    data: data.unwrap_or_else(|| serde_json::json!({})),
+                });
+                false
+            }
+            Asking::EmitWithAck {
+                elements,
+                attachments,
+                timeout,
+                on_ack,
+            } => {
+                part.clients += 1;
+                let raw: Vec<&[u8]> = elements.iter().map(|e| e.get().as_bytes()).collect();
+                let on_ack = std::sync::Arc::clone(on_ack);
+                let timeout = *timeout;
+                self.run(out, config, registry, i, move |cx, _| {
+                    let callback = Box::new(move |_: &mut Cx<'_, '_>, reply: AckReply<'_>| {
+                        if let AckReply::Reply { elements, .. } = reply {
+                            let null = RawValue::NULL;
+                            on_ack(elements.first().copied().unwrap_or(null));
+                        }
+                    });
+                    cx.emit_with_ack(&raw, attachments, timeout, callback);
+                });
+                true
+            }
+        }
     }
 
     /// The session's sid (polling or WebSocket-only).
@@ -447,6 +535,7 @@ impl ConnState {
             dyn_name: dyn_name.clone(),
             id,
             auth,
+            issued: super::query::now_ms(),
             next_ack: 0,
             acks: Vec::new(),
             state: ns.state.map(|make| make()),

@@ -171,6 +171,8 @@ pub(crate) struct Socket {
     pub id: String,
     /// The CONNECT's auth object, raw (bounded).
     pub auth: Option<Box<str>>,
+    /// When it connected, in milliseconds since the epoch (Node's `handshake.issued`).
+    pub issued: u64,
     pub next_ack: u64,
     pub acks: Vec<PendingAck>,
     /// The namespace's per-socket state (`Namespace::state`).

@@ -18,12 +18,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 
 use crate::engineio::sid::Sid;
 use crate::fabric::{Broadcast, Fabric, Inbound};
 
 use super::cx::{
     ACK, EVENT, broadcast_frames, json_string, room_key, room_keys, sendable_event_name,
+};
+use super::query::{
+    Answered, Asked, Asking, FetchedSocket, Gather, Gathered, OnClientAck, Question, Reply,
 };
 use super::registry::ConnectError;
 
@@ -74,6 +78,15 @@ pub trait Relay: Send + Sync {
     fn relay(&self, broadcast: &Relayed<'_>);
     /// A request for the other hosts (no answer awaited).
     fn request(&self, _request: &RelayedRequest<'_>) {}
+    /// A question for the other hosts: `reply` gets their answers, once, with
+    /// `servers` set to the number of servers on the bus, this one included. Must not
+    /// block; fails fast (an error in the reply) while the bus is unreachable.
+    fn ask(&self, _namespace: &str, _question: Question, reply: Reply) {
+        reply(Gathered {
+            servers: 1,
+            ..Gathered::default()
+        })
+    }
 }
 
 /// A request leaving this process for the other hosts.
@@ -199,6 +212,120 @@ impl Io {
             });
         }
         Ok(())
+    }
+
+    /// `server_side_emit` asking every other server for an ack: `done` gets one answer
+    /// per server that has an `on_server_event_ack` handler answering it, within the
+    /// bus's request timeout (5 s), and how many did not answer.
+    pub fn server_side_emit_with_ack(
+        &self,
+        namespace: &str,
+        event: &str,
+        args: &[&RawValue],
+        done: impl FnOnce(Answered<Vec<Box<RawValue>>>) + Send + 'static,
+    ) -> Result<(), IoError> {
+        let mut elements = Vec::with_capacity(args.len() + 1);
+        elements.push(serde_json::value::to_raw_value(event).map_err(|_| IoError::Unsendable)?);
+        elements.extend(args.iter().map(|a| (*a).to_owned()));
+        let name = elements[0].get().as_bytes();
+        if !sendable_event_name(Some(&name)) {
+            return Err(IoError::Unsendable);
+        }
+        self.ask_bus(
+            namespace,
+            Question::ServerSideEmit { elements },
+            Box::new(move |g: Gathered| done(g.answered(|g| g.replies))),
+        );
+        Ok(())
+    }
+
+    /// The number of servers sharing `namespace` over the bus, this one included
+    /// (1 without a bus); Node's `serverCount()`.
+    pub fn server_count(
+        &self,
+        namespace: &str,
+        done: impl FnOnce(Answered<usize>) + Send + 'static,
+    ) {
+        self.ask_bus(
+            namespace,
+            Question::ServerCount,
+            Box::new(move |g: Gathered| done(g.answered(|g| g.servers.max(1)))),
+        );
+    }
+
+    /// Every room of `namespace` with a member on any server (socket ids included, as
+    /// Node lists them); Node's `allRooms()`.
+    pub fn all_rooms(
+        &self,
+        namespace: &str,
+        done: impl FnOnce(Answered<Vec<String>>) + Send + 'static,
+    ) {
+        let remote = self.relay().map(|_| Question::AllRooms);
+        let reply = Box::new(move |mut g: Gathered| {
+            g.rooms.sort_unstable();
+            g.rooms.dedup();
+            done(g.answered(|g| g.rooms))
+        });
+        self.gather(
+            namespace,
+            Vec::new(),
+            Vec::new(),
+            Asking::Rooms,
+            remote,
+            reply,
+        );
+    }
+
+    /// Asks the bus only (no worker part); without a bus the relay's default answers.
+    fn ask_bus(&self, namespace: &str, question: Question, reply: Reply) {
+        match self.relay() {
+            Some(relay) => relay.ask(namespace, question, reply),
+            None => reply(Gathered {
+                servers: 1,
+                ..Gathered::default()
+            }),
+        }
+    }
+
+    /// Asks every worker (and, with `remote`, the bus) about the sockets of `namespace`
+    /// in any of `rooms` and none of `except`; `reply` gets everything gathered, once.
+    pub(crate) fn gather(
+        &self,
+        namespace: &str,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        what: Asking,
+        remote: Option<Question>,
+        reply: Reply,
+    ) {
+        let Some(fabric) = self.fabric.get() else {
+            return reply(Gathered {
+                error: Some(IoError::NotRunning.to_string()),
+                ..Gathered::default()
+            });
+        };
+        let workers = fabric.workers();
+        let gather = Arc::new(Gather::new(workers + usize::from(remote.is_some()), reply));
+        if let Some(question) = remote {
+            let part = Arc::clone(&gather);
+            self.ask_bus(namespace, question, Box::new(move |g| part.add(g)));
+        }
+        let asked = Arc::new(Asked {
+            namespace: namespace.to_string(),
+            rooms,
+            except,
+            what,
+            gather: Arc::clone(&gather),
+        });
+        for worker in 0..workers {
+            if self.post(worker, Box::new(Arc::clone(&asked))).is_err() {
+                gather.add(Gathered {
+                    missing: 1,
+                    error: Some(format!("worker {worker}: {}", IoError::Saturated)),
+                    ..Gathered::default()
+                });
+            }
+        }
     }
 
     /// Whether the workers have started.
@@ -363,6 +490,54 @@ impl IoOperator<'_> {
             relay.relay(&broadcast);
         }
         self.io.deliver_here(&broadcast)
+    }
+
+    /// The addressed sockets on every server (Node's `fetchSockets`); `done` runs once
+    /// every worker and every other server has answered, or the bus's timeout passed.
+    pub fn fetch_sockets(self, done: impl FnOnce(Answered<Vec<FetchedSocket>>) + Send + 'static) {
+        let remote = (!self.local && self.io.relay().is_some()).then(|| Question::Sockets {
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+        });
+        let reply = Box::new(move |g: Gathered| done(g.answered(|g| g.sockets)));
+        self.io.gather(
+            &self.namespace,
+            self.rooms,
+            self.except,
+            Asking::Sockets,
+            remote,
+            reply,
+        );
+    }
+
+    /// Emits to the addressed sockets of this process, each with an ack id: `on_ack`
+    /// gets every client's reply (its first argument) on the socket's core, `done` the
+    /// number of sockets reached. Not relayed to other hosts.
+    pub fn emit_with_ack_here(
+        self,
+        name: &str,
+        args: &[&RawValue],
+        attachments: &[Bytes],
+        timeout: Duration,
+        on_ack: OnClientAck,
+        done: impl FnOnce(usize) + Send + 'static,
+    ) -> Result<(), IoError> {
+        let mut elements = Vec::with_capacity(args.len() + 1);
+        elements.push(serde_json::value::to_raw_value(name).map_err(|_| IoError::Unsendable)?);
+        elements.extend(args.iter().map(|a| (*a).to_owned()));
+        if !sendable_event_name(Some(&elements[0].get().as_bytes())) {
+            return Err(IoError::Unsendable);
+        }
+        let what = Asking::EmitWithAck {
+            elements,
+            attachments: attachments.to_vec(),
+            timeout,
+            on_ack,
+        };
+        let reply = Box::new(move |g: Gathered| done(g.clients));
+        self.io
+            .gather(&self.namespace, self.rooms, self.except, what, None, reply);
+        Ok(())
     }
 
     /// Emits `name` with `args`, a `Serialize` tuple.

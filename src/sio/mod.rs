@@ -24,6 +24,7 @@ pub mod cors;
 mod cx;
 pub mod io;
 mod polling;
+pub mod query;
 pub mod registry;
 
 use std::collections::HashMap;
@@ -45,6 +46,9 @@ pub use cors::Cors;
 pub use cx::{AckReply, Bin, Cx, Event};
 pub use io::{
     Ack, Io, IoError, PendingConnect, Relay, Relayed, RelayedRequest, SocketsAction, SocketsOp,
+};
+pub use query::{
+    Answered, FetchedHandshake, FetchedSocket, Gathered, OnClientAck, Question, Reply, ServerAck,
 };
 pub use registry::{ConnectError, Handshake, Namespace, Registry};
 
@@ -241,6 +245,28 @@ impl Server {
     /// Applies a remote `socketsJoin`/`socketsLeave`/`disconnectSockets` to the
     /// matching sockets of this worker.
     fn apply_sockets_op(&mut self, conns: &mut Conns<'_>, op: &SocketsOp) {
+        self.visit_sessions(conns, |state, out, config, registry| {
+            state.apply_sockets_op(out, config, registry, op)
+        });
+    }
+
+    /// Answers this worker's part of `asked` (every socket it addresses here) into
+    /// its gather.
+    fn answer_asked(&mut self, conns: &mut Conns<'_>, asked: &query::Asked) {
+        let mut part = query::Gathered::default();
+        self.visit_sessions(conns, |state, out, config, registry| {
+            state.answer_asked(out, config, registry, asked, &mut part)
+        });
+        asked.gather.add(part);
+    }
+
+    /// Runs `f` on every live session of this worker, with its outbox; a session `f`
+    /// says it touched is settled (its close applied, polling output answered).
+    fn visit_sessions(
+        &mut self,
+        conns: &mut Conns<'_>,
+        mut f: impl FnMut(&mut ConnState, &mut Outbox<'_>, &Config, &Registry) -> bool,
+    ) {
         let config = self.config;
         let registry = Arc::clone(&self.registry);
         for slot in 0..self.conns.len() {
@@ -254,7 +280,7 @@ impl Server {
             let on_polling = state.session.transport() == Transport::Polling;
             let mut touched = false;
             let asked = conns.with(id, |out| {
-                touched = state.apply_sockets_op(out, &config, &registry, op);
+                touched = f(state, out, &config, &registry);
             });
             if touched {
                 self.settle(conns, id, on_polling, asked);
@@ -473,6 +499,10 @@ impl App for Server {
     fn on_app_message(&mut self, conns: &mut Conns<'_>, msg: Box<dyn std::any::Any + Send>) {
         let msg = match msg.downcast::<SocketsOp>() {
             Ok(op) => return self.apply_sockets_op(conns, &op),
+            Err(msg) => msg,
+        };
+        let msg = match msg.downcast::<Arc<query::Asked>>() {
+            Ok(asked) => return self.answer_asked(conns, &asked),
             Err(msg) => msg,
         };
         let Ok(verdict) = msg.downcast::<io::Verdict>() else {

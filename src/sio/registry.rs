@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 
 use super::cx::{Cx, Event};
 use super::io::{Io, PendingConnect};
+use super::query::ServerAck;
 
 /// What middleware sees of a CONNECT.
 pub struct Handshake<'a> {
@@ -55,7 +56,7 @@ pub type Middleware = Box<dyn Fn(&Handshake<'_>) -> Result<(), ConnectError> + S
 pub type DeferredMiddleware = Box<dyn Fn(&Handshake<'_>, PendingConnect) + Send + Sync>;
 /// Handles an event another server sent with `serverSideEmit` (on the bridge's
 /// thread): the `Io` handle, the namespace's name, the arguments after the event name.
-pub type ServerEventHandler = Box<dyn Fn(&Io, &str, &[&RawValue]) + Send + Sync>;
+pub type ServerEventHandler = Box<dyn Fn(&Io, &str, &[&RawValue], ServerAck) + Send + Sync>;
 /// Which names a dynamic namespace takes.
 pub type NamespaceMatcher = Box<dyn Fn(&str) -> bool + Send + Sync>;
 pub type EventHandler = Box<dyn Fn(&mut Cx<'_, '_>, &Event<'_>) + Send + Sync>;
@@ -63,6 +64,8 @@ pub type ConnectHandler = Box<dyn Fn(&mut Cx<'_, '_>, &Handshake<'_>) + Send + S
 pub type DisconnectHandler = Box<dyn Fn(&mut Cx<'_, '_>, &str) + Send + Sync>;
 /// Makes a socket's state when it connects.
 pub type StateFactory = fn() -> Box<dyn Any + Send>;
+/// A socket's state as Node's `socket.data` (for `fetchSockets`).
+pub type DataOf = fn(&(dyn Any + Send)) -> Option<serde_json::Value>;
 
 /// One namespace: its middleware, in order, and its handlers.
 pub struct Namespace {
@@ -76,6 +79,7 @@ pub struct Namespace {
     pub(crate) on_connect: Option<ConnectHandler>,
     pub(crate) on_disconnect: Option<DisconnectHandler>,
     pub(crate) state: Option<StateFactory>,
+    pub(crate) data: Option<DataOf>,
 }
 
 impl Namespace {
@@ -90,6 +94,7 @@ impl Namespace {
             on_connect: None,
             on_disconnect: None,
             state: None,
+            data: None,
         }
     }
 
@@ -97,6 +102,14 @@ impl Namespace {
     /// with `Cx::state::<S>()`. A zero-sized `S` costs no allocation.
     pub fn state<S: Default + Send + 'static>(mut self) -> Namespace {
         self.state = Some(|| Box::new(S::default()));
+        self
+    }
+
+    /// `state::<S>()`, and the state is the socket's `data` for other servers'
+    /// `fetchSockets` (Node's `socket.data`) and `Io`'s `fetch_sockets`.
+    pub fn state_as_data<S: Default + serde::Serialize + Send + 'static>(mut self) -> Namespace {
+        self.state = Some(|| Box::new(S::default()));
+        self.data = Some(|state| serde_json::to_value(state.downcast_ref::<S>()?).ok());
         self
     }
 
@@ -151,12 +164,23 @@ impl Namespace {
         self
     }
 
-    /// Handles `event` sent by another server or an emitter with `serverSideEmit`
-    /// (no ack). It runs on the Redis bridge's thread, with an `Io` to reach sockets.
+    /// Handles `event` sent by another server or an emitter with `serverSideEmit`.
+    /// It runs on the Redis bridge's thread, with an `Io` to reach sockets. A sender
+    /// that asked for an ack gets none from this handler (use `on_server_event_ack`).
     pub fn on_server_event(
-        mut self,
+        self,
         event: impl Into<String>,
         f: impl Fn(&Io, &str, &[&RawValue]) + Send + Sync + 'static,
+    ) -> Namespace {
+        self.on_server_event_ack(event, move |io, namespace, args, _| f(io, namespace, args))
+    }
+
+    /// `on_server_event` whose handler can answer the sender's ack (`ServerAck`, a
+    /// no-op when none was asked for), from any thread, once.
+    pub fn on_server_event_ack(
+        mut self,
+        event: impl Into<String>,
+        f: impl Fn(&Io, &str, &[&RawValue], ServerAck) + Send + Sync + 'static,
     ) -> Namespace {
         self.server_events.insert(event.into(), Box::new(f));
         self
@@ -217,8 +241,13 @@ impl Registry {
     }
 
     /// Runs the server-side event handler of `namespace` for `elements` (event name
-    /// first, raw JSON). `false` if there is none.
-    pub fn dispatch_server_event(&self, namespace: &str, elements: &[&RawValue]) -> bool {
+    /// first, raw JSON), with the sender's `ack`. `false` if there is none.
+    pub fn dispatch_server_event(
+        &self,
+        namespace: &str,
+        elements: &[&RawValue],
+        ack: ServerAck,
+    ) -> bool {
         let Some((_, ns, _)) = self.find(namespace) else {
             return false;
         };
@@ -230,11 +259,19 @@ impl Registry {
         };
         match ns.server_events.get(&name) {
             Some(handler) => {
-                handler(&self.io, namespace, &elements[1..]);
+                handler(&self.io, namespace, &elements[1..], ack);
                 true
             }
             None => false,
         }
+    }
+
+    /// The names of the static namespaces (those registered with `ns`).
+    pub fn static_names(&self) -> impl Iterator<Item = &str> {
+        self.namespaces
+            .iter()
+            .filter(|n| n.matcher.is_none())
+            .map(|n| n.name.as_str())
     }
 
     /// Whether a namespace named `name` is served (static, or taken by a matcher).

@@ -72,4 +72,17 @@ function closeAll() {
   while (opened.length) opened.pop().disconnect();
 }
 
-module.exports = { once, ack, maybe, outcome, openClient, connectTo, closeAll };
+/// The servers a Redis suite runs against, from the environment that
+/// tests/redis_bridge.rs sets: `SERVERS="A=http://…,B=…"` must name every one of
+/// `names`; `REDIS_URL` is returned as is (undefined if unset).
+function clusterFromEnv(names) {
+  const servers = Object.fromEntries(
+    (process.env.SERVERS || "").split(",").filter(Boolean).map((kv) => kv.split("=")),
+  );
+  if (!names.every((n) => servers[n])) {
+    throw new Error(`SERVERS must name ${names.join(", ")}`);
+  }
+  return { SERVERS: servers, REDIS_URL: process.env.REDIS_URL };
+}
+
+module.exports = { once, ack, maybe, outcome, openClient, connectTo, closeAll, clusterFromEnv };

@@ -35,6 +35,15 @@ function lastIsAck(args) {
 function setup(nsp) {
   // From other servers or emitters on the Redis bus (serverSideEmit).
   nsp.on("relay", (event, ...payload) => nsp.local.emit(event, ...payload));
+  nsp.on("local-sockets", (ack) =>
+    nsp.local.fetchSockets().then((found) => ack(found.map((s) => s.id).sort())),
+  );
+  // Answers a cluster-wide question with `shape(result)`, or `{error}`.
+  const answer = (ack, promise, shape) =>
+    promise.then(
+      (v) => ack(shape(v)),
+      (e) => ack({ error: e.message }),
+    );
   nsp.on("connection", (socket) => {
     socket.on("echo", (...args) => {
       const ack = lastIsAck(args);
@@ -78,6 +87,24 @@ function setup(nsp) {
     socket.on("disconnect-me", () => socket.disconnect());
     socket.on("close-me", () => socket.disconnect(true));
     socket.on("drop-transport", () => socket.conn.close());
+    socket.on("fetch-sockets", (wanted, ack) =>
+      answer(ack, nsp.in(wanted).fetchSockets(), (found) => ({
+        sockets: found
+          .map((s) => ({ id: s.id, rooms: [...s.rooms].filter((r) => r !== s.id).sort() }))
+          .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+      })),
+    );
+    socket.on("all-rooms", (ack) =>
+      answer(ack, nsp.adapter.allRooms(), (all) => ({ rooms: [...all].sort() })),
+    );
+    socket.on("server-count", (ack) =>
+      answer(ack, Promise.resolve(nsp.adapter.serverCount()), (count) => ({ count })),
+    );
+    socket.on("ask-servers", (event, ...rest) => {
+      const ack = lastIsAck(rest);
+      if (!ack) return;
+      answer(ack, nsp.serverSideEmitWithAck(event, ...rest), (replies) => ({ replies }));
+    });
   });
 }
 

@@ -7,12 +7,9 @@
 
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
-const { once, ack, maybe, connectTo, closeAll } = require("./helpers");
+const { once, ack, maybe, connectTo, closeAll, clusterFromEnv } = require("./helpers");
 
-const SERVERS = Object.fromEntries(
-  (process.env.SERVERS || "").split(",").filter(Boolean).map((kv) => kv.split("=")),
-);
-if (!SERVERS.T || !SERVERS.N) throw new Error("SERVERS (T, N) must be set");
+const { SERVERS } = clusterFromEnv(["T", "N"]);
 
 test.after(closeAll);
 

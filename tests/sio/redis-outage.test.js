@@ -9,15 +9,11 @@
 
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
-const { once, ack, maybe, connectTo, closeAll } = require("./helpers");
+const { once, ack, maybe, connectTo, closeAll, clusterFromEnv } = require("./helpers");
 
-const SERVERS = Object.fromEntries(
-  (process.env.SERVERS || "").split(",").filter(Boolean).map((kv) => kv.split("=")),
-);
+const { SERVERS } = clusterFromEnv(["A", "B"]);
 const PHASE = process.env.PHASE;
-if (!SERVERS.A || !SERVERS.B || !["down", "up", "flood"].includes(PHASE)) {
-  throw new Error("SERVERS (A, B) and PHASE=down|up|flood must be set");
-}
+if (!["down", "up", "flood"].includes(PHASE)) throw new Error("PHASE=down|up|flood must be set");
 
 function connected(server) {
   return connectTo(SERVERS[server]);

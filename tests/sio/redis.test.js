@@ -8,15 +8,9 @@
 
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
-const { once, ack, maybe, connectTo, closeAll } = require("./helpers");
+const { once, ack, maybe, connectTo, closeAll, clusterFromEnv } = require("./helpers");
 
-const SERVERS = Object.fromEntries(
-  (process.env.SERVERS || "").split(",").filter(Boolean).map((kv) => kv.split("=")),
-);
-const REDIS_URL = process.env.REDIS_URL;
-if (!SERVERS.A || !SERVERS.B || !SERVERS.N || !REDIS_URL) {
-  throw new Error("SERVERS (A, B, N) and REDIS_URL must be set");
-}
+const { SERVERS, REDIS_URL } = clusterFromEnv(["A", "B", "N"]);
 
 function connected(server, nsp = "/", transport = "websocket") {
   return connectTo(SERVERS[server] + nsp, transport);

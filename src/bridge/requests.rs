@@ -1,0 +1,462 @@
+//! Requests between servers on the bus: those other nodes and emitters send here
+//! (`serve`), and those this node asks of the others (`Ask`, `publish_ask`, and the
+//! answers in `Pending`), in the shapes of Node's `@socket.io/redis-adapter`.
+//!
+//! Answers are given only on namespaces with a counted subscription (the static
+//! ones): Node waits for `serverCount() - 1` answers and counts whatever comes, so an
+//! answer from a node it did not count would end its wait early, with one server's
+//! sockets missing.
+//!
+//! Invariants: every `Reply` runs exactly once (an answer, a timeout after
+//! `REQUEST_TIMEOUT`, or a failure); at most `MAX_PENDING` questions wait at a time;
+//! replies run with no lock held.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+
+use super::Bridge;
+use super::classic::{self, Request, Response};
+use crate::sio::query::Asking;
+use crate::sio::{Gathered, Io, OnClientAck, Question, Registry, Reply, ServerAck};
+use crate::sio::{SocketsAction, SocketsOp};
+
+/// How long a question waits for every other server (the adapter's `requestsTimeout`).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Questions waiting for answers at most; more fail at once.
+const MAX_PENDING: usize = 10_000;
+/// Longest a broadcast with an ack from another node keeps its clients' acks awaited.
+const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A question for the other servers, queued for the publisher thread.
+pub(super) struct Ask {
+    pub namespace: String,
+    pub question: Question,
+    pub reply: Reply,
+}
+
+/// A reply that says why nothing could be asked.
+pub(super) fn failed(why: &str) -> Gathered {
+    Gathered {
+        error: Some(why.to_string()),
+        ..Gathered::default()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Sockets,
+    Rooms,
+    ServerSideEmit,
+}
+
+struct Waiting {
+    kind: Kind,
+    expected: usize,
+    got: usize,
+    gathered: Gathered,
+    deadline: Instant,
+    reply: Reply,
+}
+
+/// Questions asked by this node, by request id.
+#[derive(Default)]
+pub(super) struct Pending {
+    waiting: Mutex<HashMap<String, Waiting>>,
+}
+
+impl Pending {
+    /// An answer from another server, on a response channel.
+    pub fn on_response(&self, bytes: &[u8]) {
+        let Some(response) = classic::decode_response(bytes) else {
+            return;
+        };
+        let id = response.request_id().to_string();
+        let done = {
+            let Ok(mut waiting) = self.waiting.lock() else {
+                return;
+            };
+            let Some(w) = waiting.get_mut(&id) else {
+                return; // Another node's question, or one already settled.
+            };
+            match (w.kind, response) {
+                (Kind::Sockets, Response::Sockets { sockets, .. }) => {
+                    w.gathered.sockets.extend(
+                        sockets
+                            .into_iter()
+                            .filter_map(|s| serde_json::from_value(s).ok()),
+                    );
+                }
+                (Kind::Rooms, Response::Rooms { rooms, .. }) => w.gathered.rooms.extend(rooms),
+                (Kind::ServerSideEmit, Response::ServerSideEmit { data, .. }) => {
+                    if let Ok(data) = RawValue::from_string(data) {
+                        w.gathered.replies.push(data);
+                    }
+                }
+                _ => return,
+            }
+            w.got += 1;
+            if w.got < w.expected {
+                return;
+            }
+            waiting.remove(&id)
+        };
+        if let Some(w) = done {
+            (w.reply)(w.gathered);
+        }
+    }
+
+    /// Settles the questions whose time is up, with what came and how much did not.
+    pub fn expire(&self, bridge: &Bridge) {
+        let now = Instant::now();
+        let expired: Vec<Waiting> = {
+            let Ok(mut waiting) = self.waiting.lock() else {
+                return;
+            };
+            if waiting.values().all(|w| w.deadline > now) {
+                return;
+            }
+            let ids: Vec<String> = waiting
+                .iter()
+                .filter(|(_, w)| w.deadline <= now)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| waiting.remove(id)).collect()
+        };
+        for mut w in expired {
+            bridge
+                .counters
+                .request_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            w.gathered.missing += w.expected - w.got;
+            w.gathered.error = Some(format!(
+                "timeout reached: only {} responses received out of {}",
+                w.got, w.expected
+            ));
+            (w.reply)(w.gathered);
+        }
+    }
+
+    /// Settles every waiting question with `why` (the link went down: answers sent to
+    /// it are lost).
+    pub fn fail_all(&self, why: &str) {
+        let all: Vec<Waiting> = match self.waiting.lock() {
+            Ok(mut waiting) => waiting.drain().map(|(_, w)| w).collect(),
+            Err(_) => return,
+        };
+        for mut w in all {
+            w.gathered.missing += w.expected - w.got;
+            w.gathered.error = Some(why.to_string());
+            (w.reply)(w.gathered);
+        }
+    }
+}
+
+/// Counts the servers (`PUBSUB NUMSUB` of the request channel), registers the
+/// question and publishes it. Its reply runs whatever happens; an `Err` is the link's.
+pub(super) fn publish_ask(
+    bridge: &Bridge,
+    con: &mut redis::Connection,
+    ask: Ask,
+) -> redis::RedisResult<()> {
+    let channel = classic::request_channel(&bridge.key, &ask.namespace);
+    let servers = match redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channel)
+        .query::<(String, usize)>(con)
+    {
+        Ok((_, n)) => n,
+        Err(e) => {
+            (ask.reply)(failed(&format!("Redis: {e}")));
+            return Err(e);
+        }
+    };
+    // This node is one of them only if it holds a counted subscription there.
+    let counted_here = bridge.counted.contains(&ask.namespace);
+    let others = servers.saturating_sub(usize::from(counted_here));
+    let gathered = Gathered {
+        servers: others + 1,
+        ..Gathered::default()
+    };
+    if others == 0 || matches!(ask.question, Question::ServerCount) {
+        (ask.reply)(gathered);
+        return Ok(());
+    }
+    let request_id = super::node_uid();
+    let (kind, request) = match ask.question {
+        Question::Sockets { rooms, except } => (
+            Kind::Sockets,
+            Request::Fetch {
+                uid: None,
+                request_id: request_id.clone(),
+                namespace: ask.namespace.clone(),
+                rooms,
+                except,
+                ids_only: false,
+            },
+        ),
+        Question::AllRooms => (
+            Kind::Rooms,
+            Request::AllRooms {
+                uid: None,
+                request_id: request_id.clone(),
+                namespace: ask.namespace.clone(),
+            },
+        ),
+        Question::ServerSideEmit { elements } => (
+            Kind::ServerSideEmit,
+            Request::ServerSideEmit {
+                namespace: ask.namespace.clone(),
+                uid: bridge.uid.clone(),
+                request_id: Some(request_id.clone()),
+                elements: elements.iter().map(|e| e.get().to_string()).collect(),
+            },
+        ),
+        Question::ServerCount => return Ok(()),
+    };
+    let Some(bytes) = classic::encode_request(&bridge.uid, &request) else {
+        (ask.reply)(failed("the question does not encode"));
+        return Ok(());
+    };
+    {
+        let Ok(mut waiting) = bridge.pending.waiting.lock() else {
+            (ask.reply)(failed("internal: pending requests poisoned"));
+            return Ok(());
+        };
+        if waiting.len() >= MAX_PENDING {
+            drop(waiting);
+            (ask.reply)(failed("too many requests waiting for answers"));
+            return Ok(());
+        }
+        waiting.insert(
+            request_id.clone(),
+            Waiting {
+                kind,
+                expected: others,
+                got: 0,
+                gathered,
+                deadline: Instant::now() + REQUEST_TIMEOUT,
+                reply: ask.reply,
+            },
+        );
+    }
+    let sent = redis::cmd("PUBLISH")
+        .arg(&channel)
+        .arg(bytes)
+        .query::<()>(con);
+    if let Err(e) = sent {
+        let lost = bridge
+            .pending
+            .waiting
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(&request_id));
+        if let Some(mut w) = lost {
+            w.gathered.missing = w.expected;
+            w.gathered.error = Some(format!("Redis: {e}"));
+            (w.reply)(w.gathered);
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Publishes an answer on the namespace's response channel (never waits).
+fn respond(bridge: &Bridge, namespace: &str, response: &Response) {
+    if let Some(bytes) = classic::encode_response(response) {
+        bridge.enqueue(classic::response_channel(&bridge.key, namespace), bytes);
+    }
+}
+
+/// `respond` with a request's one answer, counted in `/metrics`.
+fn answer(bridge: &Bridge, namespace: &str, response: &Response) {
+    bridge
+        .counters
+        .requests_answered
+        .fetch_add(1, Ordering::Relaxed);
+    respond(bridge, namespace, response);
+}
+
+/// Asks every worker `what` about the matching sockets of `namespace`, then answers
+/// with `response` of what they gathered.
+fn gather_and_answer(
+    bridge: &Arc<Bridge>,
+    io: &Io,
+    namespace: &str,
+    rooms: Vec<String>,
+    except: Vec<String>,
+    what: Asking,
+    response: impl FnOnce(Gathered) -> Response + Send + 'static,
+) {
+    let (to, ns) = (Arc::clone(bridge), namespace.to_string());
+    let reply = Box::new(move |g: Gathered| answer(&to, &ns, &response(g)));
+    io.gather(namespace, rooms, except, what, None, reply);
+}
+
+/// A request from another node or an emitter, applied to this process's sockets and
+/// answered when it wants an answer and `counted` (it came on a counted channel).
+pub(super) fn serve(bridge: &Arc<Bridge>, registry: &Registry, request: Request, counted: bool) {
+    let mine = |uid: &Option<String>| uid.as_deref() == Some(bridge.uid.as_str());
+    let io = registry.io();
+    let op = match request {
+        Request::Rooms { ref uid, .. } | Request::Disconnect { ref uid, .. } if mine(uid) => {
+            return; // Applied here already, when it was sent.
+        }
+        Request::Rooms {
+            namespace,
+            rooms,
+            except,
+            targets,
+            leave,
+            ..
+        } => SocketsOp {
+            namespace,
+            rooms,
+            except,
+            action: if leave {
+                SocketsAction::Leave(targets)
+            } else {
+                SocketsAction::Join(targets)
+            },
+        },
+        Request::Disconnect {
+            namespace,
+            rooms,
+            except,
+            close,
+            ..
+        } => SocketsOp {
+            namespace,
+            rooms,
+            except,
+            action: SocketsAction::Disconnect { close },
+        },
+        Request::ServerSideEmit {
+            namespace,
+            uid,
+            request_id,
+            elements,
+        } => {
+            if uid == bridge.uid || !registry.serves(&namespace) {
+                return;
+            }
+            let raw: Vec<&RawValue> = elements
+                .iter()
+                .filter_map(|e| serde_json::from_str(e).ok())
+                .collect();
+            if raw.len() != elements.len() {
+                return;
+            }
+            let ack = match request_id {
+                Some(request_id) if counted => {
+                    let bridge = Arc::clone(bridge);
+                    let ns = namespace.clone();
+                    ServerAck::new(move |data: &RawValue| {
+                        let data = data.get().to_string();
+                        answer(&bridge, &ns, &Response::ServerSideEmit { request_id, data });
+                    })
+                }
+                _ => ServerAck::none(),
+            };
+            registry.dispatch_server_event(&namespace, &raw, ack);
+            return;
+        }
+        Request::Fetch {
+            ref uid,
+            request_id,
+            namespace,
+            rooms,
+            except,
+            ids_only,
+        } => {
+            if mine(uid) || !counted || !registry.serves(&namespace) {
+                return;
+            }
+            let what = Asking::Sockets;
+            gather_and_answer(bridge, &io, &namespace, rooms, except, what, move |g| {
+                let sockets = g
+                    .sockets
+                    .into_iter()
+                    .filter_map(|s| match ids_only {
+                        true => Some(serde_json::Value::String(s.id)),
+                        false => serde_json::to_value(s).ok(),
+                    })
+                    .collect();
+                Response::Sockets {
+                    request_id,
+                    sockets,
+                }
+            });
+            return;
+        }
+        Request::AllRooms {
+            ref uid,
+            request_id,
+            namespace,
+        } => {
+            if mine(uid) || !counted || !registry.serves(&namespace) {
+                return;
+            }
+            let (rooms, except) = (Vec::new(), Vec::new());
+            gather_and_answer(bridge, &io, &namespace, rooms, except, Asking::Rooms, |g| {
+                Response::Rooms {
+                    request_id,
+                    rooms: g.rooms,
+                }
+            });
+            return;
+        }
+        Request::BroadcastAck {
+            request_id,
+            message,
+            timeout_ms,
+        } => {
+            if message.uid == bridge.uid || !counted || !registry.serves(&message.namespace) {
+                return;
+            }
+            let Ok(elements) = message
+                .elements
+                .iter()
+                .map(|e| RawValue::from_string(e.clone()))
+                .collect::<Result<Vec<_>, _>>()
+            else {
+                return;
+            };
+            let timeout = timeout_ms
+                .map_or(REQUEST_TIMEOUT, Duration::from_millis)
+                .min(MAX_ACK_TIMEOUT);
+            let ns = message.namespace.clone();
+            let on_ack: OnClientAck = {
+                let (bridge, ns, request_id) = (Arc::clone(bridge), ns.clone(), request_id.clone());
+                Arc::new(move |arg: &RawValue| {
+                    let response = Response::ClientAck {
+                        request_id: request_id.clone(),
+                        packet: arg.get().to_string(),
+                        attachments: Vec::new(),
+                    };
+                    respond(&bridge, &ns, &response);
+                })
+            };
+            let what = Asking::EmitWithAck {
+                elements,
+                attachments: message.attachments,
+                timeout,
+                on_ack,
+            };
+            let (rooms, except) = (message.rooms, message.except);
+            gather_and_answer(bridge, &io, &ns, rooms, except, what, move |g| {
+                Response::ClientCount {
+                    request_id,
+                    count: g.clients,
+                }
+            });
+            return;
+        }
+    };
+    if registry.serves(&op.namespace) {
+        let _ = io.apply_here(&op);
+    }
+}
