@@ -18,8 +18,9 @@
 //! | `all-rooms(ack)` | acks `{rooms}`: every server's rooms of the namespace (socket ids included), sorted |
 //! | `server-count(ack)` | acks `{count}`: servers on the bus sharing the namespace, this one included |
 //! | `ask-servers(event, ...payload, ack)` | server-side emit with an ack to every other server; acks `{replies}` |
+//! | `ask-room(room, event, ...payload, ack)` | `event(...payload)` with an ack request to the room's members on every server, 2 s timeout; acks `{replies}` (each client's first ack argument) |
 //!
-//! Any of the last four acks `{error}` instead when a server did not answer in time.
+//! Any of the last five acks `{error}` instead when a server did not answer in time.
 //!
 //! Server-side events (from other servers or emitters on the Redis bus, `serverSideEmit`):
 //! `relay(event, ...payload)` emits `event(...payload)` to the namespace's local sockets;
@@ -229,6 +230,27 @@ fn events(ns: Namespace) -> Namespace {
                 let (io, ack) = (io.clone(), ack.clone());
                 move |found| answer(&io, ack, found.error, json!({ "replies": found.value }))
             });
+        if sent.is_err() {
+            answer(&io, ack, Some("unsendable".into()), json!({}));
+        }
+    })
+    .on("ask-room", |cx, ev| {
+        let (Some(room), Some(event)) = (ev.arg_str(0), ev.arg_str(1)) else {
+            return;
+        };
+        let payload: Vec<&serde_json::value::RawValue> =
+            ev.elements().iter().skip(3).copied().collect();
+        let (io, ack) = (cx.io(), cx.defer_ack(ev));
+        let sent = cx.io().of(cx.namespace()).to(&[&room]).emit_with_ack(
+            &event,
+            &payload,
+            ev.attachments,
+            Duration::from_secs(2),
+            {
+                let (io, ack) = (io.clone(), ack.clone());
+                move |found| answer(&io, ack, found.error, json!({ "replies": found.value }))
+            },
+        );
         if sent.is_err() {
             answer(&io, ack, Some("unsendable".into()), json!({}));
         }

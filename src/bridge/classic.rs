@@ -463,35 +463,74 @@ pub fn encode(
     elements: &[&[u8]],
     attachments: &[Bytes],
 ) -> Option<Vec<u8>> {
+    let mut flags = Vec::new();
+    if volatile {
+        flags.push((Value::from("volatile"), Value::Boolean(true)));
+    }
+    let message = Value::Array(vec![
+        Value::from(uid),
+        packet_value(namespace, elements, attachments)?,
+        opts_value(rooms, except, flags),
+    ]);
+    write(&message, elements)
+}
+
+/// Encodes a broadcast with an ack from this node (`uid`) as the adapter's BROADCAST
+/// request: msgpack `{uid, requestId, type: 7, packet, opts}`, `flags.timeout` in ms.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_broadcast_ack(
+    uid: &str,
+    request_id: &str,
+    namespace: &str,
+    rooms: &[&str],
+    except: &[&str],
+    elements: &[&[u8]],
+    attachments: &[Bytes],
+    timeout_ms: u64,
+) -> Option<Vec<u8>> {
+    let text = |s: &str| Value::from(s);
+    let flags = vec![(text("timeout"), Value::from(timeout_ms))];
+    let message = Value::Map(vec![
+        (text("uid"), text(uid)),
+        (text("requestId"), text(request_id)),
+        (text("type"), Value::from(BROADCAST)),
+        (
+            text("packet"),
+            packet_value(namespace, elements, attachments)?,
+        ),
+        (text("opts"), opts_value(rooms, except, flags)),
+    ]);
+    write(&message, elements)
+}
+
+/// `{type: 2, data, nsp}`, binary placeholders replaced by their bytes.
+fn packet_value(namespace: &str, elements: &[&[u8]], attachments: &[Bytes]) -> Option<Value> {
     let mut data = Vec::with_capacity(elements.len());
     for e in elements {
         let json: serde_json::Value = serde_json::from_slice(e).ok()?;
         data.push(from_json(&json, attachments));
     }
-    let text = |s: &str| Value::from(s);
-    let packet = Value::Map(vec![
-        (text("type"), Value::from(EVENT)),
-        (text("data"), Value::Array(data)),
-        (text("nsp"), text(namespace)),
-    ]);
-    let mut flags = Vec::new();
-    if volatile {
-        flags.push((text("volatile"), Value::Boolean(true)));
-    }
-    let opts = Value::Map(vec![
-        (
-            text("rooms"),
-            Value::Array(rooms.iter().map(|r| text(r)).collect()),
-        ),
-        (
-            text("except"),
-            Value::Array(except.iter().map(|r| text(r)).collect()),
-        ),
-        (text("flags"), Value::Map(flags)),
-    ]);
-    let message = Value::Array(vec![text(uid), packet, opts]);
+    Some(Value::Map(vec![
+        (Value::from("type"), Value::from(EVENT)),
+        (Value::from("data"), Value::Array(data)),
+        (Value::from("nsp"), Value::from(namespace)),
+    ]))
+}
+
+/// `{rooms, except, flags}`.
+fn opts_value(rooms: &[&str], except: &[&str], flags: Vec<(Value, Value)>) -> Value {
+    let names = |list: &[&str]| Value::Array(list.iter().map(|r| Value::from(*r)).collect());
+    Value::Map(vec![
+        (Value::from("rooms"), names(rooms)),
+        (Value::from("except"), names(except)),
+        (Value::from("flags"), Value::Map(flags)),
+    ])
+}
+
+/// `message` as msgpack, with room for `elements`.
+fn write(message: &Value, elements: &[&[u8]]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(64 + elements.iter().map(|e| e.len()).sum::<usize>());
-    rmpv::encode::write_value(&mut out, &message).ok()?;
+    rmpv::encode::write_value(&mut out, message).ok()?;
     Some(out)
 }
 
@@ -883,6 +922,38 @@ mod tests {
                 Some(request)
             );
         }
+    }
+
+    #[test]
+    fn a_broadcast_with_an_ack_written_here_reads_back() {
+        let bytes = encode_broadcast_ack(
+            "me",
+            "q1",
+            "/x",
+            &["r"],
+            &["e"],
+            &[br#""ev""#, br#"{"_placeholder":true,"num":0}"#],
+            &[Bytes::from_static(b"\x07")],
+            1500,
+        )
+        .unwrap();
+        let channel = request_channel("k", "/x");
+        let Some(Request::BroadcastAck {
+            request_id,
+            message,
+            timeout_ms,
+        }) = decode_request("k", channel.as_bytes(), &bytes)
+        else {
+            panic!("not a broadcast with an ack");
+        };
+        assert_eq!((request_id.as_str(), timeout_ms), ("q1", Some(1500)));
+        assert_eq!(message.uid, "me");
+        assert_eq!(message.namespace, "/x");
+        assert_eq!(
+            (message.rooms, message.except),
+            (vec!["r".into()], vec!["e".into()])
+        );
+        assert_eq!(message.attachments, [Bytes::from_static(b"\x07")]);
     }
 
     #[test]

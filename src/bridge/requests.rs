@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 
 use super::Bridge;
 use super::classic::{self, Request, Response};
-use crate::sio::query::Asking;
+use crate::sio::query::{AckRound, Asking};
 use crate::sio::{Gathered, Io, OnClientAck, Question, Registry, Reply, ServerAck};
 use crate::sio::{SocketsAction, SocketsOp};
 
@@ -46,11 +46,12 @@ pub(super) fn failed(why: &str) -> Gathered {
     }
 }
 
-#[derive(Clone, Copy)]
 enum Kind {
     Sockets,
     Rooms,
     ServerSideEmit,
+    /// A broadcast with an ack: counts and acks go to the round until the deadline.
+    Acks(Arc<AckRound>),
 }
 
 struct Waiting {
@@ -59,7 +60,24 @@ struct Waiting {
     got: usize,
     gathered: Gathered,
     deadline: Instant,
-    reply: Reply,
+    /// `None` for `Kind::Acks` (its round is its reply).
+    reply: Option<Reply>,
+}
+
+impl Waiting {
+    /// Ends the wait with what came, `missing` and `why`. `true` if it was still open.
+    fn settle(mut self, why: String) -> bool {
+        match (&self.kind, self.reply.take()) {
+            (Kind::Acks(round), _) => round.expire(&why),
+            (_, Some(reply)) => {
+                self.gathered.missing += self.expected - self.got;
+                self.gathered.error = Some(why);
+                reply(self.gathered);
+                true
+            }
+            (_, None) => false,
+        }
+    }
 }
 
 /// Questions asked by this node, by request id.
@@ -82,7 +100,7 @@ impl Pending {
             let Some(w) = waiting.get_mut(&id) else {
                 return; // Another node's question, or one already settled.
             };
-            match (w.kind, response) {
+            match (&w.kind, response) {
                 (Kind::Sockets, Response::Sockets { sockets, .. }) => {
                     w.gathered.sockets.extend(
                         sockets
@@ -96,6 +114,15 @@ impl Pending {
                         w.gathered.replies.push(data);
                     }
                 }
+                (Kind::Acks(round), Response::ClientCount { count, .. }) => {
+                    return round.counted(count);
+                }
+                (Kind::Acks(round), Response::ClientAck { packet, .. }) => {
+                    if let Ok(v) = RawValue::from_string(packet) {
+                        round.acked(Some(&v));
+                    }
+                    return;
+                }
                 _ => return,
             }
             w.got += 1;
@@ -104,8 +131,13 @@ impl Pending {
             }
             waiting.remove(&id)
         };
-        if let Some(w) = done {
-            (w.reply)(w.gathered);
+        if let Some(Waiting {
+            reply: Some(reply),
+            gathered,
+            ..
+        }) = done
+        {
+            reply(gathered);
         }
     }
 
@@ -126,17 +158,17 @@ impl Pending {
                 .collect();
             ids.iter().filter_map(|id| waiting.remove(id)).collect()
         };
-        for mut w in expired {
-            bridge
-                .counters
-                .request_timeouts
-                .fetch_add(1, Ordering::Relaxed);
-            w.gathered.missing += w.expected - w.got;
-            w.gathered.error = Some(format!(
+        for w in expired {
+            let why = format!(
                 "timeout reached: only {} responses received out of {}",
                 w.got, w.expected
-            ));
-            (w.reply)(w.gathered);
+            );
+            if w.settle(why) {
+                bridge
+                    .counters
+                    .request_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -147,10 +179,8 @@ impl Pending {
             Ok(mut waiting) => waiting.drain().map(|(_, w)| w).collect(),
             Err(_) => return,
         };
-        for mut w in all {
-            w.gathered.missing += w.expected - w.got;
-            w.gathered.error = Some(why.to_string());
-            (w.reply)(w.gathered);
+        for w in all {
+            w.settle(why.to_string());
         }
     }
 }
@@ -186,49 +216,91 @@ pub(super) fn publish_ask(
         return Ok(());
     }
     let request_id = super::node_uid();
-    let (kind, request) = match ask.question {
+    let namespace = ask.namespace.clone();
+    let mut deadline = Instant::now() + REQUEST_TIMEOUT;
+    let (kind, bytes) = match ask.question {
         Question::Sockets { rooms, except } => (
             Kind::Sockets,
-            Request::Fetch {
-                uid: None,
-                request_id: request_id.clone(),
-                namespace: ask.namespace.clone(),
-                rooms,
-                except,
-                ids_only: false,
-            },
+            classic::encode_request(
+                &bridge.uid,
+                &Request::Fetch {
+                    uid: None,
+                    request_id: request_id.clone(),
+                    namespace,
+                    rooms,
+                    except,
+                    ids_only: false,
+                },
+            ),
         ),
         Question::AllRooms => (
             Kind::Rooms,
-            Request::AllRooms {
-                uid: None,
-                request_id: request_id.clone(),
-                namespace: ask.namespace.clone(),
-            },
+            classic::encode_request(
+                &bridge.uid,
+                &Request::AllRooms {
+                    uid: None,
+                    request_id: request_id.clone(),
+                    namespace,
+                },
+            ),
         ),
         Question::ServerSideEmit { elements } => (
             Kind::ServerSideEmit,
-            Request::ServerSideEmit {
-                namespace: ask.namespace.clone(),
-                uid: bridge.uid.clone(),
-                request_id: Some(request_id.clone()),
-                elements: elements.iter().map(|e| e.get().to_string()).collect(),
-            },
+            classic::encode_request(
+                &bridge.uid,
+                &Request::ServerSideEmit {
+                    namespace,
+                    uid: bridge.uid.clone(),
+                    request_id: Some(request_id.clone()),
+                    elements: elements.iter().map(|e| e.get().to_string()).collect(),
+                },
+            ),
         ),
+        Question::EmitWithAck {
+            rooms,
+            except,
+            elements,
+            attachments,
+            timeout,
+            round,
+        } => {
+            deadline = Instant::now() + timeout;
+            let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+            let except: Vec<&str> = except.iter().map(String::as_str).collect();
+            let elements: Vec<&[u8]> = elements.iter().map(|e| e.get().as_bytes()).collect();
+            let bytes = classic::encode_broadcast_ack(
+                &bridge.uid,
+                &request_id,
+                &namespace,
+                &rooms,
+                &except,
+                &elements,
+                &attachments,
+                timeout.as_millis() as u64,
+            );
+            (Kind::Acks(round), bytes)
+        }
         Question::ServerCount => return Ok(()),
     };
-    let Some(bytes) = classic::encode_request(&bridge.uid, &request) else {
+    let Some(bytes) = bytes else {
         (ask.reply)(failed("the question does not encode"));
         return Ok(());
     };
+    // A broadcast with an ack is told the server count once it is out; its counts and
+    // acks then go to its round. Other questions wait here for their one reply.
+    let (reply, told_when_sent) = match kind {
+        Kind::Acks(_) => (None, Some(ask.reply)),
+        _ => (Some(ask.reply), None),
+    };
     {
         let Ok(mut waiting) = bridge.pending.waiting.lock() else {
-            (ask.reply)(failed("internal: pending requests poisoned"));
             return Ok(());
         };
         if waiting.len() >= MAX_PENDING {
             drop(waiting);
-            (ask.reply)(failed("too many requests waiting for answers"));
+            if let Some(reply) = reply.or(told_when_sent) {
+                reply(failed("too many requests waiting for answers"));
+            }
             return Ok(());
         }
         waiting.insert(
@@ -238,8 +310,8 @@ pub(super) fn publish_ask(
                 expected: others,
                 got: 0,
                 gathered,
-                deadline: Instant::now() + REQUEST_TIMEOUT,
-                reply: ask.reply,
+                deadline,
+                reply,
             },
         );
     }
@@ -247,21 +319,37 @@ pub(super) fn publish_ask(
         .arg(&channel)
         .arg(bytes)
         .query::<()>(con);
-    if let Err(e) = sent {
-        let lost = bridge
-            .pending
-            .waiting
-            .lock()
-            .ok()
-            .and_then(|mut w| w.remove(&request_id));
-        if let Some(mut w) = lost {
-            w.gathered.missing = w.expected;
-            w.gathered.error = Some(format!("Redis: {e}"));
-            (w.reply)(w.gathered);
+    match sent {
+        Ok(()) => {
+            if let Some(told) = told_when_sent {
+                told(Gathered {
+                    servers: others + 1,
+                    ..Gathered::default()
+                });
+            }
+            Ok(())
         }
-        return Err(e);
+        Err(e) => {
+            let lost = bridge
+                .pending
+                .waiting
+                .lock()
+                .ok()
+                .and_then(|mut w| w.remove(&request_id));
+            let why = format!("Redis: {e}");
+            if let Some(mut w) = lost
+                && let Some(reply) = w.reply.take()
+            {
+                w.gathered.missing = w.expected;
+                w.gathered.error = Some(why.clone());
+                reply(w.gathered);
+            }
+            if let Some(told) = told_when_sent {
+                told(failed(&why));
+            }
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 /// Publishes an answer on the namespace's response channel (never waits).
@@ -431,7 +519,10 @@ pub(super) fn serve(bridge: &Arc<Bridge>, registry: &Registry, request: Request,
             let ns = message.namespace.clone();
             let on_ack: OnClientAck = {
                 let (bridge, ns, request_id) = (Arc::clone(bridge), ns.clone(), request_id.clone());
-                Arc::new(move |arg: &RawValue| {
+                Arc::new(move |arg: Option<&RawValue>| {
+                    let Some(arg) = arg else {
+                        return; // The asker's own timeout covers clients that stay silent.
+                    };
                     let response = Response::ClientAck {
                         request_id: request_id.clone(),
                         packet: arg.get().to_string(),

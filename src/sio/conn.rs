@@ -29,7 +29,9 @@ use crate::ws::CloseCode;
 use super::Config;
 use super::cx::{AckReply, Cx, Elements, Ending, Event, Socket, room_key};
 use super::io::{PendingConnect, SocketsAction, SocketsOp};
-use super::query::{Asked, Asking, FetchedHandshake, FetchedSocket, Gathered, js_date_string};
+use super::query::{
+    Asked, Asking, ClientAckOnce, FetchedHandshake, FetchedSocket, Gathered, js_date_string,
+};
 use super::registry::{ConnectError, Handshake, Registry};
 
 pub(crate) struct ConnState {
@@ -480,14 +482,16 @@ impl ConnState {
             } => {
                 part.clients += 1;
                 let raw: Vec<&[u8]> = elements.iter().map(|e| e.get().as_bytes()).collect();
-                let on_ack = std::sync::Arc::clone(on_ack);
+                let once = ClientAckOnce::new(std::sync::Arc::clone(on_ack));
                 let timeout = *timeout;
                 self.run(out, config, registry, i, move |cx, _| {
                     let callback = Box::new(move |_: &mut Cx<'_, '_>, reply: AckReply<'_>| {
-                        if let AckReply::Reply { elements, .. } = reply {
-                            let null = RawValue::NULL;
-                            on_ack(elements.first().copied().unwrap_or(null));
-                        }
+                        once.call(match reply {
+                            AckReply::Reply { elements, .. } => {
+                                Some(elements.first().copied().unwrap_or(RawValue::NULL))
+                            }
+                            AckReply::Timeout => None,
+                        });
                     });
                     cx.emit_with_ack(&raw, attachments, timeout, callback);
                 });

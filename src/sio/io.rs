@@ -27,7 +27,8 @@ use super::cx::{
     ACK, EVENT, broadcast_frames, json_string, room_key, room_keys, sendable_event_name,
 };
 use super::query::{
-    Answered, Asked, Asking, FetchedSocket, Gather, Gathered, OnClientAck, Question, Reply,
+    AckRound, Answered, Asked, Asking, FetchedSocket, Gather, Gathered, OnClientAck, Question,
+    Reply,
 };
 use super::registry::ConnectError;
 
@@ -510,17 +511,17 @@ impl IoOperator<'_> {
         );
     }
 
-    /// Emits to the addressed sockets of this process, each with an ack id: `on_ack`
-    /// gets every client's reply (its first argument) on the socket's core, `done` the
-    /// number of sockets reached. Not relayed to other hosts.
-    pub fn emit_with_ack_here(
+    /// Emits to the addressed sockets on every server, each with an ack id (Node's
+    /// `timeout(t).emitWithAck`): `done` gets every client's reply (its first
+    /// argument) once each server has counted its clients and each client answered
+    /// or gave up, or when `timeout` has passed, with how many are missing.
+    pub fn emit_with_ack(
         self,
         name: &str,
         args: &[&RawValue],
         attachments: &[Bytes],
         timeout: Duration,
-        on_ack: OnClientAck,
-        done: impl FnOnce(usize) + Send + 'static,
+        done: impl FnOnce(Answered<Vec<Box<RawValue>>>) + Send + 'static,
     ) -> Result<(), IoError> {
         let mut elements = Vec::with_capacity(args.len() + 1);
         elements.push(serde_json::value::to_raw_value(name).map_err(|_| IoError::Unsendable)?);
@@ -528,13 +529,37 @@ impl IoOperator<'_> {
         if !sendable_event_name(Some(&elements[0].get().as_bytes())) {
             return Err(IoError::Unsendable);
         }
+        let round = Arc::new(AckRound::new(Box::new(done)));
+        match self.io.relay().filter(|_| !self.local) {
+            Some(relay) => {
+                let question = Question::EmitWithAck {
+                    rooms: self.rooms.clone(),
+                    except: self.except.clone(),
+                    elements: elements.clone(),
+                    attachments: attachments.to_vec(),
+                    timeout,
+                    round: Arc::clone(&round),
+                };
+                let counting = Arc::clone(&round);
+                let reply = Box::new(move |g: Gathered| match g.error {
+                    None => counting.servers(g.servers.max(1)),
+                    Some(why) => counting.local_only(Some(why)),
+                });
+                relay.ask(&self.namespace, question, reply);
+            }
+            None => round.local_only(None),
+        }
+        let on_ack: OnClientAck = {
+            let round = Arc::clone(&round);
+            Arc::new(move |reply| round.acked(reply))
+        };
         let what = Asking::EmitWithAck {
             elements,
             attachments: attachments.to_vec(),
             timeout,
             on_ack,
         };
-        let reply = Box::new(move |g: Gathered| done(g.clients));
+        let reply = Box::new(move |g: Gathered| round.counted(g.clients));
         self.io
             .gather(&self.namespace, self.rooms, self.except, what, None, reply);
         Ok(())

@@ -150,8 +150,152 @@ impl ServerAck {
 }
 
 /// A client's reply to a broadcast with an ack: its first argument (Node's adapter
-/// carries no more), `null` when it sent none.
-pub type OnClientAck = std::sync::Arc<dyn Fn(&RawValue) + Send + Sync>;
+/// carries no more), `null` when it sent none; `None` when it did not answer in time
+/// or left first.
+pub type OnClientAck = std::sync::Arc<dyn Fn(Option<&RawValue>) + Send + Sync>;
+
+/// Calls its `OnClientAck` exactly once: with the reply, or with `None` when dropped
+/// unanswered (the socket left, and its awaited acks with it).
+pub(crate) struct ClientAckOnce(Option<OnClientAck>);
+
+impl ClientAckOnce {
+    pub fn new(on_ack: OnClientAck) -> ClientAckOnce {
+        ClientAckOnce(Some(on_ack))
+    }
+
+    pub fn call(mut self, reply: Option<&RawValue>) {
+        if let Some(f) = self.0.take() {
+            f(reply);
+        }
+    }
+}
+
+impl Drop for ClientAckOnce {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(None);
+        }
+    }
+}
+
+/// The answer to a broadcast with an ack: every client's reply.
+pub type AcksDone = Box<dyn FnOnce(Answered<Vec<Box<RawValue>>>) + Send>;
+
+/// A broadcast with an ack in flight on every server: it is complete once every
+/// server has said how many clients it reached and each of those clients answered or
+/// gave up; or when the time is up (`expire`), with what came.
+pub struct AckRound {
+    state: Mutex<RoundState>,
+}
+
+struct RoundState {
+    /// Servers that will report a count (this process included); unknown at first.
+    servers: Option<usize>,
+    counted: usize,
+    clients: usize,
+    replies: Vec<Box<RawValue>>,
+    /// Clients of this process that did not answer in time or left.
+    gone: usize,
+    /// Why other servers could not be asked.
+    error: Option<String>,
+    done: Option<AcksDone>,
+}
+
+impl AckRound {
+    pub(crate) fn new(done: AcksDone) -> AckRound {
+        AckRound {
+            state: Mutex::new(RoundState {
+                servers: None,
+                counted: 0,
+                clients: 0,
+                replies: Vec::new(),
+                gone: 0,
+                error: None,
+                done: Some(done),
+            }),
+        }
+    }
+
+    /// How many servers will report a count.
+    pub(crate) fn servers(&self, n: usize) {
+        self.update(|s| s.servers = Some(n));
+    }
+
+    /// Other servers could not be asked (`why`): only this process's clients count.
+    pub(crate) fn local_only(&self, why: Option<String>) {
+        self.update(|s| {
+            s.servers = Some(1);
+            s.error = why;
+        });
+    }
+
+    /// One server reached `clients` clients.
+    pub(crate) fn counted(&self, clients: usize) {
+        self.update(|s| {
+            s.counted += 1;
+            s.clients += clients;
+        });
+    }
+
+    /// One client answered (`Some`), or gave up (`None`).
+    pub(crate) fn acked(&self, reply: Option<&RawValue>) {
+        self.update(|s| match reply {
+            Some(v) => s.replies.push(v.to_owned()),
+            None => s.gone += 1,
+        });
+    }
+
+    /// The time is up: answers with what came. `true` if the round was still open.
+    pub(crate) fn expire(&self, why: &str) -> bool {
+        let finished = self.state.lock().ok().and_then(|mut s| {
+            let done = s.done.take()?;
+            let heard = s.replies.len() + s.gone;
+            let missing = s.clients.saturating_sub(s.replies.len())
+                + s.servers.unwrap_or(1).saturating_sub(s.counted);
+            let answer = Answered {
+                value: std::mem::take(&mut s.replies),
+                missing,
+                error: Some(format!(
+                    "{why}: {} of {} clients answered, {} of {} servers counted",
+                    heard - s.gone,
+                    s.clients,
+                    s.counted,
+                    s.servers.unwrap_or(1)
+                )),
+            };
+            Some((done, answer))
+        });
+        match finished {
+            Some((done, answer)) => {
+                done(answer);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut RoundState)) {
+        let finished = self.state.lock().ok().and_then(|mut s| {
+            f(&mut s);
+            let complete = s.servers == Some(s.counted) && s.replies.len() + s.gone >= s.clients;
+            if !complete {
+                return None;
+            }
+            let done = s.done.take()?;
+            let gone = s.gone;
+            let late = (gone > 0).then(|| format!("{gone} clients did not answer in time"));
+            let answer = Answered {
+                value: std::mem::take(&mut s.replies),
+                missing: gone,
+                error: s.error.take().or(late),
+            };
+            Some((done, answer))
+        });
+        if let Some((done, answer)) = finished {
+            done(answer);
+        }
+    }
+}
 
 /// What a worker is asked about the sockets of a namespace that are in any of
 /// `rooms` (all if none) and in none of `except`.
@@ -233,6 +377,18 @@ pub enum Question {
     ServerCount,
     /// `serverSideEmit` with an ack: the event's raw JSON elements, name first.
     ServerSideEmit { elements: Vec<Box<RawValue>> },
+    /// A broadcast with an ack to the sockets in any of `rooms` (all if none), in none
+    /// of `except`: the reply carries the number of servers (`servers`) at once; the
+    /// counts and acks of the others go to `round` until `timeout`.
+    EmitWithAck {
+        rooms: Vec<String>,
+        except: Vec<String>,
+        /// Raw JSON, name first, placeholders for `attachments`.
+        elements: Vec<Box<RawValue>>,
+        attachments: Vec<Bytes>,
+        timeout: Duration,
+        round: std::sync::Arc<AckRound>,
+    },
 }
 
 /// How the answer to a `Question` comes back: called once, on any thread.
@@ -365,6 +521,62 @@ mod tests {
         let part = seen.lock().unwrap().take().unwrap();
         assert_eq!(part.rooms, ["a", "b"]);
         assert_eq!((part.clients, part.missing), (3, 1));
+    }
+
+    #[test]
+    fn an_ack_round_ends_when_every_server_counted_and_every_client_answered() {
+        let seen = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&seen);
+        let round = AckRound::new(Box::new(move |a| *out.lock().unwrap() = Some(a)));
+        let one = RawValue::from_string("1".into()).unwrap();
+        round.counted(2);
+        round.acked(Some(&one));
+        round.servers(2);
+        round.acked(None);
+        assert!(
+            seen.lock().unwrap().is_none(),
+            "the second server has not counted"
+        );
+        round.counted(1);
+        assert!(
+            seen.lock().unwrap().is_none(),
+            "its client has not answered"
+        );
+        round.acked(Some(&one));
+        let answered = seen.lock().unwrap().take().unwrap();
+        assert_eq!(answered.value.len(), 2);
+        assert_eq!(answered.missing, 1);
+        assert!(!round.expire("late"), "a finished round stays finished");
+    }
+
+    #[test]
+    fn an_expired_ack_round_gives_what_came_and_counts_the_rest() {
+        let seen = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&seen);
+        let round = AckRound::new(Box::new(move |a| *out.lock().unwrap() = Some(a)));
+        round.servers(3);
+        round.counted(4);
+        round.acked(Some(RawValue::NULL));
+        assert!(round.expire("timeout"));
+        let answered = seen.lock().unwrap().take().unwrap();
+        assert_eq!(answered.value.len(), 1);
+        assert_eq!(answered.missing, 3 + 2, "3 clients and 2 servers");
+        assert!(
+            answered
+                .error
+                .unwrap()
+                .starts_with("timeout: 1 of 4 clients")
+        );
+    }
+
+    #[test]
+    fn a_dropped_client_ack_counts_as_gone() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&calls);
+        let f: OnClientAck = Arc::new(move |r| log.lock().unwrap().push(r.is_some()));
+        ClientAckOnce::new(Arc::clone(&f)).call(Some(RawValue::NULL));
+        drop(ClientAckOnce::new(f));
+        assert_eq!(*calls.lock().unwrap(), [true, false]);
     }
 
     #[test]

@@ -94,12 +94,22 @@ function setup(nsp) {
           .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
       })),
     );
-    socket.on("all-rooms", (ack) =>
-      answer(ack, nsp.adapter.allRooms(), (all) => ({ rooms: [...all].sort() })),
-    );
+    socket.on("all-rooms", (ack) => {
+      // The in-memory adapter (no Redis) has no allRooms: its own rooms are all.
+      const all = nsp.adapter.allRooms
+        ? nsp.adapter.allRooms()
+        : Promise.resolve(new Set(nsp.adapter.rooms.keys()));
+      answer(ack, all, (rooms) => ({ rooms: [...rooms].sort() }));
+    });
     socket.on("server-count", (ack) =>
       answer(ack, Promise.resolve(nsp.adapter.serverCount()), (count) => ({ count })),
     );
+    socket.on("ask-room", (room, event, ...rest) => {
+      const ack = lastIsAck(rest);
+      if (!ack) return;
+      const asked = nsp.to(room).timeout(2000).emitWithAck(event, ...rest);
+      answer(ack, asked, (replies) => ({ replies }));
+    });
     socket.on("ask-servers", (event, ...rest) => {
       const ack = lastIsAck(rest);
       if (!ack) return;

@@ -179,6 +179,26 @@ test("Node's broadcast with an ack reaches Throng's clients and gathers their ac
     clients.map((c) => c.id).sort(),
   );
   assert.ok(replies.every((r) => r.n === 7));
+  // The same asked of each server through the contract: A and B ask Node's and each
+  // other's clients, N asks Throng's.
+  for (const [server, asker] of [
+    ["A", clients[0]],
+    ["B", clients[2]],
+    ["N", clients[3]],
+  ]) {
+    const [reply] = await ack(asker, "ask-room", room, "count-me", 3);
+    assert.ok(!reply.error, `${server}: ${JSON.stringify(reply)}`);
+    assert.deepEqual(
+      reply.replies.map((r) => r.id).sort(),
+      clients.map((c) => c.id).sort(),
+      `asked of ${server}`,
+    );
+  }
+  // A client that stays silent: the others' replies, and an error after the timeout.
+  const silent = await connected("B");
+  await ack(silent, "join", room);
+  const [partial] = await ack(clients[0], "ask-room", room, "count-me", 4);
+  assert.ok(partial.error, JSON.stringify(partial));
   // Nobody in the room: an empty answer, quickly, once every server has said 0.
   const started = Date.now();
   assert.deepEqual(await T.to(`empty-${room}`).timeout(4000).emitWithAck("count-me", 1), []);

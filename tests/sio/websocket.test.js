@@ -189,3 +189,32 @@ test("a room spread over many connections (both cores) gets each message once", 
   await new Promise((r) => setTimeout(r, 300));
   assert.deepEqual(counts, members.map(() => 5));
 });
+
+test("one server alone: fetch-sockets, all-rooms, server-count and ask-room", async () => {
+  const room = `solo-${Math.random()}`;
+  const members = await Promise.all(Array.from({ length: 4 }, () => connected("/")));
+  for (const m of members) {
+    await ack(m, "join", room);
+    m.on("poll", (n, cb) => cb({ id: m.id, n }));
+  }
+  const ids = members.map((m) => m.id).sort();
+  const [found] = await ack(members[0], "fetch-sockets", [room]);
+  assert.deepEqual(
+    found,
+    { sockets: ids.map((id) => ({ id, rooms: [room] })) },
+    "every member, on both cores",
+  );
+  const [{ rooms }] = await ack(members[1], "all-rooms");
+  for (const r of [room, ...ids]) assert.ok(rooms.includes(r), r);
+  assert.deepEqual(await ack(members[2], "server-count"), [{ count: 1 }]);
+  const [asked] = await ack(members[3], "ask-room", room, "poll", 5);
+  assert.deepEqual(
+    asked.replies.sort((a, b) => (a.id < b.id ? -1 : 1)),
+    ids.map((id) => ({ id, n: 5 })),
+  );
+  // A member that stays silent: an error once the 2 s are up.
+  const silent = await connected("/");
+  await ack(silent, "join", room);
+  const [partial] = await ack(members[0], "ask-room", room, "poll", 6);
+  assert.ok(partial.error, JSON.stringify(partial));
+});
