@@ -95,6 +95,8 @@ pub struct Redis {
     pub key: String,
     /// Bytes of broadcasts queued for Redis at most; past it they are dropped, counted.
     pub queue_bytes: usize,
+    /// The adapter's classic format or its sharded one (`--redis-mode`).
+    pub mode: crate::bridge::Mode,
 }
 
 impl Default for Config {

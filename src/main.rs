@@ -112,6 +112,18 @@ struct ServeArgs {
     /// Bytes of broadcasts held for Redis while it is slow or away; more are dropped.
     #[arg(long, default_value_t = 16 << 20)]
     redis_queue_bytes: usize,
+    /// The bus's format: `classic` (`createAdapter`, and the emitter) or `sharded`
+    /// (`createShardedAdapter`, Redis 7 sharded pub/sub). They do not mix.
+    #[arg(long, value_enum, default_value = "classic", env = "THRONG_REDIS_MODE")]
+    redis_mode: RedisModeArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RedisModeArg {
+    /// @socket.io/redis-adapter's createAdapter and @socket.io/redis-emitter.
+    Classic,
+    /// @socket.io/redis-adapter's createShardedAdapter (SPUBLISH/SSUBSCRIBE).
+    Sharded,
 }
 
 fn main() -> ExitCode {
@@ -192,6 +204,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             url,
             key: args.redis_key,
             queue_bytes: args.redis_queue_bytes,
+            mode: match args.redis_mode {
+                RedisModeArg::Classic => throng::bridge::Mode::Classic,
+                RedisModeArg::Sharded => throng::bridge::Mode::Sharded,
+            },
         }),
     };
     match throng::server::serve(config, args.max_connections) {

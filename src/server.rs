@@ -112,6 +112,7 @@ fn serve_registry(
                     url: redis.url.clone(),
                     key: redis.key.clone(),
                     queue_bytes: redis.queue_bytes,
+                    mode: redis.mode,
                 },
                 Arc::clone(&app),
             )

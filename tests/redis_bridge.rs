@@ -55,12 +55,18 @@ fn redis_on(port: u16) -> Killed {
 
 /// Node's reference server with the Redis adapter on `redis_url`, and its port.
 fn node_on_bus(redis_url: &str) -> (Killed, u16) {
+    node_on_bus_as(redis_url, "classic")
+}
+
+/// `node_on_bus` with `createShardedAdapter` when `mode` is `sharded`.
+fn node_on_bus_as(redis_url: &str, mode: &str) -> (Killed, u16) {
     let port = util::free_port();
     let node = Killed(
         Command::new("node")
             .arg(sio_dir().join("node-server.js"))
             .arg(port.to_string())
             .arg(redis_url)
+            .arg(mode)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -71,6 +77,10 @@ fn node_on_bus(redis_url: &str) -> (Killed, u16) {
 }
 
 fn throng_on_bus(redis_url: &str) -> Server {
+    throng_on_bus_as(redis_url, "classic")
+}
+
+fn throng_on_bus_as(redis_url: &str, mode: &str) -> Server {
     Server::start(&[
         "--app",
         "conformance",
@@ -78,7 +88,36 @@ fn throng_on_bus(redis_url: &str) -> Server {
         "2",
         "--redis-url",
         redis_url,
+        "--redis-mode",
+        mode,
     ])
+}
+
+#[test]
+fn sharded_mode_crosses_with_nodes_sharded_adapter() {
+    let redis_port = util::free_port();
+    let _redis = redis_on(redis_port);
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let a = throng_on_bus_as(&url, "sharded");
+    let b = throng_on_bus_as(&url, "sharded");
+    let (_node, node_port) = node_on_bus_as(&url, "sharded");
+    std::thread::sleep(Duration::from_millis(300));
+    let servers = format!(
+        "A=http://127.0.0.1:{},B=http://127.0.0.1:{},N=http://127.0.0.1:{node_port}",
+        a.port, b.port
+    );
+    util::node_suite(
+        &sio_dir().join("redis-sharded.test.js"),
+        &[("SERVERS", servers.as_str()), ("REDIS_URL", url.as_str())],
+    );
+    for port in [a.port, b.port] {
+        let text = metrics(port);
+        assert_eq!(value(&text, "throng_redis_link_up"), Some(1), "{text}");
+        assert!(
+            value(&text, "throng_redis_received_total") > Some(0),
+            "{text}"
+        );
+    }
 }
 
 #[test]
@@ -252,6 +291,7 @@ fn throngs_io_handle_acts_on_node_sockets_over_redis() {
             url: url.clone(),
             key: "socket.io".into(),
             queue_bytes: 1 << 20,
+            mode: throng::bridge::Mode::Classic,
         }),
         ..Default::default()
     };

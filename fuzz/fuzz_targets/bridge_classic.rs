@@ -1,5 +1,6 @@
-//! The Redis bridge's decoders (`bridge::classic`) on arbitrary bytes: broadcasts
-//! (msgpack `[uid, packet, opts]`) and requests (JSON on `<key>-request#<nsp>#`).
+//! The Redis bridge's decoders on arbitrary bytes: the classic format's broadcasts
+//! (msgpack `[uid, packet, opts]`), requests and answers, and the sharded format's
+//! `{uid, nsp, type, data}` (`bridge::sharded`).
 //!
 //! Checks, besides "no panic": every decoded element is JSON; each attachment has a
 //! placeholder; a decoded broadcast re-encoded decodes to the same
@@ -18,6 +19,8 @@ fuzz_target!(|data: &[u8]| {
     };
     if first % 2 == 1 {
         let _ = decode_request("socket.io", b"socket.io-request#/#", body);
+        // The sharded format's decoder takes the same bytes.
+        let _ = throng::bridge::sharded::decode(body);
         if let Some(response) = decode_response(body)
             && let Some(again) = encode_response(&response)
         {
@@ -40,10 +43,8 @@ fuzz_target!(|data: &[u8]| {
     // Every attachment has its placeholder (a map that merely looks like one may add
     // more, as it would in Node).
     assert!(placeholders >= m.attachments.len());
-    let elements: Vec<&[u8]> = m.elements.iter().map(|e| e.as_bytes()).collect();
-    let rooms: Vec<&str> = m.rooms.iter().map(String::as_str).collect();
-    let except: Vec<&str> = m.except.iter().map(String::as_str).collect();
-    let again = encode(&m.uid, &m.namespace, &rooms, &except, m.volatile, &elements, &m.attachments)
+    let again = m
+        .as_relayed(|b| encode(&m.uid, b))
         .expect("decoded elements encode");
     let back = decode(&again).expect("re-encoded message decodes");
     assert_eq!(back, m);

@@ -16,6 +16,8 @@
 use bytes::Bytes;
 use rmpv::Value;
 
+use crate::sio::Relayed;
+
 /// Socket.IO's EVENT and BINARY_EVENT packet types (Node broadcasts EVENT even with
 /// binary data: its encoder decides at the end).
 const EVENT: i64 = 2;
@@ -141,6 +143,52 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The namespace it is about.
+    pub fn namespace(&self) -> &str {
+        match self {
+            Request::Rooms { namespace, .. }
+            | Request::Disconnect { namespace, .. }
+            | Request::ServerSideEmit { namespace, .. }
+            | Request::Fetch { namespace, .. }
+            | Request::AllRooms { namespace, .. } => namespace,
+            Request::BroadcastAck { message, .. } => &message.namespace,
+        }
+    }
+
+    /// The uid of the node that sent it (none from an emitter).
+    pub fn sender(&self) -> Option<&str> {
+        match self {
+            Request::Rooms { uid, .. }
+            | Request::Disconnect { uid, .. }
+            | Request::Fetch { uid, .. }
+            | Request::AllRooms { uid, .. } => uid.as_deref(),
+            Request::ServerSideEmit { uid, .. } => Some(uid),
+            Request::BroadcastAck { message, .. } => Some(&message.uid),
+        }
+    }
+
+    /// Whether its sender waits for answers (counted answers only: see `requests.rs`).
+    pub fn wants_answers(&self) -> bool {
+        match self {
+            Request::Fetch { .. } | Request::AllRooms { .. } | Request::BroadcastAck { .. } => true,
+            Request::ServerSideEmit { request_id, .. } => request_id.is_some(),
+            Request::Rooms { .. } | Request::Disconnect { .. } => false,
+        }
+    }
+}
+
+/// The strings of JSON array `v` (none if it is not one); other items are skipped.
+pub(super) fn json_strings(v: Option<&serde_json::Value>) -> Vec<String> {
+    v.and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Request types of the adapter (`RequestType`).
 const SOCKETS: u64 = 0;
 const ALL_ROOMS: u64 = 1;
@@ -171,15 +219,7 @@ pub fn decode_request(key: &str, channel: &[u8], bytes: &[u8]) -> Option<Request
         return decode_broadcast_ack(bytes);
     }
     let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    let strings = |v: Option<&serde_json::Value>| -> Vec<String> {
-        v.and_then(serde_json::Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let strings = json_strings;
     let opts = v.get("opts");
     let uid = v.get("uid").and_then(|u| u.as_str()).map(str::to_string);
     let request_id = v
@@ -452,40 +492,42 @@ pub fn decode_response(bytes: &[u8]) -> Option<Response> {
     })
 }
 
-/// Encodes a broadcast from this node (`uid`) as the adapter does. `None` if an
+impl Message {
+    /// Runs `f` with this message as a broadcast (to deliver, or to encode again).
+    pub fn as_relayed<R>(&self, f: impl FnOnce(&Relayed<'_>) -> R) -> R {
+        let elements: Vec<&[u8]> = self.elements.iter().map(|e| e.as_bytes()).collect();
+        f(&Relayed {
+            namespace: &self.namespace,
+            rooms: self.rooms.iter().map(String::as_str).collect(),
+            except: self.except.iter().map(String::as_str).collect(),
+            volatile: self.volatile,
+            elements: &elements,
+            attachments: &self.attachments,
+        })
+    }
+}
+
+/// Encodes broadcast `b` from this node (`uid`) as the adapter does. `None` if an
 /// element is not JSON.
-pub fn encode(
-    uid: &str,
-    namespace: &str,
-    rooms: &[&str],
-    except: &[&str],
-    volatile: bool,
-    elements: &[&[u8]],
-    attachments: &[Bytes],
-) -> Option<Vec<u8>> {
+pub fn encode(uid: &str, b: &Relayed<'_>) -> Option<Vec<u8>> {
     let mut flags = Vec::new();
-    if volatile {
+    if b.volatile {
         flags.push((Value::from("volatile"), Value::Boolean(true)));
     }
     let message = Value::Array(vec![
         Value::from(uid),
-        packet_value(namespace, elements, attachments)?,
-        opts_value(rooms, except, flags),
+        packet_value(b)?,
+        opts_value(b, flags),
     ]);
-    write(&message, elements)
+    write(&message, b.elements)
 }
 
-/// Encodes a broadcast with an ack from this node (`uid`) as the adapter's BROADCAST
-/// request: msgpack `{uid, requestId, type: 7, packet, opts}`, `flags.timeout` in ms.
-#[allow(clippy::too_many_arguments)]
+/// Encodes `b` with an ack from this node (`uid`) as the adapter's BROADCAST request:
+/// msgpack `{uid, requestId, type: 7, packet, opts}`, `flags.timeout` in ms.
 pub fn encode_broadcast_ack(
     uid: &str,
     request_id: &str,
-    namespace: &str,
-    rooms: &[&str],
-    except: &[&str],
-    elements: &[&[u8]],
-    attachments: &[Bytes],
+    b: &Relayed<'_>,
     timeout_ms: u64,
 ) -> Option<Vec<u8>> {
     let text = |s: &str| Value::from(s);
@@ -494,35 +536,32 @@ pub fn encode_broadcast_ack(
         (text("uid"), text(uid)),
         (text("requestId"), text(request_id)),
         (text("type"), Value::from(BROADCAST)),
-        (
-            text("packet"),
-            packet_value(namespace, elements, attachments)?,
-        ),
-        (text("opts"), opts_value(rooms, except, flags)),
+        (text("packet"), packet_value(b)?),
+        (text("opts"), opts_value(b, flags)),
     ]);
-    write(&message, elements)
+    write(&message, b.elements)
 }
 
 /// `{type: 2, data, nsp}`, binary placeholders replaced by their bytes.
-fn packet_value(namespace: &str, elements: &[&[u8]], attachments: &[Bytes]) -> Option<Value> {
-    let mut data = Vec::with_capacity(elements.len());
-    for e in elements {
+fn packet_value(b: &Relayed<'_>) -> Option<Value> {
+    let mut data = Vec::with_capacity(b.elements.len());
+    for e in b.elements {
         let json: serde_json::Value = serde_json::from_slice(e).ok()?;
-        data.push(from_json(&json, attachments));
+        data.push(from_json(&json, b.attachments));
     }
     Some(Value::Map(vec![
         (Value::from("type"), Value::from(EVENT)),
         (Value::from("data"), Value::Array(data)),
-        (Value::from("nsp"), Value::from(namespace)),
+        (Value::from("nsp"), Value::from(b.namespace)),
     ]))
 }
 
 /// `{rooms, except, flags}`.
-fn opts_value(rooms: &[&str], except: &[&str], flags: Vec<(Value, Value)>) -> Value {
+fn opts_value(b: &Relayed<'_>, flags: Vec<(Value, Value)>) -> Value {
     let names = |list: &[&str]| Value::Array(list.iter().map(|r| Value::from(*r)).collect());
     Value::Map(vec![
-        (Value::from("rooms"), names(rooms)),
-        (Value::from("except"), names(except)),
+        (Value::from("rooms"), names(&b.rooms)),
+        (Value::from("except"), names(&b.except)),
         (Value::from("flags"), Value::Map(flags)),
     ])
 }
@@ -603,7 +642,7 @@ fn field<'v>(map: &'v Value, name: &str) -> Option<&'v Value> {
 }
 
 /// A JSON value as msgpack; placeholders become their attachment's bytes.
-fn from_json(json: &serde_json::Value, attachments: &[Bytes]) -> Value {
+pub(super) fn from_json(json: &serde_json::Value, attachments: &[Bytes]) -> Value {
     use serde_json::Value as J;
     match json {
         J::Null => Value::Nil,
@@ -638,7 +677,7 @@ fn from_json(json: &serde_json::Value, attachments: &[Bytes]) -> Value {
 }
 
 /// Writes a msgpack value as JSON text; `bin` becomes a placeholder and an attachment.
-fn to_json(value: &Value, attachments: &mut Vec<Bytes>, out: &mut String) {
+pub(super) fn to_json(value: &Value, attachments: &mut Vec<Bytes>, out: &mut String) {
     use std::fmt::Write;
     match value {
         Value::Nil | Value::Ext(..) => out.push_str("null"),
@@ -707,7 +746,7 @@ fn push_json_string(s: &str, out: &mut String) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -729,16 +768,15 @@ mod tests {
             br#"{"a":[1,-2,3.5,null,true],"b":{"_placeholder":true,"num":1}}"#,
             br#"{"_placeholder":true,"num":0}"#,
         ];
-        let bytes = encode(
-            "abc123",
-            "/chat",
-            &["r1"],
-            &["sock1"],
-            true,
-            &elements,
-            &attachments,
-        )
-        .unwrap();
+        let b = Relayed {
+            namespace: "/chat",
+            rooms: vec!["r1"],
+            except: vec!["sock1"],
+            volatile: true,
+            elements: &elements,
+            attachments: &attachments,
+        };
+        let bytes = encode("abc123", &b).unwrap();
         let m = decode(&bytes).unwrap();
         assert_eq!(m.uid, "abc123");
         assert_eq!(m.namespace, "/chat");
@@ -775,7 +813,7 @@ mod tests {
         deep.extend(std::iter::repeat_n(0x91, 10_000));
         assert!(decode(&deep).is_err());
         // Truncations of a valid message never panic.
-        let ok = encode("u", "/", &[], &[], false, &[br#""e""#, b"[1,2]"], &[]).unwrap();
+        let ok = relayed("/", &[br#""e""#, b"[1,2]"], &[], |b| encode("u", b)).unwrap();
         for cut in 0..ok.len() {
             let _ = decode(&ok[..cut]);
         }
@@ -877,9 +915,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn requests_written_here_read_back() {
-        for request in [
+    /// One request of each kind this node sends, from uid `me` in `/x`.
+    pub(in crate::bridge) fn sample_requests() -> Vec<Request> {
+        vec![
             Request::Rooms {
                 uid: Some("me".into()),
                 namespace: "/x".into(),
@@ -914,7 +952,12 @@ mod tests {
                 request_id: "q".into(),
                 namespace: "/x".into(),
             },
-        ] {
+        ]
+    }
+
+    #[test]
+    fn requests_written_here_read_back() {
+        for request in sample_requests() {
             let bytes = encode_request("me", &request).unwrap();
             let channel = request_channel("k", "/x");
             assert_eq!(
@@ -926,17 +969,15 @@ mod tests {
 
     #[test]
     fn a_broadcast_with_an_ack_written_here_reads_back() {
-        let bytes = encode_broadcast_ack(
-            "me",
-            "q1",
-            "/x",
-            &["r"],
-            &["e"],
-            &[br#""ev""#, br#"{"_placeholder":true,"num":0}"#],
-            &[Bytes::from_static(b"\x07")],
-            1500,
-        )
-        .unwrap();
+        let b = Relayed {
+            namespace: "/x",
+            rooms: vec!["r"],
+            except: vec!["e"],
+            volatile: false,
+            elements: &[br#""ev""#, br#"{"_placeholder":true,"num":0}"#],
+            attachments: &[Bytes::from_static(b"\x07")],
+        };
+        let bytes = encode_broadcast_ack("me", "q1", &b, 1500).unwrap();
         let channel = request_channel("k", "/x");
         let Some(Request::BroadcastAck {
             request_id,
@@ -996,6 +1037,23 @@ mod tests {
         assert_eq!(decode_response(br#"{"requestId":"q"}"#), None);
     }
 
+    /// Runs `f` with a namespace-wide broadcast of `elements` in `namespace`.
+    pub(in crate::bridge) fn relayed<R>(
+        namespace: &str,
+        elements: &[&[u8]],
+        attachments: &[Bytes],
+        f: impl FnOnce(&Relayed<'_>) -> R,
+    ) -> R {
+        f(&Relayed {
+            namespace,
+            rooms: Vec::new(),
+            except: Vec::new(),
+            volatile: false,
+            elements,
+            attachments,
+        })
+    }
+
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)
@@ -1053,19 +1111,7 @@ mod tests {
         assert_eq!(e.attachments, [&b"xy"[..]]);
         // Each re-encoded as this node would reads back the same.
         for m in [m, v, e] {
-            let elements: Vec<&[u8]> = m.elements.iter().map(|x| x.as_bytes()).collect();
-            let rooms: Vec<&str> = m.rooms.iter().map(String::as_str).collect();
-            let except: Vec<&str> = m.except.iter().map(String::as_str).collect();
-            let bytes = encode(
-                &m.uid,
-                &m.namespace,
-                &rooms,
-                &except,
-                m.volatile,
-                &elements,
-                &m.attachments,
-            )
-            .unwrap();
+            let bytes = m.as_relayed(|b| encode(&m.uid, b)).unwrap();
             assert_eq!(decode(&bytes).unwrap(), m);
         }
         // Emitter requests, as captured.

@@ -22,10 +22,21 @@
 //! `serverSideEmit` with an ack, broadcast with an ack) and asks the same of the
 //! others through `Io`, waiting at most `REQUEST_TIMEOUT` for their answers.
 //!
-//! Not yet here (issue D): sharded pub/sub, polling across hosts.
+//! Two formats (`wire.rs`): the classic one above, and with `--redis-mode sharded` the
+//! sharded adapter's (`sharded.rs`, subscriber in `sharded_link.rs`). The workers'
+//! room watch feeds a census of public rooms (`census.rs`): room-channel broadcasts
+//! with no member here are dropped, and sharded mode subscribes per room.
+//!
+//! Not yet here (issue D): polling across hosts.
 
+mod census;
 pub mod classic;
 mod requests;
+pub mod sharded;
+mod sharded_link;
+mod wire;
+
+pub use wire::Mode;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -60,6 +71,8 @@ pub struct Config {
     pub key: String,
     /// Bytes of broadcasts waiting for Redis at most; more are dropped.
     pub queue_bytes: usize,
+    /// The adapter's classic format, or its sharded one.
+    pub mode: Mode,
 }
 
 /// Counters, for logs and `/metrics`.
@@ -87,8 +100,10 @@ enum Out {
 
 /// The bridge as the workers see it: a relay for their broadcasts.
 pub struct Bridge {
-    uid: String,
-    key: String,
+    /// The format, the channel prefix and this node's uid.
+    wire: wire::Wire,
+    /// Public rooms with members here.
+    census: Arc<census::Census>,
     queue: ArrayQueue<Out>,
     /// Questions this node asked, by request id, waiting for answers.
     pending: requests::Pending,
@@ -103,18 +118,9 @@ pub struct Bridge {
 
 impl Relay for Bridge {
     fn relay(&self, b: &Relayed<'_>) {
-        let Some(bytes) = classic::encode(
-            &self.uid,
-            b.namespace,
-            &b.rooms,
-            &b.except,
-            b.volatile,
-            b.elements,
-            b.attachments,
-        ) else {
-            return;
-        };
-        self.enqueue(classic::channel(&self.key, b.namespace, &b.rooms), bytes);
+        if let Some((channel, bytes)) = self.wire.broadcast(b, None) {
+            self.enqueue(channel, bytes);
+        }
     }
 
     fn request(&self, request: &RelayedRequest<'_>) {
@@ -150,7 +156,7 @@ impl Relay for Bridge {
             } => (
                 *namespace,
                 Request::ServerSideEmit {
-                    uid: self.uid.clone(),
+                    uid: self.wire.uid.clone(),
                     request_id: None,
                     namespace: namespace.to_string(),
                     elements: elements
@@ -160,8 +166,8 @@ impl Relay for Bridge {
                 },
             ),
         };
-        if let Some(bytes) = classic::encode_request(&self.uid, &request) {
-            self.enqueue(classic::request_channel(&self.key, namespace), bytes);
+        if let Some((channel, bytes)) = self.wire.request(namespace, &request) {
+            self.enqueue(channel, bytes);
         }
     }
 
@@ -209,7 +215,7 @@ impl Bridge {
 impl Bridge {
     /// This node's uid on the bus (6 characters).
     pub fn uid(&self) -> &str {
-        &self.uid
+        &self.wire.uid
     }
 
     /// The bridge's part of `/metrics`, Prometheus text.
@@ -305,9 +311,15 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
                 publish_loop(&bridge, &publish_client, &url);
             }
         })?;
+    let census = Arc::new(census::Census::default());
+    io.set_room_watch(census.watch());
     let bridge = Arc::new(Bridge {
-        uid,
-        key: config.key.clone(),
+        wire: wire::Wire {
+            mode: config.mode,
+            key: config.key.clone(),
+            uid,
+        },
+        census,
         queue: ArrayQueue::new(QUEUE_SLOTS),
         pending: requests::Pending::default(),
         counted: registry.static_names().map(str::to_string).collect(),
@@ -323,8 +335,17 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
     let url = config.url.clone();
     thread::Builder::new()
         .name("throng-redis-sub".into())
-        .spawn(move || subscribe_loop(&sub, &client, &url, &registry))?;
-    tracing::info!(url = %config.url, key = %config.key, uid = %bridge.uid, "Redis bridge started");
+        .spawn(move || match sub.wire.mode {
+            Mode::Classic => subscribe_loop(&sub, &client, &url, &registry),
+            Mode::Sharded => sharded_link::subscribe_loop(&sub, &url, &registry),
+        })?;
+    tracing::info!(
+        url = %config.url,
+        key = %config.key,
+        mode = ?config.mode,
+        uid = %bridge.wire.uid,
+        "Redis bridge started"
+    );
     Ok(bridge)
 }
 
@@ -439,7 +460,10 @@ fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
                         bridge
                             .queued_bytes
                             .fetch_sub(bytes.len(), Ordering::Relaxed);
-                        pipe.cmd("PUBLISH").arg(channel).arg(bytes).ignore();
+                        pipe.cmd(bridge.wire.publish_command())
+                            .arg(channel)
+                            .arg(bytes)
+                            .ignore();
                         n += 1;
                     }
                     // Published after what was queued before it, in order.
@@ -480,21 +504,25 @@ fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
 fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, registry: &Registry) {
     let mut link = Link::new(url, "subscribe");
     let patterns = [
-        classic::pattern(&bridge.key),
-        classic::request_pattern(&bridge.key),
+        classic::pattern(&bridge.wire.key),
+        classic::request_pattern(&bridge.wire.key),
     ];
     // Counted subscriptions (Node's `serverCount()`), one set per static namespace.
     let counted: Vec<String> = registry
         .static_names()
-        .map(|ns| classic::request_channel(&bridge.key, ns))
+        .map(|ns| classic::request_channel(&bridge.wire.key, ns))
         .collect();
     let mut channels = counted.clone();
     for ns in registry.static_names() {
-        channels.push(classic::response_channel(&bridge.key, ns));
-        channels.push(classic::own_response_channel(&bridge.key, ns, &bridge.uid));
+        channels.push(classic::response_channel(&bridge.wire.key, ns));
+        channels.push(classic::own_response_channel(
+            &bridge.wire.key,
+            ns,
+            &bridge.wire.uid,
+        ));
     }
-    let response_prefix = format!("{}-response#", bridge.key);
-    let request_prefix = format!("{}-request#", bridge.key);
+    let response_prefix = format!("{}-response#", bridge.wire.key);
+    let request_prefix = format!("{}-request#", bridge.wire.key);
     loop {
         let mut con = link.connect(client);
         let mut pubsub = con.as_pubsub();
@@ -534,14 +562,18 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
             let channel = msg.get_channel_name();
             let bytes = msg.get_payload_bytes();
             if channel.starts_with(&response_prefix) {
-                bridge.pending.on_response(bytes);
+                if let Some(response) = classic::decode_response(bytes) {
+                    bridge.pending.on_response(response);
+                }
                 continue;
             }
             let is_counted = counted.iter().any(|c| c == channel);
             if is_counted && msg.from_pattern() {
                 continue; // Also delivered on its counted subscription.
             }
-            if let Some(request) = classic::decode_request(&bridge.key, channel.as_bytes(), bytes) {
+            if let Some(request) =
+                classic::decode_request(&bridge.wire.key, channel.as_bytes(), bytes)
+            {
                 requests::serve(bridge, registry, request, is_counted);
                 continue;
             }
@@ -561,17 +593,20 @@ fn on_broadcast(bridge: &Bridge, registry: &Registry, bytes: &[u8]) {
             .fetch_add(1, Ordering::Relaxed);
         return;
     };
-    if message.uid == bridge.uid || !registry.serves(&message.namespace) {
+    deliver(bridge, registry, &message);
+}
+
+/// A broadcast from another node, to this process's sockets: not this node's own,
+/// for a namespace served here, and, for one room, a room with a member here.
+fn deliver(bridge: &Bridge, registry: &Registry, message: &classic::Message) {
+    if message.uid == bridge.wire.uid || !registry.serves(&message.namespace) {
+        return;
+    }
+    if let [room] = &message.rooms[..]
+        && !bridge.census.has(&message.namespace, room)
+    {
         return;
     }
     bridge.counters.received.fetch_add(1, Ordering::Relaxed);
-    let elements: Vec<&[u8]> = message.elements.iter().map(|e| e.as_bytes()).collect();
-    let _ = registry.io().deliver_here(&Relayed {
-        namespace: &message.namespace,
-        rooms: message.rooms.iter().map(String::as_str).collect(),
-        except: message.except.iter().map(String::as_str).collect(),
-        volatile: message.volatile,
-        elements: &elements,
-        attachments: &message.attachments,
-    });
+    let _ = message.as_relayed(|b| registry.io().deliver_here(b));
 }

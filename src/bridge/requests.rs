@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use super::Bridge;
-use super::classic::{self, Request, Response};
+use super::classic::{Request, Response};
 use crate::sio::query::{AckRound, Asking};
-use crate::sio::{Gathered, Io, OnClientAck, Question, Registry, Reply, ServerAck};
+use crate::sio::{Gathered, Io, OnClientAck, Question, Registry, Relayed, Reply, ServerAck};
 use crate::sio::{SocketsAction, SocketsOp};
 
 /// How long a question waits for every other server (the adapter's `requestsTimeout`).
@@ -88,10 +88,7 @@ pub(super) struct Pending {
 
 impl Pending {
     /// An answer from another server, on a response channel.
-    pub fn on_response(&self, bytes: &[u8]) {
-        let Some(response) = classic::decode_response(bytes) else {
-            return;
-        };
+    pub fn on_response(&self, response: Response) {
         let id = response.request_id().to_string();
         let done = {
             let Ok(mut waiting) = self.waiting.lock() else {
@@ -192,10 +189,10 @@ pub(super) fn publish_ask(
     con: &mut redis::Connection,
     ask: Ask,
 ) -> redis::RedisResult<()> {
-    let channel = classic::request_channel(&bridge.key, &ask.namespace);
+    let (subcommand, counted_on) = bridge.wire.count(&ask.namespace);
     let servers = match redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(&channel)
+        .arg(subcommand)
+        .arg(&counted_on)
         .query::<(String, usize)>(con)
     {
         Ok((_, n)) => n,
@@ -218,11 +215,11 @@ pub(super) fn publish_ask(
     let request_id = super::node_uid();
     let namespace = ask.namespace.clone();
     let mut deadline = Instant::now() + REQUEST_TIMEOUT;
-    let (kind, bytes) = match ask.question {
+    let (kind, out) = match ask.question {
         Question::Sockets { rooms, except } => (
             Kind::Sockets,
-            classic::encode_request(
-                &bridge.uid,
+            bridge.wire.request(
+                &ask.namespace,
                 &Request::Fetch {
                     uid: None,
                     request_id: request_id.clone(),
@@ -235,8 +232,8 @@ pub(super) fn publish_ask(
         ),
         Question::AllRooms => (
             Kind::Rooms,
-            classic::encode_request(
-                &bridge.uid,
+            bridge.wire.request(
+                &ask.namespace,
                 &Request::AllRooms {
                     uid: None,
                     request_id: request_id.clone(),
@@ -246,11 +243,11 @@ pub(super) fn publish_ask(
         ),
         Question::ServerSideEmit { elements } => (
             Kind::ServerSideEmit,
-            classic::encode_request(
-                &bridge.uid,
+            bridge.wire.request(
+                &ask.namespace,
                 &Request::ServerSideEmit {
                     namespace,
-                    uid: bridge.uid.clone(),
+                    uid: bridge.wire.uid.clone(),
                     request_id: Some(request_id.clone()),
                     elements: elements.iter().map(|e| e.get().to_string()).collect(),
                 },
@@ -268,22 +265,24 @@ pub(super) fn publish_ask(
             let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
             let except: Vec<&str> = except.iter().map(String::as_str).collect();
             let elements: Vec<&[u8]> = elements.iter().map(|e| e.get().as_bytes()).collect();
-            let bytes = classic::encode_broadcast_ack(
-                &bridge.uid,
-                &request_id,
-                &namespace,
-                &rooms,
-                &except,
-                &elements,
-                &attachments,
-                timeout.as_millis() as u64,
-            );
-            (Kind::Acks(round), bytes)
+            let timeout_ms = timeout.as_millis() as u64;
+            let b = Relayed {
+                namespace: &namespace,
+                rooms,
+                except,
+                volatile: false,
+                elements: &elements,
+                attachments: &attachments,
+            };
+            let out = bridge.wire.broadcast(&b, Some((&request_id, timeout_ms)));
+            (Kind::Acks(round), out)
         }
         Question::ServerCount => return Ok(()),
     };
-    let Some(bytes) = bytes else {
-        (ask.reply)(failed("the question does not encode"));
+    let Some((channel, bytes)) = out else {
+        (ask.reply)(failed(
+            "this question has no form in this --redis-mode, or does not encode",
+        ));
         return Ok(());
     };
     // A broadcast with an ack is told the server count once it is out; its counts and
@@ -315,7 +314,7 @@ pub(super) fn publish_ask(
             },
         );
     }
-    let sent = redis::cmd("PUBLISH")
+    let sent = redis::cmd(bridge.wire.publish_command())
         .arg(&channel)
         .arg(bytes)
         .query::<()>(con);
@@ -352,47 +351,69 @@ pub(super) fn publish_ask(
     }
 }
 
-/// Publishes an answer on the namespace's response channel (never waits).
-fn respond(bridge: &Bridge, namespace: &str, response: &Response) {
-    if let Some(bytes) = classic::encode_response(response) {
-        bridge.enqueue(classic::response_channel(&bridge.key, namespace), bytes);
+/// Publishes an answer to `requester`'s request (never waits).
+fn respond(bridge: &Bridge, namespace: &str, requester: &str, response: &Response) {
+    if let Some((channel, bytes)) = bridge.wire.response(namespace, requester, response) {
+        bridge.enqueue(channel, bytes);
     }
 }
 
 /// `respond` with a request's one answer, counted in `/metrics`.
-fn answer(bridge: &Bridge, namespace: &str, response: &Response) {
+fn answer(bridge: &Bridge, namespace: &str, requester: &str, response: &Response) {
     bridge
         .counters
         .requests_answered
         .fetch_add(1, Ordering::Relaxed);
-    respond(bridge, namespace, response);
+    respond(bridge, namespace, requester, response);
 }
 
-/// Asks every worker `what` about the matching sockets of `namespace`, then answers
-/// with `response` of what they gathered.
-fn gather_and_answer(
-    bridge: &Arc<Bridge>,
-    io: &Io,
-    namespace: &str,
-    rooms: Vec<String>,
-    except: Vec<String>,
-    what: Asking,
-    response: impl FnOnce(Gathered) -> Response + Send + 'static,
-) {
-    let (to, ns) = (Arc::clone(bridge), namespace.to_string());
-    let reply = Box::new(move |g: Gathered| answer(&to, &ns, &response(g)));
-    io.gather(namespace, rooms, except, what, None, reply);
+/// The answer to ALL_ROOMS `request_id`: every room gathered.
+fn all_rooms_answer(request_id: String) -> impl FnOnce(Gathered) -> Response + Send + 'static {
+    move |g| Response::Rooms {
+        request_id,
+        rooms: g.rooms,
+    }
+}
+
+/// Who answers a request, and to whom.
+struct Answerer<'a> {
+    bridge: &'a Arc<Bridge>,
+    io: &'a Io,
+    asker: Option<&'a str>,
+}
+
+impl Answerer<'_> {
+    /// Asks every worker `what` about the sockets of `namespace` in any of `rooms`
+    /// and none of `except`, then answers with `response` of what they gathered.
+    fn gather(
+        &self,
+        namespace: &str,
+        (rooms, except): (Vec<String>, Vec<String>),
+        what: Asking,
+        response: impl FnOnce(Gathered) -> Response + Send + 'static,
+    ) {
+        let (to, ns) = (Arc::clone(self.bridge), namespace.to_string());
+        let asker = self.asker.unwrap_or_default().to_string();
+        let reply = Box::new(move |g: Gathered| answer(&to, &ns, &asker, &response(g)));
+        self.io.gather(namespace, rooms, except, what, None, reply);
+    }
 }
 
 /// A request from another node or an emitter, applied to this process's sockets and
 /// answered when it wants an answer and `counted` (it came on a counted channel).
 pub(super) fn serve(bridge: &Arc<Bridge>, registry: &Registry, request: Request, counted: bool) {
-    let mine = |uid: &Option<String>| uid.as_deref() == Some(bridge.uid.as_str());
+    // Its own requests were applied here when sent; answers are given only where
+    // this node is counted; namespaces not served here are not ours to answer.
+    if request.sender() == Some(bridge.wire.uid.as_str())
+        || (request.wants_answers()
+            && !counted
+            && !matches!(request, Request::ServerSideEmit { .. }))
+        || !registry.serves(request.namespace())
+    {
+        return;
+    }
     let io = registry.io();
     let op = match request {
-        Request::Rooms { ref uid, .. } | Request::Disconnect { ref uid, .. } if mine(uid) => {
-            return; // Applied here already, when it was sent.
-        }
         Request::Rooms {
             namespace,
             rooms,
@@ -428,9 +449,6 @@ pub(super) fn serve(bridge: &Arc<Bridge>, registry: &Registry, request: Request,
             request_id,
             elements,
         } => {
-            if uid == bridge.uid || !registry.serves(&namespace) {
-                return;
-            }
             let raw: Vec<&RawValue> = elements
                 .iter()
                 .filter_map(|e| serde_json::from_str(e).ok())
@@ -440,11 +458,11 @@ pub(super) fn serve(bridge: &Arc<Bridge>, registry: &Registry, request: Request,
             }
             let ack = match request_id {
                 Some(request_id) if counted => {
-                    let bridge = Arc::clone(bridge);
-                    let ns = namespace.clone();
+                    let (bridge, ns, asker) = (Arc::clone(bridge), namespace.clone(), uid.clone());
                     ServerAck::new(move |data: &RawValue| {
                         let data = data.get().to_string();
-                        answer(&bridge, &ns, &Response::ServerSideEmit { request_id, data });
+                        let response = Response::ServerSideEmit { request_id, data };
+                        answer(&bridge, &ns, &asker, &response);
                     })
                 }
                 _ => ServerAck::none(),
@@ -460,11 +478,13 @@ pub(super) fn serve(bridge: &Arc<Bridge>, registry: &Registry, request: Request,
             except,
             ids_only,
         } => {
-            if mine(uid) || !counted || !registry.serves(&namespace) {
-                return;
-            }
-            let what = Asking::Sockets;
-            gather_and_answer(bridge, &io, &namespace, rooms, except, what, move |g| {
+            let asker = uid.as_deref();
+            let by = Answerer {
+                bridge,
+                io: &io,
+                asker,
+            };
+            by.gather(&namespace, (rooms, except), Asking::Sockets, move |g| {
                 let sockets = g
                     .sockets
                     .into_iter()
@@ -485,16 +505,14 @@ pub(super) fn serve(bridge: &Arc<Bridge>, registry: &Registry, request: Request,
             request_id,
             namespace,
         } => {
-            if mine(uid) || !counted || !registry.serves(&namespace) {
-                return;
-            }
-            let (rooms, except) = (Vec::new(), Vec::new());
-            gather_and_answer(bridge, &io, &namespace, rooms, except, Asking::Rooms, |g| {
-                Response::Rooms {
-                    request_id,
-                    rooms: g.rooms,
-                }
-            });
+            let asker = uid.as_deref();
+            let by = Answerer {
+                bridge,
+                io: &io,
+                asker,
+            };
+            let rooms = all_rooms_answer(request_id);
+            by.gather(&namespace, (Vec::new(), Vec::new()), Asking::Rooms, rooms);
             return;
         }
         Request::BroadcastAck {
@@ -502,9 +520,6 @@ pub(super) fn serve(bridge: &Arc<Bridge>, registry: &Registry, request: Request,
             message,
             timeout_ms,
         } => {
-            if message.uid == bridge.uid || !counted || !registry.serves(&message.namespace) {
-                return;
-            }
             let Ok(elements) = message
                 .elements
                 .iter()
@@ -519,6 +534,7 @@ pub(super) fn serve(bridge: &Arc<Bridge>, registry: &Registry, request: Request,
             let ns = message.namespace.clone();
             let on_ack: OnClientAck = {
                 let (bridge, ns, request_id) = (Arc::clone(bridge), ns.clone(), request_id.clone());
+                let asker = message.uid.clone();
                 Arc::new(move |arg: Option<&RawValue>| {
                     let Some(arg) = arg else {
                         return; // The asker's own timeout covers clients that stay silent.
@@ -528,7 +544,7 @@ pub(super) fn serve(bridge: &Arc<Bridge>, registry: &Registry, request: Request,
                         packet: arg.get().to_string(),
                         attachments: Vec::new(),
                     };
-                    respond(&bridge, &ns, &response);
+                    respond(&bridge, &ns, &asker, &response);
                 })
             };
             let what = Asking::EmitWithAck {
@@ -537,17 +553,19 @@ pub(super) fn serve(bridge: &Arc<Bridge>, registry: &Registry, request: Request,
                 timeout,
                 on_ack,
             };
-            let (rooms, except) = (message.rooms, message.except);
-            gather_and_answer(bridge, &io, &ns, rooms, except, what, move |g| {
-                Response::ClientCount {
-                    request_id,
-                    count: g.clients,
-                }
+            let asker = message.uid;
+            let by = Answerer {
+                bridge,
+                io: &io,
+                asker: Some(&asker),
+            };
+            let addressed = (message.rooms, message.except);
+            by.gather(&ns, addressed, what, move |g| Response::ClientCount {
+                request_id,
+                count: g.clients,
             });
             return;
         }
     };
-    if registry.serves(&op.namespace) {
-        let _ = io.apply_here(&op);
-    }
+    let _ = io.apply_here(&op);
 }

@@ -27,7 +27,7 @@ use crate::metrics::WorkerMetrics;
 use crate::runtime::ConnId;
 use crate::ws::frame::{FrameHead, OpCode};
 
-pub use rooms::{RoomKey, Rooms, TooManyRooms};
+pub use rooms::{RoomKey, RoomWatch, Rooms, TooManyRooms};
 
 /// Broadcasts one inbox holds before publishers keep them back (see `worker`'s backlog).
 pub const INBOX_CAPACITY: usize = 1 << 16;
@@ -164,6 +164,8 @@ pub struct Fabric {
     metrics: Box<[Arc<WorkerMetrics>]>,
     /// More of `/metrics` from outside the workers (the Redis bridge's counters).
     extra_metrics: std::sync::OnceLock<MetricsRenderer>,
+    /// Told of rooms appearing and emptying on any worker (the Redis bridge's census).
+    room_watch: std::sync::OnceLock<rooms::RoomWatch>,
 }
 
 impl Fabric {
@@ -184,7 +186,19 @@ impl Fabric {
                 .collect(),
             metrics,
             extra_metrics: std::sync::OnceLock::new(),
+            room_watch: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reports rooms appearing and emptying on every worker to `watch` (first call
+    /// wins; set before the workers start, by their apps' `on_start`).
+    pub fn watch_rooms(&self, watch: RoomWatch) {
+        let _ = self.room_watch.set(watch);
+    }
+
+    /// The room watch, if any.
+    pub fn room_watch(&self) -> Option<RoomWatch> {
+        self.room_watch.get().cloned()
     }
 
     /// Adds `render`'s Prometheus text to every `/metrics` answer (first call wins).

@@ -31,10 +31,15 @@ impl std::fmt::Display for TooManyRooms {
     }
 }
 
+/// Told when a room gets its first member on a worker (`true`) or loses its last
+/// (`false`); called on that worker's thread, so it must not block.
+pub type RoomWatch = Arc<dyn Fn(&str, bool) + Send + Sync>;
+
 pub struct Rooms {
     members: HashMap<RoomKey, IndexSet<u32>>,
     joined: HashMap<u32, Vec<RoomKey>>,
     max_per_conn: usize,
+    watch: Option<RoomWatch>,
 }
 
 impl Rooms {
@@ -43,7 +48,13 @@ impl Rooms {
             members: HashMap::new(),
             joined: HashMap::new(),
             max_per_conn,
+            watch: None,
         }
+    }
+
+    /// Reports rooms appearing and emptying here to `watch` from now on.
+    pub fn set_watch(&mut self, watch: RoomWatch) {
+        self.watch = Some(watch);
     }
 
     /// Adds `slot` to `room`. `Ok(false)`: it was already there.
@@ -65,7 +76,13 @@ impl Rooms {
             None => RoomKey::from(room),
         };
         mine.push(Arc::clone(&key));
-        self.members.entry(key).or_default().insert(slot);
+        let members = self.members.entry(key).or_default();
+        members.insert(slot);
+        if members.len() == 1
+            && let Some(watch) = &self.watch
+        {
+            watch(room, true);
+        }
         Ok(true)
     }
 
@@ -99,6 +116,9 @@ impl Rooms {
             set.swap_remove(&slot);
             if set.is_empty() {
                 self.members.remove(room);
+                if let Some(watch) = &self.watch {
+                    watch(room, false);
+                }
             }
         }
     }
@@ -122,6 +142,26 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watch_sees_rooms_appear_and_empty_once_each() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let mut rooms = Rooms::new(8);
+        rooms.set_watch(Arc::new(move |room: &str, here: bool| {
+            log.lock().unwrap().push((room.to_string(), here));
+        }));
+        rooms.join(1, "a").unwrap();
+        rooms.join(2, "a").unwrap();
+        rooms.join(2, "b").unwrap();
+        rooms.leave(1, "a");
+        rooms.leave_all(2);
+        let seen = seen.lock().unwrap().clone();
+        let mut gone: Vec<_> = seen[2..].to_vec();
+        gone.sort();
+        assert_eq!(seen[..2], [("a".into(), true), ("b".into(), true)]);
+        assert_eq!(gone, [("a".into(), false), ("b".into(), false)]);
+    }
 
     fn sorted(rooms: &Rooms, room: &str) -> Vec<u32> {
         let mut v: Vec<u32> = rooms

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::engineio::sid::Sid;
-use crate::fabric::{Broadcast, Fabric, Inbound};
+use crate::fabric::{Broadcast, Fabric, Inbound, RoomWatch};
 
 use super::cx::{
     ACK, EVENT, broadcast_frames, json_string, room_key, room_keys, sendable_event_name,
@@ -128,6 +128,7 @@ pub enum SocketsAction {
 pub struct Io {
     fabric: Arc<OnceLock<Arc<Fabric>>>,
     relay: Arc<OnceLock<Arc<dyn Relay>>>,
+    room_watch: Arc<OnceLock<RoomWatch>>,
 }
 
 impl Io {
@@ -138,7 +139,16 @@ impl Io {
 
     /// Called by every worker as it starts; the first binds the handle.
     pub(crate) fn bind(&self, fabric: &Arc<Fabric>) {
+        if let Some(watch) = self.room_watch.get() {
+            fabric.watch_rooms(Arc::clone(watch));
+        }
         let _ = self.fabric.set(Arc::clone(fabric));
+    }
+
+    /// Reports the rooms (fabric keys, `<namespace>\0<room>`) that appear and empty
+    /// on every worker to `watch`; set before the server runs (the first call wins).
+    pub fn set_room_watch(&self, watch: RoomWatch) {
+        let _ = self.room_watch.set(watch);
     }
 
     /// Sends every broadcast made here (by handlers or `Io`) on to `relay` as well.

@@ -1328,6 +1328,9 @@ impl<D: Driver, A: App> Worker<D, A> {
         let index = self.core.hub.index;
         crate::fabric::mark_worker_thread();
         self.core.app.on_start(&fabric);
+        if let Some(watch) = fabric.room_watch() {
+            self.core.hub.rooms.set_watch(watch);
+        }
         let mut inbox_waiting = false;
         loop {
             let busy = inbox_waiting || !self.core.hub.outgoing.is_empty();

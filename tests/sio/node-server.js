@@ -130,16 +130,18 @@ guarded.use((socket, next) => {
 setup(guarded);
 
 // Listens once the adapter is in place (if any), so no client meets the in-memory one.
+// argv: port, then optionally a Redis URL and `sharded` (createShardedAdapter).
 const redisUrl = process.argv[3];
 if (redisUrl) {
   const { createClient } = require("redis");
-  const { createAdapter } = require("@socket.io/redis-adapter");
+  const { createAdapter, createShardedAdapter } = require("@socket.io/redis-adapter");
+  const adapter = process.argv[4] === "sharded" ? createShardedAdapter : createAdapter;
   const pub = createClient({ url: redisUrl });
   const sub = pub.duplicate();
   pub.on("error", (e) => console.error("redis pub:", e.message));
   sub.on("error", (e) => console.error("redis sub:", e.message));
   Promise.all([pub.connect(), sub.connect()]).then(() => {
-    io.adapter(createAdapter(pub, sub));
+    io.adapter(adapter(pub, sub));
     io.listen(port);
   });
 } else {
