@@ -163,6 +163,18 @@ fn a_mixed_cluster_of_throng_node_and_an_emitter() {
     );
 }
 
+/// Resident memory of process `pid`, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .expect("VmRSS of a live process")
+}
+
 /// The body of `GET /metrics`.
 fn metrics(port: u16) -> String {
     use std::io::{Read, Write};
@@ -212,6 +224,76 @@ fn redis_away_and_back_local_delivery_never_stops() {
 }
 
 #[test]
+fn redis_killed_mid_flood_loses_no_local_message_and_the_log_says_so() {
+    let redis_port = util::free_port();
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let redis = redis_on(redis_port);
+    // A with its log kept (INFO), to read what it said about the outage.
+    let log_path = std::env::temp_dir().join(format!("throng-kill-{redis_port}.log"));
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let a_port = util::free_port();
+    let a = Killed(
+        Command::new(env!("CARGO_BIN_EXE_throng"))
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &a_port.to_string(),
+            ])
+            .args([
+                "--app",
+                "conformance",
+                "--workers",
+                "2",
+                "--redis-url",
+                &url,
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("throng"),
+    );
+    wait_listening(a_port, "throng A");
+    let b = throng_on_bus(&url);
+    std::thread::sleep(Duration::from_millis(300));
+    let servers = format!("A=http://127.0.0.1:{a_port},B=http://127.0.0.1:{}", b.port);
+    let flood = std::thread::spawn(move || {
+        util::node_suite(
+            &sio_dir().join("redis-outage.test.js"),
+            &[("SERVERS", servers.as_str()), ("PHASE", "killflood")],
+        );
+    });
+    // About a second into the flood: SIGKILL, then the same port again a second later.
+    std::thread::sleep(Duration::from_millis(1200));
+    drop(redis);
+    std::thread::sleep(Duration::from_millis(1000));
+    let _redis = redis_on(redis_port);
+    flood.join().expect("the flood suite passed");
+    let text = metrics(a_port);
+    assert!(
+        value(&text, "throng_redis_reconnects_total") >= Some(1),
+        "{text}"
+    );
+    drop(a);
+    let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(
+        said.contains("Redis link down: local delivery continues"),
+        "no WARN about the outage:\n{said}"
+    );
+    assert!(
+        said.contains("Redis link up"),
+        "no INFO on recovery:\n{said}"
+    );
+    assert!(
+        said.contains("down_ms"),
+        "the recovery line gives the downtime:\n{said}"
+    );
+}
+
+#[test]
 fn redis_paused_under_a_flood_drops_are_bounded_and_counted() {
     let redis_port = util::free_port();
     let redis = redis_on(redis_port);
@@ -233,6 +315,17 @@ fn redis_paused_under_a_flood_drops_are_bounded_and_counted() {
     // SAFETY: plain kill(2) on the redis-server this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
     phase("flood");
+    // Two more floods while Redis stays paused: memory does not follow what is
+    // published (about 2 MiB each), because the queue is bounded.
+    let settled = rss_kib(a.child.id());
+    phase("flood");
+    phase("flood");
+    let grown = rss_kib(a.child.id()).saturating_sub(settled);
+    eprintln!("RSS after the first flood {settled} KiB, grown {grown} KiB");
+    assert!(
+        grown < 2048,
+        "RSS grew {grown} KiB over two floods while Redis was paused"
+    );
     let text = metrics(a.port);
     let dropped = text
         .lines()

@@ -4,7 +4,10 @@
 // what was queued while Redis was away may cross first.
 // PHASE=flood: 2,000 broadcasts of 1 KiB while Redis is paused: every one is delivered
 // locally, in order (the bridge drops what does not fit its queue, never local ones).
-// Env: SERVERS="A=http://…,B=http://…", PHASE=down|up|flood.
+// PHASE=killflood: 3,000 broadcasts over about 3 s while the test kills Redis (SIGKILL)
+// and starts it again on the same port: every one is delivered locally, in order; what
+// crossed kept its order; crossing is back within 10 s of the restart.
+// Env: SERVERS="A=http://…,B=http://…", PHASE=down|up|flood|killflood.
 "use strict";
 
 const { test } = require("node:test");
@@ -13,7 +16,10 @@ const { once, ack, maybe, connectTo, closeAll, clusterFromEnv } = require("./hel
 
 const { SERVERS } = clusterFromEnv(["A", "B"]);
 const PHASE = process.env.PHASE;
-if (!["down", "up", "flood"].includes(PHASE)) throw new Error("PHASE=down|up|flood must be set");
+if (!["down", "up", "flood", "killflood"].includes(PHASE)) {
+  throw new Error("PHASE=down|up|flood|killflood must be set");
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function connected(server) {
   return connectTo(SERVERS[server]);
@@ -36,7 +42,37 @@ test("flood while Redis is paused: local delivery loses nothing", { skip: PHASE 
   assert.deepEqual(seen, Array.from({ length: N }, (_, i) => i));
 });
 
-test(`redis ${PHASE}: local delivery goes on; crossing ${PHASE === "up" ? "resumes" : "stops"}`, { skip: PHASE === "flood" }, async () => {
+test("Redis killed and restarted mid-flood: every local message, in order", { skip: PHASE !== "killflood" }, async () => {
+  const sender = await connected("A");
+  const local = await connected("A");
+  const remote = await connected("B");
+  const N = 3000;
+  const seen = [];
+  const crossed = [];
+  local.on("k", (i) => seen.push(i));
+  remote.on("k", (i) => crossed.push(i));
+  for (let i = 0; i < N; i++) {
+    sender.emit("to-all", "k", i);
+    if (i % 50 === 49) await sleep(50);
+  }
+  const deadline = Date.now() + 20000;
+  while (seen.length < N && Date.now() < deadline) await sleep(20);
+  assert.deepEqual(seen, Array.from({ length: N }, (_, i) => i));
+  for (let i = 1; i < crossed.length; i++) {
+    assert.ok(crossed[i] > crossed[i - 1], `crossed out of order at ${i}: ${crossed[i - 1]}, ${crossed[i]}`);
+  }
+  // Crossing comes back (Redis restarted about 2 s in; backoff is at most 5 s).
+  const after = [];
+  remote.on("after", (j) => after.push(j));
+  const back = Date.now() + 12000;
+  for (let j = 0; after.length === 0; j++) {
+    assert.ok(Date.now() < back, "broadcasts did not cross again within 10 s of the restart");
+    await ack(sender, "to-all", "after", j);
+    await sleep(300);
+  }
+});
+
+test(`redis ${PHASE}: local delivery goes on; crossing ${PHASE === "up" ? "resumes" : "stops"}`, { skip: PHASE === "flood" || PHASE === "killflood" }, async () => {
   const sender = await connected("A");
   const local = await connected("A");
   const remote = await connected("B");
