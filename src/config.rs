@@ -96,7 +96,17 @@ pub struct Redis {
     /// Bytes of broadcasts queued for Redis at most; past it they are dropped, counted.
     pub queue_bytes: usize,
     /// The adapter's classic format or its sharded one (`--redis-mode`).
-    pub mode: crate::bridge::Mode,
+    pub mode: RedisMode,
+}
+
+/// `--redis-mode`: which of `@socket.io/redis-adapter`'s formats the bus speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RedisMode {
+    /// `createAdapter` (8.x) and the emitter: `PUBLISH`/`PSUBSCRIBE`, msgpack broadcasts.
+    #[default]
+    Classic,
+    /// `createShardedAdapter`: Redis 7 `SPUBLISH`/`SSUBSCRIBE`, `{uid, nsp, type, data}`.
+    Sharded,
 }
 
 impl Default for Config {

@@ -113,6 +113,7 @@ fn serve_registry(
                     key: redis.key.clone(),
                     queue_bytes: redis.queue_bytes,
                     mode: redis.mode,
+                    local: loopback_of(config.addr),
                 },
                 Arc::clone(&app),
             )
@@ -127,6 +128,16 @@ fn serve_registry(
     run_with_metrics(config, max_connections, metrics, |index| {
         crate::sio::Server::new(settings, Arc::clone(&app), index).with_cors(Arc::clone(&cors))
     })
+}
+
+/// Where this process's own listener is reached from inside it: loopback when it
+/// listens on every address.
+fn loopback_of(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => ([127, 0, 0, 1], addr.port()).into(),
+        ip if ip.is_unspecified() => (std::net::Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
 }
 
 /// A Socket.IO session's sid names its worker in one of 64 characters: more workers

@@ -25,7 +25,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("app", &["worker", "ws", "fabric", "sio"]),
-    ("bridge", &["sio", "runtime"]),
+    (
+        "bridge",
+        &["sio", "fabric", "engineio", "runtime", "config"],
+    ),
     ("bench", &["ws", "http", "runtime"]),
     (
         "server",

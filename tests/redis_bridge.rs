@@ -294,6 +294,35 @@ fn redis_killed_mid_flood_loses_no_local_message_and_the_log_says_so() {
 }
 
 #[test]
+fn long_polling_needs_no_sticky_sessions_across_hosts() {
+    let redis_port = util::free_port();
+    let _redis = redis_on(redis_port);
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let a = throng_on_bus(&url);
+    let b = throng_on_bus(&url);
+    std::thread::sleep(Duration::from_millis(300));
+    let servers = format!(
+        "A=http://127.0.0.1:{},B=http://127.0.0.1:{}",
+        a.port, b.port
+    );
+    let a_pid = a.child.id().to_string();
+    util::node_suite(
+        &sio_dir().join("redis-polling.test.js"),
+        &[("SERVERS", servers.as_str()), ("A_PID", a_pid.as_str())],
+    );
+    // B forwarded requests for A's sessions and served A's for B's.
+    let text = metrics(b.port);
+    let forwarded = |direction: &str| {
+        let line = format!("throng_redis_polling_forwarded_total{{direction=\"{direction}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    assert!(forwarded("out") > Some(5), "{text}");
+    assert!(forwarded("in") > Some(0), "{text}");
+}
+
+#[test]
 fn redis_paused_under_a_flood_drops_are_bounded_and_counted() {
     let redis_port = util::free_port();
     let redis = redis_on(redis_port);

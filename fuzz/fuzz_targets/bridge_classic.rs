@@ -21,6 +21,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = decode_request("socket.io", b"socket.io-request#/#", body);
         // The sharded format's decoder takes the same bytes.
         let _ = throng::bridge::sharded::decode(body);
+        // And so does the decoder of forwarded polling requests.
+        if let Some(m) = throng::bridge::eio::decode(body) {
+            assert_eq!(throng::bridge::eio::decode(&throng::bridge::eio::encode(&m)), Some(m));
+        }
         if let Some(response) = decode_response(body)
             && let Some(again) = encode_response(&response)
         {

@@ -31,6 +31,8 @@
 
 mod census;
 pub mod classic;
+pub mod eio;
+mod forward;
 mod requests;
 pub mod sharded;
 mod sharded_link;
@@ -45,7 +47,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::sio::{Question, Registry, Relay, Relayed, RelayedRequest, Reply, SocketsAction};
+use crate::engineio::sid::ProcessTag;
+use crate::sio::{
+    ForwardedRequest, Question, Registry, Relay, Relayed, RelayedRequest, Reply, SocketsAction,
+};
 
 /// Broadcasts the outbound queue holds at most (besides its byte bound).
 const QUEUE_SLOTS: usize = 1 << 16;
@@ -73,6 +78,9 @@ pub struct Config {
     pub queue_bytes: usize,
     /// The adapter's classic format, or its sharded one.
     pub mode: Mode,
+    /// This process's own listener, reached over loopback to serve polling requests
+    /// forwarded by other processes.
+    pub local: std::net::SocketAddr,
 }
 
 /// Counters, for logs and `/metrics`.
@@ -88,6 +96,12 @@ pub struct Counters {
     pub request_timeouts: AtomicU64,
     /// Requests from other nodes answered here.
     pub requests_answered: AtomicU64,
+    /// Polling requests forwarded from here to their session's process.
+    pub forwarded_out: AtomicU64,
+    /// Polling requests served here for other processes.
+    pub forwarded_in: AtomicU64,
+    /// Forwarded polling requests that failed (owner unknown, gone, or overloaded).
+    pub forward_failures: AtomicU64,
 }
 
 /// What the publisher thread takes from the queue, in order.
@@ -104,6 +118,11 @@ pub struct Bridge {
     wire: wire::Wire,
     /// Public rooms with members here.
     census: Arc<census::Census>,
+    /// This process's name in sids and its forwarding channel.
+    tag: ProcessTag,
+    /// Polling requests forwarded from here, and those served here for others.
+    outbound: forward::Outbound,
+    local: std::net::SocketAddr,
     queue: ArrayQueue<Out>,
     /// Questions this node asked, by request id, waiting for answers.
     pending: requests::Pending,
@@ -171,6 +190,15 @@ impl Relay for Bridge {
         }
     }
 
+    fn forward(
+        &self,
+        owner: &ProcessTag,
+        request: ForwardedRequest,
+        reply_to: (usize, crate::runtime::ConnId),
+    ) -> bool {
+        forward::forward(self, owner, request, reply_to)
+    }
+
     fn ask(&self, namespace: &str, question: Question, reply: Reply) {
         if !self.is_up() {
             return reply(requests::failed("the Redis link is down"));
@@ -190,23 +218,26 @@ impl Relay for Bridge {
 
 impl Bridge {
     /// Queues a publish, or drops and counts it past the byte bound (never waits).
-    fn enqueue(&self, channel: String, bytes: Vec<u8>) {
+    /// `false`: dropped.
+    fn enqueue(&self, channel: String, bytes: Vec<u8>) -> bool {
         let len = bytes.len();
         if self.queued_bytes.load(Ordering::Relaxed) + len > self.max_bytes {
             self.counters
                 .dropped_queue_full
                 .fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         match self.queue.push(Out::Publish(channel, bytes)) {
             Ok(()) => {
                 self.queued_bytes.fetch_add(len, Ordering::Relaxed);
                 self.publisher.unpark();
+                true
             }
             Err(_) => {
                 self.counters
                     .dropped_queue_full
                     .fetch_add(1, Ordering::Relaxed);
+                false
             }
         }
     }
@@ -270,6 +301,21 @@ impl Bridge {
             &[("", get(&c.request_timeouts))],
         );
         family(
+            "throng_redis_polling_forwarded_total",
+            "counter",
+            "Long-polling requests for sessions of another process, by direction.",
+            &[
+                ("{direction=\"out\"}", get(&c.forwarded_out)),
+                ("{direction=\"in\"}", get(&c.forwarded_in)),
+            ],
+        );
+        family(
+            "throng_redis_polling_forward_failures_total",
+            "counter",
+            "Forwarded long-polling requests that failed (owner unknown, gone or busy).",
+            &[("", get(&c.forward_failures))],
+        );
+        family(
             "throng_redis_requests_answered_total",
             "counter",
             "Requests from other servers answered here.",
@@ -281,6 +327,13 @@ impl Bridge {
             "Bytes of broadcasts waiting for Redis.",
             &[("", self.queued_bytes.load(Ordering::Relaxed) as u64)],
         );
+    }
+
+    /// Between reads of a subscriber: questions past their time, forwarded requests
+    /// whose answer never came.
+    fn housekeeping(&self) {
+        self.pending.expire(self);
+        self.outbound.purge();
     }
 
     /// Whether both links to Redis are up.
@@ -313,6 +366,16 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
         })?;
     let census = Arc::new(census::Census::default());
     io.set_room_watch(census.watch());
+    let wire_probe = wire::Wire {
+        mode: config.mode,
+        key: config.key.clone(),
+        uid: String::new(),
+    };
+    let tag = forward::pick_tag(
+        |channel| count_at_start(&client, &wire_probe, channel),
+        &config.key,
+    );
+    io.set_process_tag(tag);
     let bridge = Arc::new(Bridge {
         wire: wire::Wire {
             mode: config.mode,
@@ -320,6 +383,9 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
             uid,
         },
         census,
+        tag,
+        outbound: forward::Outbound::default(),
+        local: config.local,
         queue: ArrayQueue::new(QUEUE_SLOTS),
         pending: requests::Pending::default(),
         counted: registry.static_names().map(str::to_string).collect(),
@@ -349,9 +415,25 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
     Ok(bridge)
 }
 
-/// Six characters from the kernel's generator (the clock if it fails).
-fn node_uid() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+/// Subscribers of `channel`, asked once at start (no retry: `None` if Redis is away).
+fn count_at_start(client: &redis::Client, wire: &wire::Wire, channel: &str) -> Option<usize> {
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .ok()?;
+    let subcommand = match wire.mode {
+        Mode::Classic => "NUMSUB",
+        Mode::Sharded => "SHARDNUMSUB",
+    };
+    redis::cmd("PUBSUB")
+        .arg(subcommand)
+        .arg(channel)
+        .query::<(String, usize)>(&mut con)
+        .ok()
+        .map(|(_, n)| n)
+}
+
+/// Six bytes from the kernel's generator (the clock if it fails).
+fn random6() -> [u8; 6] {
     let mut bytes = [0u8; 6];
     if crate::runtime::system::random_bytes(&mut bytes).is_err() {
         let t = std::time::SystemTime::now()
@@ -360,6 +442,12 @@ fn node_uid() -> String {
         bytes.copy_from_slice(&t.to_le_bytes()[..6]);
     }
     bytes
+}
+
+/// Six random characters of `[a-z0-9]`, as the adapter's uids.
+fn node_uid() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    random6()
         .iter()
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect()
@@ -521,6 +609,8 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
             &bridge.wire.uid,
         ));
     }
+    let own = eio::channel(&bridge.wire.key, &bridge.tag);
+    channels.push(own.clone());
     let response_prefix = format!("{}-response#", bridge.wire.key);
     let request_prefix = format!("{}-request#", bridge.wire.key);
     loop {
@@ -537,7 +627,7 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
         link.up();
         let mut last_ping = Instant::now();
         loop {
-            bridge.pending.expire(bridge);
+            bridge.housekeeping();
             let msg = match pubsub.get_message() {
                 Ok(msg) => msg,
                 Err(e) if e.is_timeout() => {
@@ -561,6 +651,10 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
             };
             let channel = msg.get_channel_name();
             let bytes = msg.get_payload_bytes();
+            if channel == own {
+                forward::on_message(bridge, registry, bytes);
+                continue;
+            }
             if channel.starts_with(&response_prefix) {
                 if let Some(response) = classic::decode_response(bytes) {
                     bridge.pending.on_response(response);

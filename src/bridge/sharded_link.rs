@@ -39,7 +39,8 @@ pub(super) fn subscribe_loop(bridge: &Arc<Bridge>, url: &str, registry: &Registr
         }
     };
     let key = &bridge.wire.key;
-    let mut base = Vec::new();
+    let own = super::eio::channel(key, &bridge.tag);
+    let mut base = vec![own.clone()];
     for ns in registry.static_names() {
         base.push(sharded::channel(key, ns));
         base.push(sharded::response_channel(key, ns, &bridge.wire.uid));
@@ -62,7 +63,7 @@ pub(super) fn subscribe_loop(bridge: &Arc<Bridge>, url: &str, registry: &Registr
         let mut last_heard = Instant::now();
         let mut probed = false;
         let error = loop {
-            bridge.pending.expire(bridge);
+            bridge.housekeeping();
             if let Err(e) = follow_rooms(bridge, &mut con, &mut held) {
                 break e;
             }
@@ -70,9 +71,13 @@ pub(super) fn subscribe_loop(bridge: &Arc<Bridge>, url: &str, registry: &Registr
                 Ok(Value::Push { kind, data }) => {
                     (last_heard, probed) = (Instant::now(), false);
                     if kind == PushKind::SMessage
-                        && let [Value::BulkString(_channel), Value::BulkString(payload)] = &data[..]
+                        && let [Value::BulkString(channel), Value::BulkString(payload)] = &data[..]
                     {
-                        on_message(bridge, registry, payload);
+                        if *channel == own.as_bytes() {
+                            super::forward::on_message(bridge, registry, payload);
+                        } else {
+                            on_message(bridge, registry, payload);
+                        }
                     }
                 }
                 Ok(_) => (last_heard, probed) = (Instant::now(), false),

@@ -6,15 +6,8 @@ use super::{classic, sharded};
 use crate::sio::Relayed;
 use classic::{Request, Response};
 
-/// `--redis-mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// `createAdapter` (8.x) and the emitter: `PUBLISH`/`PSUBSCRIBE`, msgpack broadcasts.
-    #[default]
-    Classic,
-    /// `createShardedAdapter`: Redis 7 `SPUBLISH`/`SSUBSCRIBE`, `{uid, nsp, type, data}`.
-    Sharded,
-}
+/// `--redis-mode` (defined with the rest of the configuration).
+pub use crate::config::RedisMode as Mode;
 
 /// A mode, with the channel prefix and this node's uid.
 pub(super) struct Wire {

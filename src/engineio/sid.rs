@@ -4,6 +4,10 @@
 //! no shared table. The other 19 characters carry 114 random bits, supplied by the
 //! caller (this layer does no I/O).
 //!
+//! On a Redis bus the next six characters name the owning process instead (its
+//! `ProcessTag`, 36 bits, checked free on the bus at start), so any host can route a
+//! polling request to the owner; 78 random bits remain.
+//!
 //! Invariants: a `Sid` is always 20 characters of the alphabet; `worker()` < 64.
 
 use std::fmt;
@@ -20,6 +24,22 @@ pub const MAX_WORKERS: usize = 64;
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+/// Characters of a sid that name its process on a bus.
+pub const TAG_LEN: usize = 6;
+
+/// A process's name within sids (six alphabet characters).
+pub type ProcessTag = [u8; TAG_LEN];
+
+/// Whether `tag` is six characters of the sid alphabet.
+pub fn is_tag(tag: &[u8]) -> bool {
+    tag.len() == TAG_LEN && tag.iter().all(|c| ALPHABET.contains(c))
+}
+
+/// A tag from random bytes.
+pub fn tag_from(random: [u8; TAG_LEN]) -> ProcessTag {
+    random.map(|b| ALPHABET[usize::from(b) % ALPHABET.len()])
+}
+
 /// A session id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Sid([u8; SID_LEN]);
@@ -32,6 +52,20 @@ impl Sid {
         let _ = URL_SAFE_NO_PAD.encode_slice(random, &mut text);
         text[0] = ALPHABET[worker % MAX_WORKERS];
         Sid(text)
+    }
+
+    /// A sid owned by `worker` of the process tagged `tag`.
+    pub fn tagged(worker: usize, tag: &ProcessTag, random: [u8; SID_RANDOM_BYTES]) -> Sid {
+        let mut sid = Sid::new(worker, random);
+        sid.0[1..1 + TAG_LEN].copy_from_slice(tag);
+        sid
+    }
+
+    /// The process tag this sid would carry (meaningful for sids made on a bus).
+    pub fn tag(&self) -> ProcessTag {
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&self.0[1..1 + TAG_LEN]);
+        tag
     }
 
     /// Checks a sid from a request: length and alphabet.
@@ -78,6 +112,17 @@ mod tests {
             assert_eq!(sid.worker(), worker);
             assert_eq!(Sid::parse(sid.as_str()), Some(sid));
         }
+    }
+
+    #[test]
+    fn tagged_sids_name_their_process_and_worker() {
+        let tag = tag_from([0, 1, 2, 200, 255, 63]);
+        assert!(is_tag(&tag));
+        let sid = Sid::tagged(5, &tag, [0x5a; SID_RANDOM_BYTES]);
+        assert_eq!((sid.worker(), sid.tag()), (5, tag));
+        assert_eq!(Sid::parse(sid.as_str()), Some(sid));
+        assert!(!is_tag(b"abc"));
+        assert!(!is_tag(b"abc=ef"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::engineio::sid::Sid;
+use crate::engineio::sid::{ProcessTag, Sid};
 use crate::fabric::{Broadcast, Fabric, Inbound, RoomWatch};
 
 use super::cx::{
@@ -79,6 +79,17 @@ pub trait Relay: Send + Sync {
     fn relay(&self, broadcast: &Relayed<'_>);
     /// A request for the other hosts (no answer awaited).
     fn request(&self, _request: &RelayedRequest<'_>) {}
+    /// Sends a polling request for a session of process `owner` there; its fate comes
+    /// back to worker `reply_to.0` as `Forwarded` messages for connection
+    /// `reply_to.1`. `false`: it cannot be forwarded (no bus, too many in flight).
+    fn forward(
+        &self,
+        _owner: &ProcessTag,
+        _request: ForwardedRequest,
+        _reply_to: (usize, crate::runtime::ConnId),
+    ) -> bool {
+        false
+    }
     /// A question for the other hosts: `reply` gets their answers, once, with
     /// `servers` set to the number of servers on the bus, this one included. Must not
     /// block; fails fast (an error in the reply) while the bus is unreachable.
@@ -88,6 +99,41 @@ pub trait Relay: Send + Sync {
             ..Gathered::default()
         })
     }
+}
+
+/// A polling request forwarded to the process that owns its session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardedRequest {
+    pub method: String,
+    /// Path and query, as sent.
+    pub target: String,
+    pub origin: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// An HTTP answer relayed from the owning process: status, content type, extra header
+/// lines (each ending in CRLF) and body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayedAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub extra: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+/// What became of a forwarded request, posted to the worker holding its connection.
+pub struct Forwarded {
+    pub conn: crate::runtime::ConnId,
+    pub event: ForwardEvent,
+}
+
+pub enum ForwardEvent {
+    /// The owner took it: the answer may take as long as a long-poll.
+    Accepted,
+    Answered(RelayedAnswer),
+    /// The owner could not serve it (unknown, gone, overloaded).
+    Failed,
 }
 
 /// A request leaving this process for the other hosts.
@@ -129,6 +175,7 @@ pub struct Io {
     fabric: Arc<OnceLock<Arc<Fabric>>>,
     relay: Arc<OnceLock<Arc<dyn Relay>>>,
     room_watch: Arc<OnceLock<RoomWatch>>,
+    process_tag: Arc<OnceLock<ProcessTag>>,
 }
 
 impl Io {
@@ -143,6 +190,22 @@ impl Io {
             fabric.watch_rooms(Arc::clone(watch));
         }
         let _ = self.fabric.set(Arc::clone(fabric));
+    }
+
+    /// Names this process in every sid made from now on (set by a bus before the
+    /// server runs), so that other hosts can forward its sessions' polling requests.
+    pub fn set_process_tag(&self, tag: ProcessTag) {
+        let _ = self.process_tag.set(tag);
+    }
+
+    /// This process's tag on a bus, if any.
+    pub fn process_tag(&self) -> Option<&ProcessTag> {
+        self.process_tag.get()
+    }
+
+    /// Posts an app message (`Forwarded`) to `worker` from another thread.
+    pub(crate) fn post_app(&self, worker: usize, msg: Box<dyn std::any::Any + Send>) -> bool {
+        self.post(worker, msg).is_ok()
     }
 
     /// Reports the rooms (fabric keys, `<namespace>\0<room>`) that appear and empty

@@ -22,6 +22,7 @@
 mod conn;
 pub mod cors;
 mod cx;
+mod forward;
 pub mod io;
 mod polling;
 pub mod query;
@@ -45,7 +46,8 @@ use bytes::Bytes;
 pub use cors::Cors;
 pub use cx::{AckReply, Bin, Cx, Event};
 pub use io::{
-    Ack, Io, IoError, PendingConnect, Relay, Relayed, RelayedRequest, SocketsAction, SocketsOp,
+    Ack, ForwardEvent, Forwarded, ForwardedRequest, Io, IoError, PendingConnect, Relay, Relayed,
+    RelayedAnswer, RelayedRequest, SocketsAction, SocketsOp,
 };
 pub use query::{
     Answered, FetchedHandshake, FetchedSocket, Gathered, OnClientAck, Question, Reply, ServerAck,
@@ -115,6 +117,8 @@ pub struct Server {
     probes: HashMap<ConnId, ConnId>,
     /// POSTs whose body is still arriving → their session's slot.
     posting: HashMap<ConnId, ConnId>,
+    /// Polling requests forwarded to the process owning their session.
+    forwarded: HashMap<ConnId, forward::Waiting>,
     cors: Arc<Cors>,
     /// Sessions on polling now (bounded by `max_polling_sessions`).
     polling_sessions: usize,
@@ -132,6 +136,7 @@ impl Server {
             held: HashMap::new(),
             probes: HashMap::new(),
             posting: HashMap::new(),
+            forwarded: HashMap::new(),
             cors: Arc::new(Cors::default()),
             polling_sessions: 0,
             random: Vec::new(),
@@ -218,7 +223,18 @@ impl Server {
     fn new_sid(&mut self) -> Sid {
         let mut bytes = [0u8; SID_RANDOM_BYTES];
         bytes.copy_from_slice(&self.random(SID_RANDOM_BYTES));
-        Sid::new(self.worker, bytes)
+        match self.registry.io_ref().process_tag() {
+            Some(tag) => Sid::tagged(self.worker, tag, bytes),
+            None => Sid::new(self.worker, bytes),
+        }
+    }
+
+    /// Whether `sid` belongs to another process of the bus.
+    fn is_foreign(&self, sid: &Sid) -> bool {
+        self.registry
+            .io_ref()
+            .process_tag()
+            .is_some_and(|tag| sid.tag() != *tag)
     }
 
     fn state(&mut self, id: ConnId) -> Option<&mut ConnState> {
@@ -362,7 +378,9 @@ impl App for Server {
 
     fn owner(&self, req: &Request<'_>) -> Option<usize> {
         let query = parse_query(req.target).ok()?;
-        Some(Sid::parse(query.sid?)?.worker())
+        let sid = Sid::parse(query.sid?)?;
+        // Another process's session is forwarded from whichever worker has it.
+        (!self.is_foreign(&sid)).then(|| sid.worker())
     }
 
     fn http_body_limit(&self, _req: &Request<'_>) -> Option<usize> {
@@ -486,6 +504,7 @@ impl App for Server {
     }
 
     fn on_close(&mut self, conns: &mut Conns<'_>, id: ConnId) {
+        self.forwarded.remove(&id);
         self.forget_conn(conns, id);
         if let Some(state) = self.take_state(id) {
             self.release_state(conns, id, state);
@@ -503,6 +522,10 @@ impl App for Server {
         };
         let msg = match msg.downcast::<Arc<query::Asked>>() {
             Ok(asked) => return self.answer_asked(conns, &asked),
+            Err(msg) => msg,
+        };
+        let msg = match msg.downcast::<io::Forwarded>() {
+            Ok(forwarded) => return self.on_forwarded(conns, *forwarded),
             Err(msg) => msg,
         };
         let Ok(verdict) = msg.downcast::<io::Verdict>() else {
@@ -526,6 +549,7 @@ impl App for Server {
     }
 
     fn on_sweep(&mut self, conns: &mut Conns<'_>, now: Instant) {
+        self.expire_forwarded(conns, now);
         let registry = Arc::clone(&self.registry);
         let max_acks = self.config.max_pending_acks;
         for slot in 0..self.conns.len() {

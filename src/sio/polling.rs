@@ -105,6 +105,9 @@ impl Server {
         if query.transport != Transport::Polling {
             return self.refuse(conns, id, &cors, ErrorCode::BadRequest);
         }
+        if let Some(sid) = Sid::parse(sid_text).filter(|sid| self.is_foreign(sid)) {
+            return self.forward_polling(conns, id, req, body, &sid, cors);
+        }
         let Some(key) = Sid::parse(sid_text).and_then(|sid| self.sids.get(&sid).copied()) else {
             return self.refuse(conns, id, &cors, ErrorCode::UnknownSid);
         };
@@ -122,7 +125,13 @@ impl Server {
         }
     }
 
-    fn refuse(&mut self, conns: &mut Conns<'_>, id: ConnId, cors: &[u8], code: ErrorCode) {
+    pub(super) fn refuse(
+        &mut self,
+        conns: &mut Conns<'_>,
+        id: ConnId,
+        cors: &[u8],
+        code: ErrorCode,
+    ) {
         conns.respond(
             id,
             code.status(),

@@ -1,0 +1,177 @@
+//! Polling requests forwarded between Throng processes on the bus (a format of our
+//! own, sans-IO): msgpack maps on `<key>-eio#<tag>#`, the channel of the process that
+//! `tag` names. A request carries its id and its sender's tag; the owner answers on the
+//! sender's channel: `acc` when it has taken the request, then `ans` with the HTTP
+//! answer, or `fail`.
+//!
+//! Invariants: decoding never panics; a message that is not one of these shapes, or
+//! whose tag is not six sid characters, decodes to `None`.
+
+use rmpv::Value;
+
+use crate::engineio::sid::{ProcessTag, TAG_LEN, is_tag};
+use crate::sio::{ForwardedRequest, RelayedAnswer};
+
+/// The channel of the process tagged `tag`.
+pub fn channel(key: &str, tag: &ProcessTag) -> String {
+    format!("{key}-eio#{}#", String::from_utf8_lossy(tag))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EioMessage {
+    Request {
+        id: u64,
+        from: ProcessTag,
+        request: ForwardedRequest,
+    },
+    Accepted {
+        id: u64,
+    },
+    Answer {
+        id: u64,
+        answer: RelayedAnswer,
+    },
+    Failed {
+        id: u64,
+    },
+}
+
+fn text(s: &str) -> Value {
+    Value::from(s)
+}
+
+fn optional(s: &Option<String>) -> Value {
+    s.as_deref().map_or(Value::Nil, Value::from)
+}
+
+pub fn encode(message: &EioMessage) -> Vec<u8> {
+    let map = match message {
+        EioMessage::Request { id, from, request } => vec![
+            (text("t"), text("req")),
+            (text("id"), Value::from(*id)),
+            (text("from"), Value::Binary(from.to_vec())),
+            (text("method"), text(&request.method)),
+            (text("target"), text(&request.target)),
+            (text("origin"), optional(&request.origin)),
+            (text("ctype"), optional(&request.content_type)),
+            (text("body"), Value::Binary(request.body.clone())),
+        ],
+        EioMessage::Accepted { id } => {
+            vec![(text("t"), text("acc")), (text("id"), Value::from(*id))]
+        }
+        EioMessage::Answer { id, answer } => vec![
+            (text("t"), text("ans")),
+            (text("id"), Value::from(*id)),
+            (text("status"), Value::from(answer.status)),
+            (text("ctype"), text(&answer.content_type)),
+            (text("extra"), Value::Binary(answer.extra.clone())),
+            (text("body"), Value::Binary(answer.body.clone())),
+        ],
+        EioMessage::Failed { id } => {
+            vec![(text("t"), text("fail")), (text("id"), Value::from(*id))]
+        }
+    };
+    let mut out = Vec::new();
+    let _ = rmpv::encode::write_value(&mut out, &Value::Map(map));
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> Option<EioMessage> {
+    let value = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], 8).ok()?;
+    let field = |name: &str| {
+        value
+            .as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .map(|(_, v)| v)
+    };
+    let string = |name: &str| field(name)?.as_str().map(str::to_string);
+    let bytes_of = |name: &str| match field(name) {
+        Some(Value::Binary(b)) => Some(b.clone()),
+        _ => None,
+    };
+    let id = field("id")?.as_u64()?;
+    Some(match field("t")?.as_str()? {
+        "req" => {
+            let from = bytes_of("from").filter(|f| is_tag(f))?;
+            let mut tag = [0u8; TAG_LEN];
+            tag.copy_from_slice(&from);
+            EioMessage::Request {
+                id,
+                from: tag,
+                request: ForwardedRequest {
+                    method: string("method")?,
+                    target: string("target")?,
+                    origin: string("origin"),
+                    content_type: string("ctype"),
+                    body: bytes_of("body")?,
+                },
+            }
+        }
+        "acc" => EioMessage::Accepted { id },
+        "ans" => EioMessage::Answer {
+            id,
+            answer: RelayedAnswer {
+                status: u16::try_from(field("status")?.as_u64()?).ok()?,
+                content_type: string("ctype")?,
+                extra: bytes_of("extra")?,
+                body: bytes_of("body")?,
+            },
+        },
+        "fail" => EioMessage::Failed { id },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_reads_back() {
+        let request = ForwardedRequest {
+            method: "POST".into(),
+            target: "/socket.io/?EIO=4&transport=polling&sid=x".into(),
+            origin: Some("https://a.example".into()),
+            content_type: None,
+            body: b"42[\"e\"]".to_vec(),
+        };
+        let answer = RelayedAnswer {
+            status: 200,
+            content_type: "text/plain; charset=UTF-8".into(),
+            extra: b"Access-Control-Allow-Origin: https://a.example\r\n".to_vec(),
+            body: b"ok".to_vec(),
+        };
+        for message in [
+            EioMessage::Request {
+                id: 7,
+                from: *b"Ab-_09",
+                request,
+            },
+            EioMessage::Accepted { id: 7 },
+            EioMessage::Answer { id: 7, answer },
+            EioMessage::Failed { id: u64::MAX },
+        ] {
+            assert_eq!(decode(&encode(&message)), Some(message));
+        }
+        assert_eq!(channel("socket.io", b"Ab-_09"), "socket.io-eio#Ab-_09#");
+    }
+
+    #[test]
+    fn garbage_and_bad_tags_are_refused() {
+        assert_eq!(decode(b""), None);
+        assert_eq!(decode(b"\x93\x01\x02\x03"), None);
+        let bad_tag = encode(&EioMessage::Request {
+            id: 1,
+            from: *b"ab=cde",
+            request: ForwardedRequest {
+                method: "GET".into(),
+                target: "/".into(),
+                origin: None,
+                content_type: None,
+                body: Vec::new(),
+            },
+        });
+        assert_eq!(decode(&bad_tag), None);
+    }
+}
