@@ -48,8 +48,13 @@ pub struct Limits {
     pub slow_consumer_grace: Duration,
     /// Rooms (topics) one connection may be in.
     pub max_rooms_per_connection: usize,
-    /// Connections one worker holds at most; more are refused at accept.
+    /// Connections one worker holds at most; more are refused at accept (503).
     pub max_connections_per_worker: usize,
+    /// New connections one worker accepts a second (burst the same); more are refused
+    /// at accept (503). `None`: no rate limit.
+    pub accept_rate: Option<u32>,
+    /// Seconds a refused client is told to wait (`Retry-After`).
+    pub retry_after_secs: u32,
 }
 
 impl Default for Limits {
@@ -65,6 +70,8 @@ impl Default for Limits {
             slow_consumer_grace: Duration::from_secs(10),
             max_rooms_per_connection: 1024,
             max_connections_per_worker: usize::MAX,
+            accept_rate: None,
+            retry_after_secs: 5,
         }
     }
 }

@@ -95,6 +95,13 @@ struct ServeArgs {
     /// Connections held at most, over all workers (default: what the open-file limit allows).
     #[arg(long)]
     max_connections: Option<usize>,
+    /// New connections each worker accepts a second (a token bucket, burst the same);
+    /// more get 503 with Retry-After. Unlimited without it.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    accept_rate: Option<u32>,
+    /// Seconds a client refused with 503 is told to wait (Retry-After).
+    #[arg(long, default_value_t = Limits::default().retry_after_secs)]
+    retry_after: u32,
     /// Origins allowed to use Engine.IO polling cross-origin (comma-separated, or `*`);
     /// CORS is off without it.
     #[arg(long, value_delimiter = ',')]
@@ -184,6 +191,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             max_queued_bytes: args.max_queued_bytes,
             slow_consumer_grace: Duration::from_secs(args.slow_consumer_grace),
             max_rooms_per_connection: args.max_rooms_per_connection,
+            accept_rate: args.accept_rate,
+            retry_after_secs: args.retry_after,
             ..Limits::default()
         },
         cors_origins: args.cors_origin,

@@ -28,6 +28,7 @@
 //! 250 ms (uWebSockets sweeps every 4 s), which costs a few ns per connection and no
 //! timer structure per connection.
 
+pub mod admission;
 pub mod conn;
 #[doc(hidden)]
 pub mod harness;
@@ -49,7 +50,7 @@ use crate::fabric::{Handover, Inbound};
 use crate::http::request::{ChunkError, decode_chunked};
 use crate::http::response::{Answer, write_ok, write_response};
 use crate::http::{Reject, Request};
-use crate::metrics::CloseReason;
+use crate::metrics::{CloseReason, RefuseReason};
 use crate::runtime::{ConnId, Driver, Sink};
 use crate::ws::close::ClosePayload;
 use crate::ws::{CloseCode, OpCode, Payload, ReadConfig, Role, Visitor, handshake};
@@ -212,6 +213,7 @@ impl Conns<'_> {
 pub struct Stats {
     pub accepted: u64,
     pub refused_at_capacity: u64,
+    pub refused_for_rate: u64,
     pub handshakes_rejected: u64,
     pub protocol_errors: u64,
     pub idle_closed: u64,
@@ -224,6 +226,7 @@ impl Stats {
     pub fn add(&mut self, other: &Stats) {
         self.accepted += other.accepted;
         self.refused_at_capacity += other.refused_at_capacity;
+        self.refused_for_rate += other.refused_for_rate;
         self.handshakes_rejected += other.handshakes_rejected;
         self.protocol_errors += other.protocol_errors;
         self.idle_closed += other.idle_closed;
@@ -254,6 +257,7 @@ pub struct Core<A: App> {
     now: u32,
     draining: bool,
     slow_log: RateLimitedLog,
+    admission: admission::Admission,
 }
 
 /// At most `PER_SECOND` lines a second; the rest are counted and summarised.
@@ -320,6 +324,12 @@ impl<A: App> Core<A> {
             now: 0,
             draining: false,
             slow_log: RateLimitedLog::default(),
+            admission: admission::Admission::new(
+                limits.max_connections_per_worker,
+                limits.accept_rate,
+                limits.retry_after_secs,
+                Instant::now(),
+            ),
         }
     }
 
@@ -332,7 +342,8 @@ impl<A: App> Core<A> {
         let m = &self.hub.metrics;
         Stats {
             accepted: m.accepted.get(),
-            refused_at_capacity: m.refused_at_capacity.get(),
+            refused_at_capacity: m.refused(RefuseReason::MaxConnections).get(),
+            refused_for_rate: m.refused(RefuseReason::AcceptRate).get(),
             handshakes_rejected: m.closed(CloseReason::HandshakeRejected).get(),
             protocol_errors: m.closed(CloseReason::ProtocolError).get(),
             idle_closed: m.closed(CloseReason::IdleTimeout).get(),
@@ -1029,8 +1040,8 @@ impl<A: App> Core<A> {
     fn adopt<D: Driver>(&mut self, driver: &mut D, handover: Handover) {
         let Handover { stream, mut bytes } = handover;
         if self.hub.conns.len() >= self.limits.max_connections_per_worker {
-            // Full: the peer sees its connection closed, as at accept.
-            self.hub.metrics.refused_at_capacity.inc();
+            // Full: the peer sees its connection closed.
+            self.hub.metrics.refused(RefuseReason::MaxConnections).inc();
             return drop(stream);
         }
         let generation = self.hub.next_id_generation();
@@ -1231,9 +1242,9 @@ impl<A: App> Visitor for FrameVisitor<'_, A> {
 
 impl<A: App> Sink for Core<A> {
     fn accepted(&mut self, peer: SocketAddr) -> Option<ConnId> {
-        if self.hub.conns.len() >= self.limits.max_connections_per_worker {
-            self.hub.metrics.refused_at_capacity.inc();
-            tracing::debug!(%peer, "refused: worker at --max-connections");
+        if let Err(reason) = self.admission.admit(self.hub.conns.len(), Instant::now()) {
+            self.hub.metrics.refused(reason).inc();
+            tracing::debug!(%peer, reason = reason.label(), "refused at accept (503)");
             return None;
         }
         self.hub.metrics.accepted.inc();
@@ -1292,6 +1303,10 @@ impl<A: App> Sink for Core<A> {
     }
 
     fn woken(&mut self) {}
+
+    fn refusal(&self) -> &[u8] {
+        self.admission.answer()
+    }
 }
 
 /// A worker: its core and the driver that feeds it.
