@@ -91,6 +91,8 @@ pub struct Config {
     pub cors_credentials: bool,
     /// The Redis bus to join (Socket.IO apps), if any.
     pub redis: Option<Redis>,
+    /// `/readyz` answers 503 while the Redis link is down (with `redis` only).
+    pub ready_requires_redis: bool,
 }
 
 /// Where the Redis bridge connects and how much it holds while Redis is away.
@@ -117,6 +119,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             cors_credentials: false,
             redis: None,
+            ready_requires_redis: false,
         }
     }
 }

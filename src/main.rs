@@ -119,6 +119,9 @@ struct ServeArgs {
     /// Bytes of broadcasts held for Redis while it is slow or away; more are dropped.
     #[arg(long, default_value_t = 16 << 20)]
     redis_queue_bytes: usize,
+    /// `GET /readyz` answers 503 while the link to Redis is down (with --redis-url).
+    #[arg(long, requires = "redis_url")]
+    ready_requires_redis: bool,
 }
 
 fn main() -> ExitCode {
@@ -202,6 +205,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             key: args.redis_key,
             queue_bytes: args.redis_queue_bytes,
         }),
+        ready_requires_redis: args.ready_requires_redis,
     };
     match throng::server::serve(config, args.max_connections) {
         Ok(_) => ExitCode::SUCCESS,

@@ -119,13 +119,34 @@ fn serve_registry(
         ),
         None => None,
     };
-    let metrics = bridge.map(|bridge| {
-        Box::new(move |out: &mut String| bridge.render_metrics(out))
-            as crate::fabric::MetricsRenderer
-    });
-    run_with_metrics(config, max_connections, metrics, |index| {
+    let extras = bridge
+        .map(|bridge| bridge_extras(bridge, config.ready_requires_redis))
+        .unwrap_or_default();
+    run_with_extras(config, max_connections, extras, |index| {
         crate::sio::Server::new(settings, Arc::clone(&app), index).with_cors(Arc::clone(&cors))
     })
+}
+
+/// What the Redis bridge adds to `/metrics`, and to `/readyz` in strict mode.
+fn bridge_extras(bridge: Arc<crate::bridge::Bridge>, strict: bool) -> Extras {
+    let readiness = strict.then(|| {
+        let bridge = Arc::clone(&bridge);
+        Box::new(move || (!bridge.links_up()).then_some("redis link down"))
+            as crate::fabric::ReadinessCheck
+    });
+    Extras {
+        metrics: Some(Box::new(move |out: &mut String| bridge.render_metrics(out))),
+        readiness,
+    }
+}
+
+/// What parts outside the workers add to the operator's endpoints.
+#[derive(Default)]
+struct Extras {
+    /// More of `/metrics`.
+    metrics: Option<crate::fabric::MetricsRenderer>,
+    /// A condition of `/readyz`.
+    readiness: Option<crate::fabric::ReadinessCheck>,
 }
 
 /// A Socket.IO session's sid names its worker in one of 64 characters: more workers
@@ -148,14 +169,14 @@ fn run<A: App>(
     max_connections: Option<usize>,
     make_app: impl Fn(usize) -> A,
 ) -> Result<Stats, ServeError> {
-    run_with_metrics(config, max_connections, None, make_app)
+    run_with_extras(config, max_connections, Extras::default(), make_app)
 }
 
-/// `run`, with more to show at `/metrics`.
-fn run_with_metrics<A: App>(
+/// `run`, with more to show at `/metrics` and `/readyz`.
+fn run_with_extras<A: App>(
     mut config: Config,
     max_connections: Option<usize>,
-    extra_metrics: Option<crate::fabric::MetricsRenderer>,
+    extras: Extras,
     make_app: impl Fn(usize) -> A,
 ) -> Result<Stats, ServeError> {
     let fd_limit = system::raise_fd_limit().map_err(|e| ServeError::Setup(e.to_string()))?;
@@ -196,8 +217,11 @@ fn run_with_metrics<A: App>(
             .map(|w| Box::new(MioWake(Arc::clone(w))) as Box<dyn Wake>)
             .collect(),
     ));
-    if let Some(extra) = extra_metrics {
+    if let Some(extra) = extras.metrics {
         fabric.add_metrics(extra);
+    }
+    if let Some(check) = extras.readiness {
+        fabric.add_readiness(check);
     }
     let limits = config.limits;
     let mut handles = Vec::with_capacity(workers);

@@ -175,3 +175,17 @@ fn accept_rate_lets_a_burst_in_then_refuses_then_refills() {
         "{text}"
     );
 }
+
+#[test]
+fn healthz_and_readyz_answer_on_the_serving_port() {
+    let server = Server::start(&[]);
+    let (status, _, body) = util::http_get(server.port, "/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, _, body) = util::http_get(server.port, "/readyz");
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    // Not for an upgrade: the echo app serves every path.
+    let mut p = Peer::connect(server.port);
+    p.send(upgrade_request(server.port, "/healthz").as_bytes());
+    assert_eq!(p.read_http().map(|(s, _)| s), Some(101));
+    p.echo(1, b"an upgrade at /healthz is the app's");
+}

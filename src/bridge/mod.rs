@@ -77,6 +77,8 @@ pub struct Bridge {
     publisher: thread::Thread,
     pub counters: Counters,
     up: AtomicBool,
+    /// The subscribing link is up (it notices a lost Redis at once: it always reads).
+    subscribed: AtomicBool,
 }
 
 impl Relay for Bridge {
@@ -226,9 +228,16 @@ impl Bridge {
         );
     }
 
-    /// Whether both links to Redis are up.
+    /// Whether the publishing link to Redis is up.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Whether both links to Redis are up (what `/readyz` checks in strict mode). The
+    /// publishing link finds a lost Redis only when it next publishes; the subscribing
+    /// one at once, or within a PING period for a Redis cut off without a reset.
+    pub fn links_up(&self) -> bool {
+        self.is_up() && self.subscribed.load(Ordering::Relaxed)
     }
 }
 
@@ -263,6 +272,7 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
         publisher: publisher.thread().clone(),
         counters: Counters::default(),
         up: AtomicBool::new(false),
+        subscribed: AtomicBool::new(false),
     });
     let _ = tx.send(Arc::clone(&bridge));
     io.set_relay(Arc::clone(&bridge) as Arc<dyn Relay>);
@@ -424,6 +434,7 @@ fn subscribe_loop(bridge: &Bridge, client: &redis::Client, url: &str, registry: 
             continue;
         }
         link.up();
+        bridge.subscribed.store(true, Ordering::Relaxed);
         let mut last_ping = Instant::now();
         loop {
             let msg = match pubsub.get_message() {
@@ -433,6 +444,7 @@ fn subscribe_loop(bridge: &Bridge, client: &redis::Client, url: &str, registry: 
                     if last_ping.elapsed() >= PING_EVERY {
                         last_ping = Instant::now();
                         if let Err(e) = pubsub.ping::<redis::Value>() {
+                            bridge.subscribed.store(false, Ordering::Relaxed);
                             bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                             link.down(&e);
                             break;
@@ -441,6 +453,7 @@ fn subscribe_loop(bridge: &Bridge, client: &redis::Client, url: &str, registry: 
                     continue;
                 }
                 Err(e) => {
+                    bridge.subscribed.store(false, Ordering::Relaxed);
                     bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                     link.down(&e);
                     break;

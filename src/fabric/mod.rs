@@ -151,6 +151,9 @@ pub fn mark_worker_thread() {
 /// Writes more Prometheus text for `/metrics`.
 pub type MetricsRenderer = Box<dyn Fn(&mut String) + Send + Sync>;
 
+/// Says why the server is not ready (`/readyz` 503), or `None` when it is.
+pub type ReadinessCheck = Box<dyn Fn() -> Option<&'static str> + Send + Sync>;
+
 /// One worker's receiving end.
 struct Inbox {
     queue: ArrayQueue<Inbound>,
@@ -164,6 +167,10 @@ pub struct Fabric {
     metrics: Box<[Arc<WorkerMetrics>]>,
     /// More of `/metrics` from outside the workers (the Redis bridge's counters).
     extra_metrics: std::sync::OnceLock<MetricsRenderer>,
+    /// Set once a drain starts (SIGTERM, `POST /admin/drain`); never cleared.
+    draining: AtomicBool,
+    /// More conditions for `/readyz` (the Redis link in strict mode).
+    readiness: std::sync::OnceLock<ReadinessCheck>,
 }
 
 impl Fabric {
@@ -184,12 +191,36 @@ impl Fabric {
                 .collect(),
             metrics,
             extra_metrics: std::sync::OnceLock::new(),
+            draining: AtomicBool::new(false),
+            readiness: std::sync::OnceLock::new(),
         }
     }
 
     /// Adds `render`'s Prometheus text to every `/metrics` answer (first call wins).
     pub fn add_metrics(&self, render: MetricsRenderer) {
         let _ = self.extra_metrics.set(render);
+    }
+
+    /// Adds a condition `/readyz` checks (first call wins).
+    pub fn add_readiness(&self, check: ReadinessCheck) {
+        let _ = self.readiness.set(check);
+    }
+
+    /// Marks the server as draining: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Why the server should get no new clients now, if it should not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.is_draining() {
+            return Some("draining");
+        }
+        self.readiness.get().and_then(|check| check())
     }
 
     pub fn workers(&self) -> usize {

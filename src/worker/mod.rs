@@ -33,6 +33,7 @@ pub mod conn;
 #[doc(hidden)]
 pub mod harness;
 pub mod hub;
+pub mod ops;
 pub mod outbox;
 mod outgoing;
 
@@ -48,7 +49,7 @@ use crate::config::Limits;
 use crate::fabric::Fabric;
 use crate::fabric::{Handover, Inbound};
 use crate::http::request::{ChunkError, decode_chunked};
-use crate::http::response::{Answer, write_ok, write_response};
+use crate::http::response::{Answer, write_response};
 use crate::http::{Reject, Request};
 use crate::metrics::{CloseReason, RefuseReason};
 use crate::runtime::{ConnId, Driver, Sink};
@@ -450,14 +451,7 @@ impl<A: App> Core<A> {
                 return Step::Done;
             }
         };
-        if req.upgrade.is_none() && req.path() == METRICS_PATH {
-            let body = self.hub.fabric.render_metrics();
-            let mut resp = Vec::with_capacity(body.len() + 128);
-            if req.method == "GET" {
-                write_ok(&mut resp, "text/plain; version=0.0.4", body.as_bytes());
-            } else {
-                Reject::BadRequest("use GET for /metrics").write_to(&mut resp);
-            }
+        if let Some(resp) = ops::answer(&self.hub.fabric, &req) {
             self.refuse(id, &resp, CloseReason::Http);
             return Step::Done;
         }
@@ -1202,8 +1196,7 @@ enum Step {
     Done,
 }
 
-/// Where `/metrics` is served (a plain GET, not a WebSocket upgrade).
-pub const METRICS_PATH: &str = "/metrics";
+pub use ops::METRICS_PATH;
 
 /// Routes the reader's events for one connection to the app and the cork.
 struct FrameVisitor<'a, A: App> {
