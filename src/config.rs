@@ -38,8 +38,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long to wait for the peer's close reply, or for its FIN after ours.
     pub close_timeout: Duration,
-    /// On shutdown, how long connections get to finish their close handshake.
+    /// On shutdown, how long connections get to finish closing after the drain window.
     pub drain_timeout: Duration,
+    /// On shutdown, the time over which clients are told to go (spread evenly).
+    pub drain_window: Duration,
     /// Outbound bytes queued per connection (what the kernel refused) past which the
     /// server stops reading from it, drops volatile broadcasts to it, and starts the
     /// slow-consumer grace period. Broadcasts past twice this close it at once.
@@ -66,6 +68,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(120),
             close_timeout: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(10),
+            drain_window: Duration::from_secs(10),
             max_queued_bytes: 256 << 10,
             slow_consumer_grace: Duration::from_secs(10),
             max_rooms_per_connection: 1024,
@@ -93,6 +96,8 @@ pub struct Config {
     pub redis: Option<Redis>,
     /// `/readyz` answers 503 while the Redis link is down (with `redis` only).
     pub ready_requires_redis: bool,
+    /// Where the admin listener (ops endpoints, `POST /admin/drain`) listens, if at all.
+    pub admin: Option<SocketAddr>,
 }
 
 /// Where the Redis bridge connects and how much it holds while Redis is away.
@@ -120,6 +125,7 @@ impl Default for Config {
             cors_credentials: false,
             redis: None,
             ready_requires_redis: false,
+            admin: None,
         }
     }
 }

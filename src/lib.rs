@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!  main.rs / server      binary and public entry points            (L6)
+//!  admin                 the admin listener: ops endpoints, drain  (L6)
 //!  bench                 the load generator (client side of `ws`)
 //!  app                   what a server does: echo, shootout, pubsub,
 //!                        conformance (L5)
@@ -21,6 +22,7 @@
 //!
 //! `tests/layering.rs` checks that each module imports only what its layer allows.
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod bridge;

@@ -79,9 +79,21 @@ struct ServeArgs {
     /// Seconds a client has to send its request head (408 after).
     #[arg(long, default_value_t = 10)]
     handshake_timeout: u64,
-    /// Seconds to wait for clients to finish closing on SIGINT/SIGTERM.
+    /// Seconds to wait for clients to finish closing after the drain window
+    /// (SIGTERM, SIGINT or POST /admin/drain).
     #[arg(long, default_value_t = 10)]
     drain_timeout: u64,
+    /// Seconds over which a drain tells clients to reconnect elsewhere, evenly spread
+    /// (0: all at once).
+    #[arg(long, default_value_t = 10)]
+    drain_window: u64,
+    /// Port of the admin listener (/metrics, /healthz, /readyz, POST /admin/drain);
+    /// none without it.
+    #[arg(long)]
+    admin_port: Option<u16>,
+    /// Address of the admin listener.
+    #[arg(long, default_value = "127.0.0.1")]
+    admin_host: IpAddr,
     /// Outbound bytes queued for one slow reader before the server stops reading from it
     /// and drops volatile broadcasts to it; twice this closes it (1008).
     #[arg(long, default_value_t = Limits::default().max_queued_bytes)]
@@ -191,6 +203,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             handshake_timeout: Duration::from_secs(args.handshake_timeout),
             idle_timeout: Duration::from_secs(args.idle_timeout),
             drain_timeout: Duration::from_secs(args.drain_timeout),
+            drain_window: Duration::from_secs(args.drain_window),
             max_queued_bytes: args.max_queued_bytes,
             slow_consumer_grace: Duration::from_secs(args.slow_consumer_grace),
             max_rooms_per_connection: args.max_rooms_per_connection,
@@ -206,6 +219,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             queue_bytes: args.redis_queue_bytes,
         }),
         ready_requires_redis: args.ready_requires_redis,
+        admin: args
+            .admin_port
+            .map(|port| SocketAddr::new(args.admin_host, port)),
     };
     match throng::server::serve(config, args.max_connections) {
         Ok(_) => ExitCode::SUCCESS,

@@ -240,25 +240,17 @@ fn run_with_extras<A: App>(
         handles.push(handle);
     }
 
-    let mut signals = Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| ServeError::Setup(format!("cannot install signal handlers: {e}")))?;
-    let signal_flag = Arc::clone(&shutdown);
-    thread::Builder::new()
-        .name("throng-signals".into())
-        .spawn(move || {
-            for (count, signal) in signals.forever().enumerate() {
-                if count > 0 {
-                    tracing::warn!(signal, "second signal: exiting without draining");
-                    std::process::exit(1);
-                }
-                tracing::info!(signal, "shutting down: closing connections with 1001");
-                signal_flag.store(true, Ordering::Relaxed);
-                for waker in &wakers {
-                    let _ = waker.wake();
-                }
-            }
-        })
-        .map_err(|e| ServeError::Setup(format!("cannot start signal thread: {e}")))?;
+    let drain = drain_trigger(
+        Arc::clone(&shutdown),
+        Arc::clone(&fabric),
+        wakers,
+        config.limits,
+    );
+    handle_signals(Arc::clone(&drain))?;
+    if let Some(addr) = config.admin {
+        crate::admin::start(addr, Arc::clone(&fabric), drain)
+            .map_err(|e| ServeError::Setup(format!("cannot listen on {addr} (admin): {e}")))?;
+    }
 
     tracing::info!(
         "listening on {} (workers {workers}, driver {:?}, app {:?}, max connections {total}, \
@@ -278,6 +270,56 @@ fn run_with_extras<A: App>(
     }
     tracing::info!(?sum, "stopped");
     Ok(sum)
+}
+
+/// What starts a drain, from a signal or `POST /admin/drain` (once; later calls only
+/// log): `/readyz` turns 503, every worker stops accepting and tells its clients to go
+/// over the drain window (`worker/drain.rs`).
+fn drain_trigger(
+    shutdown: Arc<AtomicBool>,
+    fabric: Arc<Fabric>,
+    wakers: Vec<Arc<mio::Waker>>,
+    limits: Limits,
+) -> crate::admin::DrainTrigger {
+    Arc::new(move |why: &'static str| {
+        if shutdown.swap(true, Ordering::Relaxed) {
+            tracing::info!(why, "already draining");
+            return;
+        }
+        fabric.set_draining();
+        tracing::info!(
+            why,
+            window_ms = limits.drain_window.as_millis() as u64,
+            timeout_ms = limits.drain_timeout.as_millis() as u64,
+            "draining: not accepting; telling clients to reconnect elsewhere over the window"
+        );
+        for waker in &wakers {
+            let _ = waker.wake();
+        }
+    })
+}
+
+/// SIGINT/SIGTERM start the drain; a second signal exits at once (status 1).
+fn handle_signals(drain: crate::admin::DrainTrigger) -> Result<(), ServeError> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| ServeError::Setup(format!("cannot install signal handlers: {e}")))?;
+    thread::Builder::new()
+        .name("throng-signals".into())
+        .spawn(move || {
+            for (count, signal) in signals.forever().enumerate() {
+                if count > 0 {
+                    tracing::warn!(signal, "second signal: exiting without draining");
+                    std::process::exit(1);
+                }
+                drain(if signal == SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                });
+            }
+        })
+        .map_err(|e| ServeError::Setup(format!("cannot start signal thread: {e}")))?;
+    Ok(())
 }
 
 /// What one worker thread needs besides its driver and app.

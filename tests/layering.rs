@@ -27,10 +27,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("app", &["worker", "ws", "fabric", "sio"]),
     ("bridge", &["sio", "runtime"]),
     ("bench", &["ws", "http", "runtime"]),
+    ("admin", &["fabric", "http", "worker"]),
     (
         "server",
         &[
-            "app", "bridge", "config", "runtime", "worker", "fabric", "sio",
+            "admin", "app", "bridge", "config", "runtime", "worker", "fabric", "sio",
         ],
     ),
 ];

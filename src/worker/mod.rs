@@ -30,6 +30,7 @@
 
 pub mod admission;
 pub mod conn;
+mod drain;
 #[doc(hidden)]
 pub mod harness;
 pub mod hub;
@@ -66,6 +67,8 @@ use outbox::{CORK_BYTES, seal};
 
 const TICK: Duration = Duration::from_millis(100);
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// While draining, the loop wakes at least this often to tell the next connections.
+const DRAIN_STEP: Duration = Duration::from_millis(20);
 /// Connections written per flush before the loop polls for input again (a few ms of
 /// `writev`s on loopback): a large fan-out is written in slices, and a connection
 /// reached in a later slice gets every frame queued by then in one write.
@@ -119,6 +122,18 @@ pub trait App: Send + 'static {
     fn on_start(&mut self, _fabric: &Arc<Fabric>) {}
     /// A message another thread posted to this worker (`Inbound::App`).
     fn on_app_message(&mut self, _conns: &mut Conns<'_>, _msg: Box<dyn std::any::Any + Send>) {}
+    /// Whether `req` (at a served path) would open a new session: refused with 503
+    /// while the server drains, so that the client goes to another server.
+    fn opens_session(&self, req: &Request<'_>) -> bool {
+        req.upgrade.is_some()
+    }
+    /// The server drains (`drain.rs`): tell `id` (an open connection or a mailbox) to
+    /// reconnect elsewhere the way its protocol says, and return `true`; `false` leaves
+    /// it to the worker (close 1001; a mailbox is closed). `last`: the drain window is
+    /// over: end it now.
+    fn on_drain(&mut self, _conns: &mut Conns<'_>, _id: ConnId, _last: bool) -> bool {
+        false
+    }
 }
 
 /// What an app may do to any connection of its worker outside that connection's own
@@ -257,6 +272,7 @@ pub struct Core<A: App> {
     origin: Instant,
     now: u32,
     draining: bool,
+    drain: Option<drain::Drain>,
     slow_log: RateLimitedLog,
     admission: admission::Admission,
 }
@@ -324,6 +340,7 @@ impl<A: App> Core<A> {
             origin: Instant::now(),
             now: 0,
             draining: false,
+            drain: None,
             slow_log: RateLimitedLog::default(),
             admission: admission::Admission::new(
                 limits.max_connections_per_worker,
@@ -459,6 +476,11 @@ impl<A: App> Core<A> {
             let mut resp = Vec::with_capacity(256);
             Reject::NotFound.write_to(&mut resp);
             self.refuse(id, &resp, CloseReason::HandshakeRejected);
+            return Step::Done;
+        }
+        if self.draining && self.app.opens_session(&req) {
+            let resp = self.admission.answer().to_vec();
+            self.refuse(id, &resp, CloseReason::Shutdown);
             return Step::Done;
         }
         if let Some(owner) = self.app.owner(&req)
@@ -876,32 +898,6 @@ impl<A: App> Core<A> {
         }
     }
 
-    /// Starts a graceful shutdown: 1001 to open connections, drop half-open ones.
-    fn begin_drain(&mut self) {
-        self.draining = true;
-        let slots: Vec<usize> = self.hub.conns.iter().map(|(slot, _)| slot).collect();
-        for slot in slots {
-            let Some(conn) = self.hub.conns.get(slot) else {
-                continue;
-            };
-            match conn.phase {
-                _ if conn.has(MAILBOX) => self.doomed.push(ConnId {
-                    slot: slot as u32,
-                    generation: conn.generation,
-                }),
-                Phase::Open(_) => {
-                    self.hub.metrics.closed(CloseReason::Shutdown).inc();
-                    self.begin_close(slot, CloseCode::GOING_AWAY, "server shutting down")
-                }
-                Phase::Handshake(_) | Phase::Held => self.doomed.push(ConnId {
-                    slot: slot as u32,
-                    generation: conn.generation,
-                }),
-                _ => {}
-            }
-        }
-    }
-
     /// Removes a connection: its socket, its slot, its rooms.
     fn release<D: Driver>(&mut self, driver: &mut D, id: ConnId) {
         let Some(conn) = self.conn_mut(id) else {
@@ -1308,6 +1304,7 @@ pub struct Worker<D: Driver, A: App> {
     pub driver: D,
     shutdown: Arc<AtomicBool>,
     drain_timeout: Duration,
+    drain_window: Duration,
 }
 
 impl<D: Driver, A: App> Worker<D, A> {
@@ -1325,6 +1322,7 @@ impl<D: Driver, A: App> Worker<D, A> {
             driver,
             shutdown,
             drain_timeout: limits.drain_timeout,
+            drain_window: limits.drain_window,
         }
     }
 
@@ -1341,6 +1339,8 @@ impl<D: Driver, A: App> Worker<D, A> {
             let busy = inbox_waiting || !self.core.hub.outgoing.is_empty();
             let wait = if busy || !fabric.park(index) {
                 Duration::ZERO
+            } else if drain_deadline.is_some() {
+                DRAIN_STEP.min(next_sweep.saturating_duration_since(Instant::now()))
             } else {
                 next_sweep.saturating_duration_since(Instant::now())
             };
@@ -1359,12 +1359,16 @@ impl<D: Driver, A: App> Worker<D, A> {
             }
             if drain_deadline.is_none() && self.shutdown.load(Ordering::Relaxed) {
                 self.driver.stop_accepting();
-                self.core.begin_drain();
-                drain_deadline = Some(Instant::now() + self.drain_timeout);
+                let now = Instant::now();
+                self.core.begin_drain(self.drain_window, now);
+                drain_deadline = Some(now + self.drain_window + self.drain_timeout);
+            }
+            if drain_deadline.is_some() {
+                self.core.drain_step(Instant::now());
             }
             self.core.flush(&mut self.driver);
             if let Some(deadline) = drain_deadline {
-                if self.core.hub.conns.is_empty() {
+                if self.core.drain_told_all() && self.core.hub.conns.is_empty() {
                     return Ok(self.core.stats());
                 }
                 if Instant::now() >= deadline {
