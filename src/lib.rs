@@ -17,6 +17,7 @@
 //!  ws, http, engineio,   sans-IO protocol cores                    (L1)
 //!  socketio
 //!  config                every bound in one plain struct           (leaf)
+//!  settings              `--config` TOML file → flag defaults     (leaf)
 //!  metrics               per-worker counters, Prometheus text      (leaf)
 //! ```
 //!
@@ -33,6 +34,7 @@ pub mod http;
 pub mod metrics;
 pub mod runtime;
 pub mod server;
+pub mod settings;
 pub mod sio;
 pub mod socketio;
 pub mod worker;

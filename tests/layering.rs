@@ -8,6 +8,7 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &[]),
     ("metrics", &[]),
+    ("settings", &[]),
     ("fabric", &["ws", "runtime", "metrics"]),
     ("ws", &["http"]),
     ("http", &[]),
