@@ -171,3 +171,18 @@ fn socketio_clients_reconnect_to_the_next_server_on_the_same_port() {
     let status = a.wait_exit(Duration::from_secs(8)).expect("A exits");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_drain_ends_as_soon_as_every_client_is_gone() {
+    let mut server = Server::start(&["--drain-window", "20", "--drain-timeout", "20"]);
+    let peers: Vec<Peer> = (0..10).map(|_| Peer::open(server.port)).collect();
+    sigterm(&server);
+    let t0 = Instant::now();
+    // The clients leave by themselves before their turn in the window comes.
+    drop(peers);
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits early");
+    assert_eq!(status.code(), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}

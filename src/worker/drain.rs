@@ -106,11 +106,6 @@ impl<A: App> Core<A> {
         }
     }
 
-    /// Whether every connection has been told (what is left is closing).
-    pub(super) fn drain_told_all(&self) -> bool {
-        self.drain.as_ref().is_none_or(|d| d.last_pass_done)
-    }
-
     /// Tells one connection to go; `last`: the window is over, end it now.
     fn send_away(&mut self, id: ConnId, last: bool) {
         let Some(conn) = self.conn_mut(id) else {

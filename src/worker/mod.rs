@@ -1368,7 +1368,8 @@ impl<D: Driver, A: App> Worker<D, A> {
             }
             self.core.flush(&mut self.driver);
             if let Some(deadline) = drain_deadline {
-                if self.core.drain_told_all() && self.core.hub.conns.is_empty() {
+                // Nobody left to tell (clients that left by themselves are skipped).
+                if self.core.hub.conns.is_empty() {
                     return Ok(self.core.stats());
                 }
                 if Instant::now() >= deadline {
