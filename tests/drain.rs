@@ -135,6 +135,12 @@ fn post_admin_drain_on_the_admin_port_drains_and_readyz_says_so() {
     assert!(answer.starts_with("HTTP/1.1 202 "), "{answer}");
     let (status, _, body) = http_get(admin, "/readyz");
     assert_eq!((status, body.as_str()), (503, "not ready: draining\n"));
+    assert!(
+        http_get(admin, "/metrics")
+            .2
+            .contains("\nthrong_draining 1\n"),
+        "the gauge says draining"
+    );
     assert_eq!(http_get(admin, "/healthz").0, 200);
     peer.expect_close(1001);
     let status = server.wait_exit(Duration::from_secs(6)).expect("exits");

@@ -236,6 +236,15 @@ impl Fabric {
         let workers: Vec<&WorkerMetrics> = self.metrics.iter().map(|m| &**m).collect();
         let depths: Vec<usize> = self.inboxes.iter().map(|i| i.queue.len()).collect();
         let mut text = crate::metrics::render(&workers, &depths);
+        text.push_str(
+            "# HELP throng_draining 1 once a drain has begun (SIGTERM, POST /admin/drain).\n\
+             # TYPE throng_draining gauge\n",
+        );
+        text.push_str(if self.is_draining() {
+            "throng_draining 1\n"
+        } else {
+            "throng_draining 0\n"
+        });
         if let Some(extra) = self.extra_metrics.get() {
             extra(&mut text);
         }
