@@ -98,6 +98,15 @@ pub struct Config {
     pub ready_requires_redis: bool,
     /// Where the admin listener (ops endpoints, `POST /admin/drain`) listens, if at all.
     pub admin: Option<SocketAddr>,
+    /// TLS on the serving port (`wss://`, `https://`), if set.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its key, PEM files (read again on SIGHUP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// Where the Redis bridge connects and how much it holds while Redis is away.
@@ -126,6 +135,7 @@ impl Default for Config {
             redis: None,
             ready_requires_redis: false,
             admin: None,
+            tls: None,
         }
     }
 }

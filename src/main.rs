@@ -95,6 +95,13 @@ struct ServeArgs {
     /// none without it.
     #[arg(long, env = "THRONG_ADMIN_PORT")]
     admin_port: Option<u16>,
+    /// Serve TLS (wss://, https://) with this certificate chain (PEM, leaf first);
+    /// needs --tls-key. SIGHUP reads both files again.
+    #[arg(long, env = "THRONG_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "THRONG_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Address of the admin listener.
     #[arg(long, env = "THRONG_ADMIN_HOST", default_value = "127.0.0.1")]
     admin_host: IpAddr,
@@ -268,6 +275,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         admin: args
             .admin_port
             .map(|port| SocketAddr::new(args.admin_host, port)),
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| throng::config::TlsFiles { cert, key }),
     };
     match throng::server::serve(config, args.max_connections) {
         Ok(_) => ExitCode::SUCCESS,

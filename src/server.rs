@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::app::{Echo, PubSub, Shootout};
 use crate::config::{AppKind, Config, DriverKind, Limits};
 use crate::fabric::{Fabric, Wake};
 use crate::runtime::epoll::Epoll;
-use crate::runtime::{listener, system};
+use crate::runtime::tls::{self, Tls};
+use crate::runtime::{Driver, listener, system};
 use crate::worker::{App, Stats, Worker};
 
 /// The epoll driver's waker, as the fabric sees it.
@@ -223,6 +224,7 @@ fn run_with_extras<A: App>(
     if let Some(check) = extras.readiness {
         fabric.add_readiness(check);
     }
+    let tls = load_tls(&config)?;
     let limits = config.limits;
     let mut handles = Vec::with_capacity(workers);
     for (index, driver) in drivers.into_iter().enumerate() {
@@ -234,9 +236,11 @@ fn run_with_extras<A: App>(
             fabric: Arc::clone(&fabric),
             shutdown: Arc::clone(&shutdown),
         };
-        let handle = start
-            .spawn(driver, make_app(index))
-            .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;
+        let handle = match &tls {
+            Some(shared) => start.spawn(Tls::new(driver, Arc::clone(shared)), make_app(index)),
+            None => start.spawn(driver, make_app(index)),
+        }
+        .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;
         handles.push(handle);
     }
 
@@ -246,7 +250,7 @@ fn run_with_extras<A: App>(
         wakers,
         config.limits,
     );
-    handle_signals(Arc::clone(&drain))?;
+    handle_signals(Arc::clone(&drain), tls)?;
     if let Some(addr) = config.admin {
         crate::admin::start(addr, Arc::clone(&fabric), drain)
             .map_err(|e| ServeError::Setup(format!("cannot listen on {addr} (admin): {e}")))?;
@@ -299,15 +303,44 @@ fn drain_trigger(
     })
 }
 
-/// SIGINT/SIGTERM start the drain; a second signal exits at once (status 1).
-fn handle_signals(drain: crate::admin::DrainTrigger) -> Result<(), ServeError> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])
+/// The TLS layer's shared state, if `config.tls` asks for TLS.
+fn load_tls(config: &Config) -> Result<Option<Arc<tls::Shared>>, ServeError> {
+    let Some(files) = &config.tls else {
+        return Ok(None);
+    };
+    let shared = tls::Shared::load(&files.cert, &files.key).map_err(ServeError::Setup)?;
+    tracing::info!(cert = %files.cert.display(), "TLS on (1.3 and 1.2); SIGHUP reloads the certificate");
+    Ok(Some(shared))
+}
+
+/// SIGINT/SIGTERM start the drain; a second one exits at once (status 1). With TLS,
+/// SIGHUP reloads the certificate for new connections.
+fn handle_signals(
+    drain: crate::admin::DrainTrigger,
+    tls: Option<Arc<tls::Shared>>,
+) -> Result<(), ServeError> {
+    let mut wanted = vec![SIGINT, SIGTERM];
+    if tls.is_some() {
+        wanted.push(SIGHUP);
+    }
+    let mut signals = Signals::new(&wanted)
         .map_err(|e| ServeError::Setup(format!("cannot install signal handlers: {e}")))?;
     thread::Builder::new()
         .name("throng-signals".into())
         .spawn(move || {
-            for (count, signal) in signals.forever().enumerate() {
-                if count > 0 {
+            let mut stops = 0;
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    if let Some(tls) = &tls {
+                        match tls.reload() {
+                            Ok(()) => tracing::info!("SIGHUP: certificate reloaded"),
+                            Err(e) => tracing::error!("SIGHUP: {e}; keeping the old certificate"),
+                        }
+                    }
+                    continue;
+                }
+                stops += 1;
+                if stops > 1 {
                     tracing::warn!(signal, "second signal: exiting without draining");
                     std::process::exit(1);
                 }
@@ -332,9 +365,9 @@ struct WorkerStart {
 }
 
 impl WorkerStart {
-    fn spawn<A: App>(
+    fn spawn<D: Driver + Send + 'static, A: App>(
         self,
-        driver: Epoll,
+        driver: D,
         app: A,
     ) -> std::io::Result<thread::JoinHandle<std::io::Result<Stats>>> {
         let WorkerStart {
