@@ -38,8 +38,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long to wait for the peer's close reply, or for its FIN after ours.
     pub close_timeout: Duration,
-    /// On shutdown, how long connections get to finish their close handshake.
+    /// On shutdown, how long connections get to finish closing after the drain window.
     pub drain_timeout: Duration,
+    /// On shutdown, the time over which clients are told to go (spread evenly).
+    pub drain_window: Duration,
     /// Outbound bytes queued per connection (what the kernel refused) past which the
     /// server stops reading from it, drops volatile broadcasts to it, and starts the
     /// slow-consumer grace period. Broadcasts past twice this close it at once.
@@ -48,8 +50,13 @@ pub struct Limits {
     pub slow_consumer_grace: Duration,
     /// Rooms (topics) one connection may be in.
     pub max_rooms_per_connection: usize,
-    /// Connections one worker holds at most; more are refused at accept.
+    /// Connections one worker holds at most; more are refused at accept (503).
     pub max_connections_per_worker: usize,
+    /// New connections one worker accepts a second (burst the same); more are refused
+    /// at accept (503). `None`: no rate limit.
+    pub accept_rate: Option<u32>,
+    /// Seconds a refused client is told to wait (`Retry-After`).
+    pub retry_after_secs: u32,
 }
 
 impl Default for Limits {
@@ -61,10 +68,13 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(120),
             close_timeout: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(10),
+            drain_window: Duration::from_secs(10),
             max_queued_bytes: 256 << 10,
             slow_consumer_grace: Duration::from_secs(10),
             max_rooms_per_connection: 1024,
             max_connections_per_worker: usize::MAX,
+            accept_rate: None,
+            retry_after_secs: 5,
         }
     }
 }
@@ -84,6 +94,19 @@ pub struct Config {
     pub cors_credentials: bool,
     /// The Redis bus to join (Socket.IO apps), if any.
     pub redis: Option<Redis>,
+    /// `/readyz` answers 503 while the Redis link is down (with `redis` only).
+    pub ready_requires_redis: bool,
+    /// Where the admin listener (ops endpoints, `POST /admin/drain`) listens, if at all.
+    pub admin: Option<SocketAddr>,
+    /// TLS on the serving port (`wss://`, `https://`), if set.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its key, PEM files (read again on SIGHUP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// Where the Redis bridge connects and how much it holds while Redis is away.
@@ -122,6 +145,9 @@ impl Default for Config {
             cors_origins: Vec::new(),
             cors_credentials: false,
             redis: None,
+            ready_requires_redis: false,
+            admin: None,
+            tls: None,
         }
     }
 }

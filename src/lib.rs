@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!  main.rs / server      binary and public entry points            (L6)
+//!  admin                 the admin listener: ops endpoints, drain  (L6)
 //!  bench                 the load generator (client side of `ws`)
 //!  app                   what a server does: echo, shootout, pubsub,
 //!                        conformance (L5)
@@ -16,11 +17,13 @@
 //!  ws, http, engineio,   sans-IO protocol cores                    (L1)
 //!  socketio
 //!  config                every bound in one plain struct           (leaf)
+//!  settings              `--config` TOML file → flag defaults     (leaf)
 //!  metrics               per-worker counters, Prometheus text      (leaf)
 //! ```
 //!
 //! `tests/layering.rs` checks that each module imports only what its layer allows.
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod bridge;
@@ -31,6 +34,7 @@ pub mod http;
 pub mod metrics;
 pub mod runtime;
 pub mod server;
+pub mod settings;
 pub mod sio;
 pub mod socketio;
 pub mod worker;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use throng::config::{AppKind, Config, DriverKind, Limits};
 
@@ -55,6 +55,10 @@ enum DriverArg {
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// Read settings from this TOML file, keys named as these flags
+    /// (`max-connections = 50000`); flags and THRONG_* variables win over it.
+    #[arg(long, env = "THRONG_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0", env = "THRONG_HOST")]
     host: IpAddr,
@@ -62,60 +66,89 @@ struct ServeArgs {
     #[arg(long, default_value_t = 8080, env = "THRONG_PORT")]
     port: u16,
     /// What the server does with messages.
-    #[arg(long, value_enum, default_value = "echo")]
+    #[arg(long, env = "THRONG_APP", value_enum, default_value = "echo")]
     app: AppArg,
     /// Worker threads, one event loop and listener each (default: one per allowed CPU).
-    #[arg(long)]
+    #[arg(long, env = "THRONG_WORKERS")]
     workers: Option<usize>,
     /// Kernel interface for socket I/O.
-    #[arg(long, value_enum, default_value = "epoll")]
+    #[arg(long, env = "THRONG_DRIVER", value_enum, default_value = "epoll")]
     driver: DriverArg,
     /// Largest WebSocket message in bytes, over all its fragments (larger: close 1009).
-    #[arg(long, default_value_t = Limits::default().max_message)]
+    #[arg(long, env = "THRONG_MAX_MESSAGE_SIZE", default_value_t = Limits::default().max_message)]
     max_message_size: usize,
     /// Seconds of silence before a ping; as long again without input closes (1001).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, env = "THRONG_IDLE_TIMEOUT", default_value_t = 120)]
     idle_timeout: u64,
     /// Seconds a client has to send its request head (408 after).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "THRONG_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     handshake_timeout: u64,
-    /// Seconds to wait for clients to finish closing on SIGINT/SIGTERM.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds to wait for clients to finish closing after the drain window
+    /// (SIGTERM, SIGINT or POST /admin/drain).
+    #[arg(long, env = "THRONG_DRAIN_TIMEOUT", default_value_t = 10)]
     drain_timeout: u64,
+    /// Seconds over which a drain tells clients to reconnect elsewhere, evenly spread
+    /// (0: all at once).
+    #[arg(long, env = "THRONG_DRAIN_WINDOW", default_value_t = 10)]
+    drain_window: u64,
+    /// Port of the admin listener (/metrics, /healthz, /readyz, POST /admin/drain);
+    /// none without it.
+    #[arg(long, env = "THRONG_ADMIN_PORT")]
+    admin_port: Option<u16>,
+    /// Serve TLS (wss://, https://) with this certificate chain (PEM, leaf first);
+    /// needs --tls-key. SIGHUP reads both files again.
+    #[arg(long, env = "THRONG_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "THRONG_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Address of the admin listener.
+    #[arg(long, env = "THRONG_ADMIN_HOST", default_value = "127.0.0.1")]
+    admin_host: IpAddr,
     /// Outbound bytes queued for one slow reader before the server stops reading from it
     /// and drops volatile broadcasts to it; twice this closes it (1008).
-    #[arg(long, default_value_t = Limits::default().max_queued_bytes)]
+    #[arg(long, env = "THRONG_MAX_QUEUED_BYTES", default_value_t = Limits::default().max_queued_bytes)]
     max_queued_bytes: usize,
     /// Seconds a connection may stay over --max-queued-bytes before it is closed (1008).
-    #[arg(long, default_value_t = Limits::default().slow_consumer_grace.as_secs())]
+    #[arg(long, env = "THRONG_SLOW_CONSUMER_GRACE", default_value_t = Limits::default().slow_consumer_grace.as_secs())]
     slow_consumer_grace: u64,
     /// Rooms (pubsub topics) one connection may be in.
-    #[arg(long, default_value_t = Limits::default().max_rooms_per_connection)]
+    #[arg(long, env = "THRONG_MAX_ROOMS_PER_CONNECTION", default_value_t = Limits::default().max_rooms_per_connection)]
     max_rooms_per_connection: usize,
     /// Connections held at most, over all workers (default: what the open-file limit allows).
-    #[arg(long)]
+    #[arg(long, env = "THRONG_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// New connections each worker accepts a second (a token bucket, burst the same);
+    /// more get 503 with Retry-After. Unlimited without it.
+    #[arg(long, env = "THRONG_ACCEPT_RATE", value_parser = clap::value_parser!(u32).range(1..))]
+    accept_rate: Option<u32>,
+    /// Seconds a client refused with 503 is told to wait (Retry-After).
+    #[arg(long, env = "THRONG_RETRY_AFTER", default_value_t = Limits::default().retry_after_secs)]
+    retry_after: u32,
     /// Origins allowed to use Engine.IO polling cross-origin (comma-separated, or `*`);
     /// CORS is off without it.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "THRONG_CORS_ORIGIN", value_delimiter = ',')]
     cors_origin: Vec<String>,
     /// Let cross-origin polling requests carry cookies (Access-Control-Allow-Credentials).
-    #[arg(long)]
+    #[arg(long, env = "THRONG_CORS_CREDENTIALS")]
     cors_credentials: bool,
     /// Join a Redis bus of Socket.IO servers and emitters (redis://host:port[/db]), as
     /// `@socket.io/redis-adapter` does (Socket.IO apps only).
     #[arg(long, env = "THRONG_REDIS_URL")]
     redis_url: Option<String>,
     /// Channel prefix on the Redis bus (the adapter's `key`).
-    #[arg(long, default_value = "socket.io")]
+    #[arg(long, env = "THRONG_REDIS_KEY", default_value = "socket.io")]
     redis_key: String,
     /// Bytes of broadcasts held for Redis while it is slow or away; more are dropped.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, env = "THRONG_REDIS_QUEUE_BYTES", default_value_t = 16 << 20)]
     redis_queue_bytes: usize,
     /// The bus's format: `classic` (`createAdapter`, and the emitter) or `sharded`
     /// (`createShardedAdapter`, Redis 7 sharded pub/sub). They do not mix.
     #[arg(long, value_enum, default_value = "classic", env = "THRONG_REDIS_MODE")]
     redis_mode: RedisModeArg,
+    /// `GET /readyz` answers 503 while the link to Redis is down (with --redis-url).
+    #[arg(long, env = "THRONG_READY_REQUIRES_REDIS", requires = "redis_url")]
+    ready_requires_redis: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -126,8 +159,50 @@ enum RedisModeArg {
     Sharded,
 }
 
+/// The `--config` file of `throng serve ...` (or THRONG_CONFIG), before clap parses.
+fn config_file(args: &[std::ffi::OsString]) -> Option<std::path::PathBuf> {
+    if args.get(1).is_none_or(|a| a != "serve") {
+        return None;
+    }
+    let mut rest = args.iter().skip(2);
+    while let Some(arg) = rest.next() {
+        let arg = arg.to_str()?;
+        if arg == "--" {
+            break;
+        }
+        if arg == "--config" {
+            return rest.next().map(std::path::PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(path.into());
+        }
+    }
+    std::env::var_os("THRONG_CONFIG").map(std::path::PathBuf::from)
+}
+
+/// Flags, with a `--config` file's settings as their defaults.
+fn parse_cli() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    if let Some(path) = config_file(&args) {
+        let mut failure = None;
+        command = command.mut_subcommand("serve", |serve| {
+            throng::settings::apply_file(serve.clone(), &path).unwrap_or_else(|e| {
+                failure = Some(e);
+                serve
+            })
+        });
+        if let Some(e) = failure {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
+    let matches = command.get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -193,9 +268,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             handshake_timeout: Duration::from_secs(args.handshake_timeout),
             idle_timeout: Duration::from_secs(args.idle_timeout),
             drain_timeout: Duration::from_secs(args.drain_timeout),
+            drain_window: Duration::from_secs(args.drain_window),
             max_queued_bytes: args.max_queued_bytes,
             slow_consumer_grace: Duration::from_secs(args.slow_consumer_grace),
             max_rooms_per_connection: args.max_rooms_per_connection,
+            accept_rate: args.accept_rate,
+            retry_after_secs: args.retry_after,
             ..Limits::default()
         },
         cors_origins: args.cors_origin,
@@ -209,6 +287,14 @@ fn serve(args: ServeArgs) -> ExitCode {
                 RedisModeArg::Sharded => throng::bridge::Mode::Sharded,
             },
         }),
+        ready_requires_redis: args.ready_requires_redis,
+        admin: args
+            .admin_port
+            .map(|port| SocketAddr::new(args.admin_host, port)),
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| throng::config::TlsFiles { cert, key }),
     };
     match throng::server::serve(config, args.max_connections) {
         Ok(_) => ExitCode::SUCCESS,

@@ -86,11 +86,31 @@ impl CloseReason {
     }
 }
 
+/// Why a new connection was refused at accept, for `throng_refused_total{reason=...}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// The worker holds its share of `--max-connections`.
+    MaxConnections,
+    /// The worker's `--accept-rate` token bucket is empty.
+    AcceptRate,
+}
+
+impl RefuseReason {
+    pub const ALL: [RefuseReason; 2] = [RefuseReason::MaxConnections, RefuseReason::AcceptRate];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RefuseReason::MaxConnections => "max_connections",
+            RefuseReason::AcceptRate => "accept_rate",
+        }
+    }
+}
+
 /// One worker's counters.
 #[derive(Default, Debug)]
 pub struct WorkerMetrics {
     pub accepted: Counter,
-    pub refused_at_capacity: Counter,
+    refused: [Counter; RefuseReason::ALL.len()],
     /// Connections given to the worker owning their session (Engine.IO sid routing).
     pub handed_over: Counter,
     /// Gauge: connections held now.
@@ -116,6 +136,18 @@ pub struct WorkerMetrics {
 impl WorkerMetrics {
     pub fn closed(&self, reason: CloseReason) -> &Counter {
         &self.closed[reason as usize]
+    }
+
+    pub fn refused(&self, reason: RefuseReason) -> &Counter {
+        &self.refused[reason as usize]
+    }
+
+    /// Refusals at accept, for every reason.
+    pub fn refused_total(&self) -> u64 {
+        RefuseReason::ALL
+            .iter()
+            .map(|&r| self.refused(r).get())
+            .sum()
     }
 }
 
@@ -145,8 +177,8 @@ pub fn render(workers: &[&WorkerMetrics], inbox_depth: &[usize]) -> String {
     family(
         "throng_connections_refused_total",
         "counter",
-        "Connections refused at --max-connections.",
-        sum(&|w| w.refused_at_capacity.get()),
+        "Connections refused at accept (503), every reason (see throng_refused_total).",
+        sum(&|w| w.refused_total()),
     );
     family(
         "throng_connections_open",
@@ -215,6 +247,19 @@ pub fn render(workers: &[&WorkerMetrics], inbox_depth: &[usize]) -> String {
             reason.label()
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP throng_refused_total New connections answered 503 at accept, by reason.\n\
+         # TYPE throng_refused_total counter"
+    );
+    for reason in RefuseReason::ALL {
+        let n = sum(&|w| w.refused(reason).get());
+        let _ = writeln!(
+            out,
+            "throng_refused_total{{reason=\"{}\"}} {n}",
+            reason.label()
+        );
+    }
     let per_worker = |out: &mut String, name: &str, help: &str, values: &[u64]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (i, v) in values.iter().enumerate() {
@@ -273,11 +318,16 @@ mod tests {
         a.accepted.add(3);
         b.accepted.add(4);
         b.closed(CloseReason::SlowConsumer).inc();
+        a.refused(RefuseReason::AcceptRate).add(2);
+        b.refused(RefuseReason::MaxConnections).inc();
         a.open.set(2);
         let text = render(&[&a, &b], &[0, 5]);
         assert!(text.contains("\nthrong_connections_accepted_total 7\n"));
         assert!(text.contains("throng_connections_closed_total{reason=\"slow_consumer\"} 1\n"));
         assert!(text.contains("throng_slow_consumer_closes_total 1\n"));
+        assert!(text.contains("throng_refused_total{reason=\"accept_rate\"} 2\n"));
+        assert!(text.contains("throng_refused_total{reason=\"max_connections\"} 1\n"));
+        assert!(text.contains("\nthrong_connections_refused_total 3\n"));
         assert!(text.contains("throng_worker_inbox_depth{worker=\"1\"} 5\n"));
         assert!(text.contains("throng_worker_connections{worker=\"0\"} 2\n"));
         // Every sample line is `name[{labels}] value`.

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::app::{Echo, PubSub, Shootout};
 use crate::config::{AppKind, Config, DriverKind, Limits};
 use crate::fabric::{Fabric, Wake};
 use crate::runtime::epoll::Epoll;
-use crate::runtime::{listener, system};
+use crate::runtime::tls::{self, Tls};
+use crate::runtime::{Driver, listener, system};
 use crate::worker::{App, Stats, Worker};
 
 /// The epoll driver's waker, as the fabric sees it.
@@ -121,11 +122,10 @@ fn serve_registry(
         ),
         None => None,
     };
-    let metrics = bridge.map(|bridge| {
-        Box::new(move |out: &mut String| bridge.render_metrics(out))
-            as crate::fabric::MetricsRenderer
-    });
-    run_with_metrics(config, max_connections, metrics, |index| {
+    let extras = bridge
+        .map(|bridge| bridge_extras(bridge, config.ready_requires_redis))
+        .unwrap_or_default();
+    run_with_extras(config, max_connections, extras, |index| {
         crate::sio::Server::new(settings, Arc::clone(&app), index).with_cors(Arc::clone(&cors))
     })
 }
@@ -138,6 +138,28 @@ fn loopback_of(addr: std::net::SocketAddr) -> std::net::SocketAddr {
         ip if ip.is_unspecified() => (std::net::Ipv6Addr::LOCALHOST, addr.port()).into(),
         _ => addr,
     }
+}
+
+/// What the Redis bridge adds to `/metrics`, and to `/readyz` in strict mode.
+fn bridge_extras(bridge: Arc<crate::bridge::Bridge>, strict: bool) -> Extras {
+    let readiness = strict.then(|| {
+        let bridge = Arc::clone(&bridge);
+        Box::new(move || (!bridge.links_up()).then_some("redis link down"))
+            as crate::fabric::ReadinessCheck
+    });
+    Extras {
+        metrics: Some(Box::new(move |out: &mut String| bridge.render_metrics(out))),
+        readiness,
+    }
+}
+
+/// What parts outside the workers add to the operator's endpoints.
+#[derive(Default)]
+struct Extras {
+    /// More of `/metrics`.
+    metrics: Option<crate::fabric::MetricsRenderer>,
+    /// A condition of `/readyz`.
+    readiness: Option<crate::fabric::ReadinessCheck>,
 }
 
 /// A Socket.IO session's sid names its worker in one of 64 characters: more workers
@@ -160,14 +182,14 @@ fn run<A: App>(
     max_connections: Option<usize>,
     make_app: impl Fn(usize) -> A,
 ) -> Result<Stats, ServeError> {
-    run_with_metrics(config, max_connections, None, make_app)
+    run_with_extras(config, max_connections, Extras::default(), make_app)
 }
 
-/// `run`, with more to show at `/metrics`.
-fn run_with_metrics<A: App>(
+/// `run`, with more to show at `/metrics` and `/readyz`.
+fn run_with_extras<A: App>(
     mut config: Config,
     max_connections: Option<usize>,
-    extra_metrics: Option<crate::fabric::MetricsRenderer>,
+    extras: Extras,
     make_app: impl Fn(usize) -> A,
 ) -> Result<Stats, ServeError> {
     let fd_limit = system::raise_fd_limit().map_err(|e| ServeError::Setup(e.to_string()))?;
@@ -208,9 +230,13 @@ fn run_with_metrics<A: App>(
             .map(|w| Box::new(MioWake(Arc::clone(w))) as Box<dyn Wake>)
             .collect(),
     ));
-    if let Some(extra) = extra_metrics {
+    if let Some(extra) = extras.metrics {
         fabric.add_metrics(extra);
     }
+    if let Some(check) = extras.readiness {
+        fabric.add_readiness(check);
+    }
+    let tls = load_tls(&config)?;
     let limits = config.limits;
     let mut handles = Vec::with_capacity(workers);
     for (index, driver) in drivers.into_iter().enumerate() {
@@ -222,31 +248,25 @@ fn run_with_metrics<A: App>(
             fabric: Arc::clone(&fabric),
             shutdown: Arc::clone(&shutdown),
         };
-        let handle = start
-            .spawn(driver, make_app(index))
-            .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;
+        let handle = match &tls {
+            Some(shared) => start.spawn(Tls::new(driver, Arc::clone(shared)), make_app(index)),
+            None => start.spawn(driver, make_app(index)),
+        }
+        .map_err(|e| ServeError::Setup(format!("cannot start worker thread: {e}")))?;
         handles.push(handle);
     }
 
-    let mut signals = Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| ServeError::Setup(format!("cannot install signal handlers: {e}")))?;
-    let signal_flag = Arc::clone(&shutdown);
-    thread::Builder::new()
-        .name("throng-signals".into())
-        .spawn(move || {
-            for (count, signal) in signals.forever().enumerate() {
-                if count > 0 {
-                    tracing::warn!(signal, "second signal: exiting without draining");
-                    std::process::exit(1);
-                }
-                tracing::info!(signal, "shutting down: closing connections with 1001");
-                signal_flag.store(true, Ordering::Relaxed);
-                for waker in &wakers {
-                    let _ = waker.wake();
-                }
-            }
-        })
-        .map_err(|e| ServeError::Setup(format!("cannot start signal thread: {e}")))?;
+    let drain = drain_trigger(
+        Arc::clone(&shutdown),
+        Arc::clone(&fabric),
+        wakers,
+        config.limits,
+    );
+    handle_signals(Arc::clone(&drain), tls)?;
+    if let Some(addr) = config.admin {
+        crate::admin::start(addr, Arc::clone(&fabric), drain)
+            .map_err(|e| ServeError::Setup(format!("cannot listen on {addr} (admin): {e}")))?;
+    }
 
     tracing::info!(
         "listening on {} (workers {workers}, driver {:?}, app {:?}, max connections {total}, \
@@ -268,6 +288,85 @@ fn run_with_metrics<A: App>(
     Ok(sum)
 }
 
+/// What starts a drain, from a signal or `POST /admin/drain` (once; later calls only
+/// log): `/readyz` turns 503, every worker stops accepting and tells its clients to go
+/// over the drain window (`worker/drain.rs`).
+fn drain_trigger(
+    shutdown: Arc<AtomicBool>,
+    fabric: Arc<Fabric>,
+    wakers: Vec<Arc<mio::Waker>>,
+    limits: Limits,
+) -> crate::admin::DrainTrigger {
+    Arc::new(move |why: &'static str| {
+        if shutdown.swap(true, Ordering::Relaxed) {
+            tracing::info!(why, "already draining");
+            return;
+        }
+        fabric.set_draining();
+        tracing::info!(
+            why,
+            window_ms = limits.drain_window.as_millis() as u64,
+            timeout_ms = limits.drain_timeout.as_millis() as u64,
+            "draining: not accepting; telling clients to reconnect elsewhere over the window"
+        );
+        for waker in &wakers {
+            let _ = waker.wake();
+        }
+    })
+}
+
+/// The TLS layer's shared state, if `config.tls` asks for TLS.
+fn load_tls(config: &Config) -> Result<Option<Arc<tls::Shared>>, ServeError> {
+    let Some(files) = &config.tls else {
+        return Ok(None);
+    };
+    let shared = tls::Shared::load(&files.cert, &files.key).map_err(ServeError::Setup)?;
+    tracing::info!(cert = %files.cert.display(), "TLS on (1.3 and 1.2); SIGHUP reloads the certificate");
+    Ok(Some(shared))
+}
+
+/// SIGINT/SIGTERM start the drain; a second one exits at once (status 1). With TLS,
+/// SIGHUP reloads the certificate for new connections.
+fn handle_signals(
+    drain: crate::admin::DrainTrigger,
+    tls: Option<Arc<tls::Shared>>,
+) -> Result<(), ServeError> {
+    let mut wanted = vec![SIGINT, SIGTERM];
+    if tls.is_some() {
+        wanted.push(SIGHUP);
+    }
+    let mut signals = Signals::new(&wanted)
+        .map_err(|e| ServeError::Setup(format!("cannot install signal handlers: {e}")))?;
+    thread::Builder::new()
+        .name("throng-signals".into())
+        .spawn(move || {
+            let mut stops = 0;
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    if let Some(tls) = &tls {
+                        match tls.reload() {
+                            Ok(()) => tracing::info!("SIGHUP: certificate reloaded"),
+                            Err(e) => tracing::error!("SIGHUP: {e}; keeping the old certificate"),
+                        }
+                    }
+                    continue;
+                }
+                stops += 1;
+                if stops > 1 {
+                    tracing::warn!(signal, "second signal: exiting without draining");
+                    std::process::exit(1);
+                }
+                drain(if signal == SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                });
+            }
+        })
+        .map_err(|e| ServeError::Setup(format!("cannot start signal thread: {e}")))?;
+    Ok(())
+}
+
 /// What one worker thread needs besides its driver and app.
 struct WorkerStart {
     index: usize,
@@ -278,9 +377,9 @@ struct WorkerStart {
 }
 
 impl WorkerStart {
-    fn spawn<A: App>(
+    fn spawn<D: Driver + Send + 'static, A: App>(
         self,
-        driver: Epoll,
+        driver: D,
         app: A,
     ) -> std::io::Result<thread::JoinHandle<std::io::Result<Stats>>> {
         let WorkerStart {

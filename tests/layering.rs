@@ -8,6 +8,7 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &[]),
     ("metrics", &[]),
+    ("settings", &[]),
     ("fabric", &["ws", "runtime", "metrics"]),
     ("ws", &["http"]),
     ("http", &[]),
@@ -30,10 +31,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["sio", "fabric", "engineio", "runtime", "config"],
     ),
     ("bench", &["ws", "http", "runtime"]),
+    ("admin", &["fabric", "http", "worker"]),
     (
         "server",
         &[
-            "app", "bridge", "config", "runtime", "worker", "fabric", "sio",
+            "admin", "app", "bridge", "config", "runtime", "worker", "fabric", "sio",
         ],
     ),
 ];

@@ -451,3 +451,38 @@ fn a_quiet_bus_stays_joined_across_the_subscribers_pings() {
         );
     }
 }
+
+#[test]
+fn readyz_follows_the_redis_link_only_in_strict_mode() {
+    let redis_port = util::free_port();
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let strict = Server::start(&[
+        "--app",
+        "conformance",
+        "--redis-url",
+        &url,
+        "--ready-requires-redis",
+    ]);
+    let lax = throng_on_bus(&url);
+    let within = Duration::from_secs(15);
+    // No Redis yet: alive, but the strict node is not ready; the other one is.
+    assert_eq!(util::http_get(strict.port, "/healthz").0, 200);
+    let (status, body) = util::wait_status(strict.port, "/readyz", 503, within);
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: redis link down\n")
+    );
+    assert_eq!(util::http_get(lax.port, "/readyz").0, 200);
+    // Redis comes: ready once the link is up (backoff at most 5 s).
+    let redis = redis_on(redis_port);
+    let (status, body) = util::wait_status(strict.port, "/readyz", 200, within);
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    // Redis goes: not ready again; alive all along.
+    drop(redis);
+    assert_eq!(
+        util::wait_status(strict.port, "/readyz", 503, within).0,
+        503
+    );
+    assert_eq!(util::http_get(strict.port, "/healthz").0, 200);
+    assert_eq!(util::http_get(lax.port, "/readyz").0, 200);
+}

@@ -133,6 +133,8 @@ pub struct Bridge {
     publisher: thread::Thread,
     pub counters: Counters,
     up: AtomicBool,
+    /// The subscribing link is up (it notices a lost Redis at once: it always reads).
+    subscribed: AtomicBool,
 }
 
 impl Relay for Bridge {
@@ -336,9 +338,16 @@ impl Bridge {
         self.outbound.purge();
     }
 
-    /// Whether both links to Redis are up.
+    /// Whether the publishing link to Redis is up.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Whether both links to Redis are up (what `/readyz` checks in strict mode). The
+    /// publishing link finds a lost Redis only when it next publishes; the subscribing
+    /// one at once, or within a PING period for a Redis cut off without a reset.
+    pub fn links_up(&self) -> bool {
+        self.is_up() && self.subscribed.load(Ordering::Relaxed)
     }
 }
 
@@ -394,6 +403,7 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
         publisher: publisher.thread().clone(),
         counters: Counters::default(),
         up: AtomicBool::new(false),
+        subscribed: AtomicBool::new(false),
     });
     let _ = tx.send(Arc::clone(&bridge));
     io.set_relay(Arc::clone(&bridge) as Arc<dyn Relay>);
@@ -625,6 +635,7 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
             continue;
         }
         link.up();
+        bridge.subscribed.store(true, Ordering::Relaxed);
         let mut last_ping = Instant::now();
         loop {
             bridge.housekeeping();
@@ -635,6 +646,7 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
                     if last_ping.elapsed() >= PING_EVERY {
                         last_ping = Instant::now();
                         if let Err(e) = pubsub.ping::<redis::Value>() {
+                            bridge.subscribed.store(false, Ordering::Relaxed);
                             bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                             link.down(&e);
                             break;
@@ -643,6 +655,7 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
                     continue;
                 }
                 Err(e) => {
+                    bridge.subscribed.store(false, Ordering::Relaxed);
                     bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                     bridge.pending.fail_all("the Redis link went down");
                     link.down(&e);

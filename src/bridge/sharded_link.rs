@@ -60,6 +60,7 @@ pub(super) fn subscribe_loop(bridge: &Arc<Bridge>, url: &str, registry: &Registr
             continue;
         }
         link.up();
+        bridge.subscribed.store(true, Ordering::Relaxed);
         let mut last_heard = Instant::now();
         let mut probed = false;
         let error = loop {
@@ -98,6 +99,7 @@ pub(super) fn subscribe_loop(bridge: &Arc<Bridge>, url: &str, registry: &Registr
                 Err(e) => break e,
             }
         };
+        bridge.subscribed.store(false, Ordering::Relaxed);
         bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
         bridge.pending.fail_all("the Redis link went down");
         link.down(&error);

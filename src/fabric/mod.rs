@@ -151,6 +151,9 @@ pub fn mark_worker_thread() {
 /// Writes more Prometheus text for `/metrics`.
 pub type MetricsRenderer = Box<dyn Fn(&mut String) + Send + Sync>;
 
+/// Says why the server is not ready (`/readyz` 503), or `None` when it is.
+pub type ReadinessCheck = Box<dyn Fn() -> Option<&'static str> + Send + Sync>;
+
 /// One worker's receiving end.
 struct Inbox {
     queue: ArrayQueue<Inbound>,
@@ -166,6 +169,10 @@ pub struct Fabric {
     extra_metrics: std::sync::OnceLock<MetricsRenderer>,
     /// Told of rooms appearing and emptying on any worker (the Redis bridge's census).
     room_watch: std::sync::OnceLock<rooms::RoomWatch>,
+    /// Set once a drain starts (SIGTERM, `POST /admin/drain`); never cleared.
+    draining: AtomicBool,
+    /// More conditions for `/readyz` (the Redis link in strict mode).
+    readiness: std::sync::OnceLock<ReadinessCheck>,
 }
 
 impl Fabric {
@@ -187,6 +194,8 @@ impl Fabric {
             metrics,
             extra_metrics: std::sync::OnceLock::new(),
             room_watch: std::sync::OnceLock::new(),
+            draining: AtomicBool::new(false),
+            readiness: std::sync::OnceLock::new(),
         }
     }
 
@@ -206,6 +215,28 @@ impl Fabric {
         let _ = self.extra_metrics.set(render);
     }
 
+    /// Adds a condition `/readyz` checks (first call wins).
+    pub fn add_readiness(&self, check: ReadinessCheck) {
+        let _ = self.readiness.set(check);
+    }
+
+    /// Marks the server as draining: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Why the server should get no new clients now, if it should not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.is_draining() {
+            return Some("draining");
+        }
+        self.readiness.get().and_then(|check| check())
+    }
+
     pub fn workers(&self) -> usize {
         self.inboxes.len()
     }
@@ -219,6 +250,15 @@ impl Fabric {
         let workers: Vec<&WorkerMetrics> = self.metrics.iter().map(|m| &**m).collect();
         let depths: Vec<usize> = self.inboxes.iter().map(|i| i.queue.len()).collect();
         let mut text = crate::metrics::render(&workers, &depths);
+        text.push_str(
+            "# HELP throng_draining 1 once a drain has begun (SIGTERM, POST /admin/drain).\n\
+             # TYPE throng_draining gauge\n",
+        );
+        text.push_str(if self.is_draining() {
+            "throng_draining 1\n"
+        } else {
+            "throng_draining 0\n"
+        });
         if let Some(extra) = self.extra_metrics.get() {
             extra(&mut text);
         }

@@ -10,6 +10,10 @@
 //! - `write` takes what it can now and says how much; the caller queues the rest and
 //!   offers it again after `writable`.
 //! - Ids are checked against their generation: a stale id is ignored by every method.
+//! - A connection `Sink::accepted` refuses gets `Sink::refusal` written to it (an HTTP
+//!   503), then a FIN; the driver reads and discards what the peer sends until its FIN
+//!   (or a short linger), so that closing does not reset the answer away. The sink hears
+//!   nothing more of it, and it has no slot.
 //! - A socket can move between workers (`detach` here, `adopt` there): no event is
 //!   reported for it here once detached.
 
@@ -43,8 +47,13 @@ pub trait Driver {
 }
 
 pub trait Sink {
-    /// A new connection. `None` refuses it (at capacity); the driver then closes it.
+    /// A new connection. `None` refuses it; the driver then writes `refusal()` to it and
+    /// closes it.
     fn accepted(&mut self, peer: SocketAddr) -> Option<ConnId>;
+    /// What a refused connection is told before it is closed (empty: nothing).
+    fn refusal(&self) -> &[u8] {
+        &[]
+    }
     /// Bytes read from `conn`, lent for this call. Return `false` to stop reading.
     fn data(&mut self, conn: ConnId, bytes: &mut [u8]) -> bool;
     /// The socket can take more bytes.

@@ -7,6 +7,13 @@
 //! event), which saves the `EAGAIN` read per event. A connection that fills the buffer
 //! `READ_BUDGET` times in one event is put on `ready` and served again next turn, so
 //! one fast sender cannot starve the others.
+//!
+//! Refused connections (`Sink::accepted` said no) get `Sink::refusal` and a FIN at once.
+//! One whose request has not arrived yet is kept (no slot, just the socket, at most
+//! `MAX_REFUSED` per worker, `REFUSED_LINGER` at most) and its input discarded until the
+//! peer's FIN, so that the late request does not make the kernel reset the answer away.
+//! Their tokens have a slot number of `REFUSED_SLOT` and up, which no connection reaches
+//! (slots are bounded by the open-file limit).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -24,11 +31,20 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
 const SCRATCH_BYTES: usize = 64 << 10;
 const READ_BUDGET: usize = 4;
-const ACCEPT_BUDGET: usize = 512;
+/// Accepts per turn. Small, so that in a connect storm the replies to existing clients
+/// are flushed between batches (each accept or refusal costs a few syscalls): with 512,
+/// scripts/bench-storm.sh saw their p99 at about 100 ms, with 64 at 30-66 ms.
+const ACCEPT_BUDGET: usize = 64;
 const MAX_IOVECS: usize = 64;
 /// Pause after EMFILE/ENFILE before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const EVENTS_PER_TURN: usize = 1024;
+/// Refused sockets kept for their request at most; past it they are closed at once.
+const MAX_REFUSED: usize = 1024;
+/// How long a refused socket is kept waiting for the peer's FIN.
+const REFUSED_LINGER: Duration = Duration::from_secs(2);
+/// Token slot of the first refused socket (see the module doc).
+const REFUSED_SLOT: u32 = 0xF000_0000;
 
 struct Slot {
     stream: Option<TcpStream>,
@@ -48,6 +64,8 @@ pub struct Epoll {
     /// Connections with input left over from an earlier turn, or resumed after a pause.
     ready: Vec<ConnId>,
     ready_next: Vec<ConnId>,
+    /// Refused sockets waiting for the peer's FIN, and until when.
+    refused: slab::Slab<(TcpStream, Instant)>,
 }
 
 impl Epoll {
@@ -68,6 +86,7 @@ impl Epoll {
             scratch: vec![0u8; SCRATCH_BYTES].into_boxed_slice(),
             ready: Vec::new(),
             ready_next: Vec::new(),
+            refused: slab::Slab::new(),
         })
     }
 
@@ -129,7 +148,7 @@ impl Epoll {
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, sink: &mut impl Sink) {
         let Some(id) = sink.accepted(peer) else {
-            return; // refused: dropping the stream closes it
+            return self.refuse(stream, sink.refusal());
         };
         let _ = stream.set_nodelay(true);
         if let Err(e) = self.register(id, stream) {
@@ -157,6 +176,63 @@ impl Epoll {
             generation: id.generation,
         };
         Ok(())
+    }
+
+    /// Answers a refused connection and closes it (now, or once the peer's request and
+    /// FIN are in: see the module doc).
+    fn refuse(&mut self, mut stream: TcpStream, answer: &[u8]) {
+        let input = discard_input(&mut stream, &mut self.scratch);
+        if !answer.is_empty() {
+            // A fresh socket's send buffer takes a few hundred bytes at once.
+            let _ = stream.write(answer);
+        }
+        let _ = stream.shutdown(Shutdown::Write);
+        if input != Discarded::Nothing || self.refused.len() >= MAX_REFUSED {
+            return; // the request is read (or it is a storm): close now
+        }
+        let entry = self.refused.vacant_entry();
+        let token = Token((u64::from(REFUSED_SLOT) + entry.key() as u64) as usize);
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)
+            .is_ok()
+        {
+            entry.insert((stream, Instant::now() + REFUSED_LINGER));
+        }
+    }
+
+    /// Input on a refused socket: discarded; closed at the peer's FIN.
+    fn refused_input(&mut self, key: usize) {
+        let Some((stream, _)) = self.refused.get_mut(key) else {
+            return;
+        };
+        if discard_input(stream, &mut self.scratch) == Discarded::Closed {
+            self.drop_refused(key);
+        }
+    }
+
+    fn drop_refused(&mut self, key: usize) {
+        if let Some((mut stream, _)) = self.refused.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+    }
+
+    /// Closes the refused sockets whose linger is over.
+    fn expire_refused(&mut self) {
+        if self.refused.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let expired: Vec<usize> = self
+            .refused
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(key, _)| key)
+            .collect();
+        for key in expired {
+            self.drop_refused(key);
+        }
     }
 
     /// Reads until the socket is drained, the sink pauses, or the budget is spent.
@@ -188,6 +264,32 @@ impl Epoll {
     }
 }
 
+/// What reading a refused socket until it would block found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Discarded {
+    /// No bytes yet.
+    Nothing,
+    /// Some bytes, and the peer is still there.
+    Some,
+    /// The peer's FIN, or an error.
+    Closed,
+}
+
+/// Reads and drops what `stream` has (a few reads at most).
+fn discard_input(stream: &mut TcpStream, scratch: &mut [u8]) -> Discarded {
+    let mut got = Discarded::Nothing;
+    for _ in 0..READ_BUDGET {
+        match stream.read(scratch) {
+            Ok(0) => return Discarded::Closed,
+            Ok(_) => got = Discarded::Some,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Discarded::Closed,
+        }
+    }
+    got
+}
+
 fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -216,6 +318,9 @@ impl Driver for Epoll {
             match event.token() {
                 LISTENER => self.accept_all(sink),
                 WAKER => sink.woken(),
+                Token(t) if t as u32 >= REFUSED_SLOT => {
+                    self.refused_input((t as u32 - REFUSED_SLOT) as usize)
+                }
                 Token(t) => {
                     let id = ConnId::from_token(t as u64);
                     if event.is_writable() {
@@ -238,6 +343,7 @@ impl Driver for Epoll {
         self.ready = ready;
         self.ready.clear();
         std::mem::swap(&mut self.ready, &mut self.ready_next);
+        self.expire_refused();
         Ok(())
     }
 

@@ -383,6 +383,10 @@ impl App for Server {
         (!self.is_foreign(&sid)).then(|| sid.worker())
     }
 
+    fn opens_session(&self, req: &Request<'_>) -> bool {
+        req.method == "GET" && parse_query(req.target).is_ok_and(|q| q.sid.is_none())
+    }
+
     fn http_body_limit(&self, _req: &Request<'_>) -> Option<usize> {
         // JSONP bodies are form-encoded: up to three bytes per payload byte.
         Some(self.config.max_payload.saturating_mul(3).saturating_add(16))
@@ -509,6 +513,28 @@ impl App for Server {
         if let Some(state) = self.take_state(id) {
             self.release_state(conns, id, state);
         }
+    }
+
+    /// A polling session is closed with an Engine.IO `1` (after what is queued; at
+    /// once on the last pass), which the official client takes for a transport close
+    /// and reconnects after; a WebSocket is left to the worker's close 1001, which it
+    /// takes the same way. Never a Socket.IO DISCONNECT: the client would stay away.
+    fn on_drain(&mut self, conns: &mut Conns<'_>, id: ConnId, last: bool) -> bool {
+        let polling = self
+            .state(id)
+            .is_some_and(|s| s.session.transport() == Transport::Polling);
+        if !polling {
+            return false;
+        }
+        if last {
+            if let Some(state) = self.state(id) {
+                state.close_reason.get_or_insert("server shutting down");
+            }
+            self.end_session(conns, id, b"1");
+        } else {
+            self.close_session(conns, id, "server shutting down");
+        }
+        true
     }
 
     fn on_start(&mut self, fabric: &Arc<crate::fabric::Fabric>) {

@@ -28,10 +28,13 @@
 //! 250 ms (uWebSockets sweeps every 4 s), which costs a few ns per connection and no
 //! timer structure per connection.
 
+pub mod admission;
 pub mod conn;
+mod drain;
 #[doc(hidden)]
 pub mod harness;
 pub mod hub;
+pub mod ops;
 pub mod outbox;
 mod outgoing;
 
@@ -47,9 +50,9 @@ use crate::config::Limits;
 use crate::fabric::Fabric;
 use crate::fabric::{Handover, Inbound};
 use crate::http::request::{ChunkError, decode_chunked};
-use crate::http::response::{Answer, write_ok, write_response};
+use crate::http::response::{Answer, write_response};
 use crate::http::{Reject, Request};
-use crate::metrics::CloseReason;
+use crate::metrics::{CloseReason, RefuseReason};
 use crate::runtime::{ConnId, Driver, Sink};
 use crate::ws::close::ClosePayload;
 use crate::ws::{CloseCode, OpCode, Payload, ReadConfig, Role, Visitor, handshake};
@@ -64,6 +67,8 @@ use outbox::{CORK_BYTES, seal};
 
 const TICK: Duration = Duration::from_millis(100);
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// While draining, the loop wakes at least this often to tell the next connections.
+const DRAIN_STEP: Duration = Duration::from_millis(20);
 /// Connections written per flush before the loop polls for input again (a few ms of
 /// `writev`s on loopback): a large fan-out is written in slices, and a connection
 /// reached in a later slice gets every frame queued by then in one write.
@@ -117,6 +122,18 @@ pub trait App: Send + 'static {
     fn on_start(&mut self, _fabric: &Arc<Fabric>) {}
     /// A message another thread posted to this worker (`Inbound::App`).
     fn on_app_message(&mut self, _conns: &mut Conns<'_>, _msg: Box<dyn std::any::Any + Send>) {}
+    /// Whether `req` (at a served path) would open a new session: refused with 503
+    /// while the server drains, so that the client goes to another server.
+    fn opens_session(&self, req: &Request<'_>) -> bool {
+        req.upgrade.is_some()
+    }
+    /// The server drains (`drain.rs`): tell `id` (an open connection or a mailbox) to
+    /// reconnect elsewhere the way its protocol says, and return `true`; `false` leaves
+    /// it to the worker (close 1001; a mailbox is closed). `last`: the drain window is
+    /// over: end it now.
+    fn on_drain(&mut self, _conns: &mut Conns<'_>, _id: ConnId, _last: bool) -> bool {
+        false
+    }
 }
 
 /// What an app may do to any connection of its worker outside that connection's own
@@ -212,6 +229,7 @@ impl Conns<'_> {
 pub struct Stats {
     pub accepted: u64,
     pub refused_at_capacity: u64,
+    pub refused_for_rate: u64,
     pub handshakes_rejected: u64,
     pub protocol_errors: u64,
     pub idle_closed: u64,
@@ -224,6 +242,7 @@ impl Stats {
     pub fn add(&mut self, other: &Stats) {
         self.accepted += other.accepted;
         self.refused_at_capacity += other.refused_at_capacity;
+        self.refused_for_rate += other.refused_for_rate;
         self.handshakes_rejected += other.handshakes_rejected;
         self.protocol_errors += other.protocol_errors;
         self.idle_closed += other.idle_closed;
@@ -253,7 +272,9 @@ pub struct Core<A: App> {
     origin: Instant,
     now: u32,
     draining: bool,
+    drain: Option<drain::Drain>,
     slow_log: RateLimitedLog,
+    admission: admission::Admission,
 }
 
 /// At most `PER_SECOND` lines a second; the rest are counted and summarised.
@@ -319,7 +340,14 @@ impl<A: App> Core<A> {
             origin: Instant::now(),
             now: 0,
             draining: false,
+            drain: None,
             slow_log: RateLimitedLog::default(),
+            admission: admission::Admission::new(
+                limits.max_connections_per_worker,
+                limits.accept_rate,
+                limits.retry_after_secs,
+                Instant::now(),
+            ),
         }
     }
 
@@ -332,7 +360,8 @@ impl<A: App> Core<A> {
         let m = &self.hub.metrics;
         Stats {
             accepted: m.accepted.get(),
-            refused_at_capacity: m.refused_at_capacity.get(),
+            refused_at_capacity: m.refused(RefuseReason::MaxConnections).get(),
+            refused_for_rate: m.refused(RefuseReason::AcceptRate).get(),
             handshakes_rejected: m.closed(CloseReason::HandshakeRejected).get(),
             protocol_errors: m.closed(CloseReason::ProtocolError).get(),
             idle_closed: m.closed(CloseReason::IdleTimeout).get(),
@@ -439,14 +468,7 @@ impl<A: App> Core<A> {
                 return Step::Done;
             }
         };
-        if req.upgrade.is_none() && req.path() == METRICS_PATH {
-            let body = self.hub.fabric.render_metrics();
-            let mut resp = Vec::with_capacity(body.len() + 128);
-            if req.method == "GET" {
-                write_ok(&mut resp, "text/plain; version=0.0.4", body.as_bytes());
-            } else {
-                Reject::BadRequest("use GET for /metrics").write_to(&mut resp);
-            }
+        if let Some(resp) = ops::answer(&self.hub.fabric, &req) {
             self.refuse(id, &resp, CloseReason::Http);
             return Step::Done;
         }
@@ -454,6 +476,11 @@ impl<A: App> Core<A> {
             let mut resp = Vec::with_capacity(256);
             Reject::NotFound.write_to(&mut resp);
             self.refuse(id, &resp, CloseReason::HandshakeRejected);
+            return Step::Done;
+        }
+        if self.draining && self.app.opens_session(&req) {
+            let resp = self.admission.answer().to_vec();
+            self.refuse(id, &resp, CloseReason::Shutdown);
             return Step::Done;
         }
         if let Some(owner) = self.app.owner(&req)
@@ -871,32 +898,6 @@ impl<A: App> Core<A> {
         }
     }
 
-    /// Starts a graceful shutdown: 1001 to open connections, drop half-open ones.
-    fn begin_drain(&mut self) {
-        self.draining = true;
-        let slots: Vec<usize> = self.hub.conns.iter().map(|(slot, _)| slot).collect();
-        for slot in slots {
-            let Some(conn) = self.hub.conns.get(slot) else {
-                continue;
-            };
-            match conn.phase {
-                _ if conn.has(MAILBOX) => self.doomed.push(ConnId {
-                    slot: slot as u32,
-                    generation: conn.generation,
-                }),
-                Phase::Open(_) => {
-                    self.hub.metrics.closed(CloseReason::Shutdown).inc();
-                    self.begin_close(slot, CloseCode::GOING_AWAY, "server shutting down")
-                }
-                Phase::Handshake(_) | Phase::Held => self.doomed.push(ConnId {
-                    slot: slot as u32,
-                    generation: conn.generation,
-                }),
-                _ => {}
-            }
-        }
-    }
-
     /// Removes a connection: its socket, its slot, its rooms.
     fn release<D: Driver>(&mut self, driver: &mut D, id: ConnId) {
         let Some(conn) = self.conn_mut(id) else {
@@ -1029,8 +1030,8 @@ impl<A: App> Core<A> {
     fn adopt<D: Driver>(&mut self, driver: &mut D, handover: Handover) {
         let Handover { stream, mut bytes } = handover;
         if self.hub.conns.len() >= self.limits.max_connections_per_worker {
-            // Full: the peer sees its connection closed, as at accept.
-            self.hub.metrics.refused_at_capacity.inc();
+            // Full: the peer sees its connection closed.
+            self.hub.metrics.refused(RefuseReason::MaxConnections).inc();
             return drop(stream);
         }
         let generation = self.hub.next_id_generation();
@@ -1191,8 +1192,7 @@ enum Step {
     Done,
 }
 
-/// Where `/metrics` is served (a plain GET, not a WebSocket upgrade).
-pub const METRICS_PATH: &str = "/metrics";
+pub use ops::METRICS_PATH;
 
 /// Routes the reader's events for one connection to the app and the cork.
 struct FrameVisitor<'a, A: App> {
@@ -1231,9 +1231,9 @@ impl<A: App> Visitor for FrameVisitor<'_, A> {
 
 impl<A: App> Sink for Core<A> {
     fn accepted(&mut self, peer: SocketAddr) -> Option<ConnId> {
-        if self.hub.conns.len() >= self.limits.max_connections_per_worker {
-            self.hub.metrics.refused_at_capacity.inc();
-            tracing::debug!(%peer, "refused: worker at --max-connections");
+        if let Err(reason) = self.admission.admit(self.hub.conns.len(), Instant::now()) {
+            self.hub.metrics.refused(reason).inc();
+            tracing::debug!(%peer, reason = reason.label(), "refused at accept (503)");
             return None;
         }
         self.hub.metrics.accepted.inc();
@@ -1292,6 +1292,10 @@ impl<A: App> Sink for Core<A> {
     }
 
     fn woken(&mut self) {}
+
+    fn refusal(&self) -> &[u8] {
+        self.admission.answer()
+    }
 }
 
 /// A worker: its core and the driver that feeds it.
@@ -1300,6 +1304,7 @@ pub struct Worker<D: Driver, A: App> {
     pub driver: D,
     shutdown: Arc<AtomicBool>,
     drain_timeout: Duration,
+    drain_window: Duration,
 }
 
 impl<D: Driver, A: App> Worker<D, A> {
@@ -1317,6 +1322,7 @@ impl<D: Driver, A: App> Worker<D, A> {
             driver,
             shutdown,
             drain_timeout: limits.drain_timeout,
+            drain_window: limits.drain_window,
         }
     }
 
@@ -1336,6 +1342,8 @@ impl<D: Driver, A: App> Worker<D, A> {
             let busy = inbox_waiting || !self.core.hub.outgoing.is_empty();
             let wait = if busy || !fabric.park(index) {
                 Duration::ZERO
+            } else if drain_deadline.is_some() {
+                DRAIN_STEP.min(next_sweep.saturating_duration_since(Instant::now()))
             } else {
                 next_sweep.saturating_duration_since(Instant::now())
             };
@@ -1354,11 +1362,16 @@ impl<D: Driver, A: App> Worker<D, A> {
             }
             if drain_deadline.is_none() && self.shutdown.load(Ordering::Relaxed) {
                 self.driver.stop_accepting();
-                self.core.begin_drain();
-                drain_deadline = Some(Instant::now() + self.drain_timeout);
+                let now = Instant::now();
+                self.core.begin_drain(self.drain_window, now);
+                drain_deadline = Some(now + self.drain_window + self.drain_timeout);
+            }
+            if drain_deadline.is_some() {
+                self.core.drain_step(Instant::now());
             }
             self.core.flush(&mut self.driver);
             if let Some(deadline) = drain_deadline {
+                // Nobody left to tell (clients that left by themselves are skipped).
                 if self.core.hub.conns.is_empty() {
                     return Ok(self.core.stats());
                 }

@@ -378,3 +378,38 @@ pub fn node_suite(file: &std::path::Path, env: &[(&str, &str)]) {
     assert_eq!(count("fail "), Some(0), "{stdout}");
     assert!(count("pass ").is_some_and(|n| n > 0), "{stdout}");
 }
+
+/// `GET path` on a fresh connection, read to EOF: (status, lowercased head, body).
+/// Status 0 when no answer came.
+pub fn http_get(port: u16, path: &str) -> (u16, String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new(), String::new());
+    };
+    let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+    if s.write_all(request.as_bytes()).is_err() {
+        return (0, String::new(), String::new());
+    }
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// Polls `GET path` every 50 ms until its status is `want` (bounded by `within`).
+pub fn wait_status(port: u16, path: &str, want: u16, within: Duration) -> (u16, String) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, _, body) = http_get(port, path);
+        if status == want || Instant::now() >= deadline {
+            return (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
