@@ -294,6 +294,30 @@ fn redis_killed_mid_flood_loses_no_local_message_and_the_log_says_so() {
 }
 
 #[test]
+fn an_emitter_from_pypi_reaches_throngs_sockets() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/setup-test-deps.sh installs tests/py/requirements.txt",
+        python.display()
+    );
+    let redis_port = util::free_port();
+    let _redis = redis_on(redis_port);
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let a = throng_on_bus(&url);
+    std::thread::sleep(Duration::from_millis(300));
+    let servers = format!("A=http://127.0.0.1:{}", a.port);
+    util::node_suite(
+        &sio_dir().join("redis-pyemit.test.js"),
+        &[
+            ("SERVERS", servers.as_str()),
+            ("REDIS_URL", url.as_str()),
+            ("PYTHON", &python.to_string_lossy()),
+        ],
+    );
+}
+
+#[test]
 fn long_polling_needs_no_sticky_sessions_across_hosts() {
     let redis_port = util::free_port();
     let _redis = redis_on(redis_port);
