@@ -1,0 +1,81 @@
+// Load for scripts/bench-polling-forward.sh: CLIENTS official socket.io-clients on
+// long-polling only, each sending `echo` with an ack back to back for SECS seconds, through
+// a small proxy made here that sends every handshake to OWNER and every later request
+// to VIA. VIA = OWNER: every request is served where its session lives (local); VIA =
+// another node: every request after the handshake is forwarded over Redis to OWNER.
+// Prints one JSON line: acks/s, HTTP requests/s through the proxy, ack latency p50/p99.
+"use strict";
+
+const http = require("node:http");
+const { io } = require("socket.io-client");
+
+const [owner, via] = [process.env.OWNER, process.env.VIA].map((u) => new URL(u));
+const CLIENTS = Number(process.env.CLIENTS || 50);
+const SECS = Number(process.env.SECS || 10);
+const WARMUP = Number(process.env.WARMUP || 2);
+
+let requests = 0;
+const proxy = http.createServer((req, res) => {
+  const target = req.url.includes("sid=") ? via : owner;
+  requests++;
+  const out = http.request(
+    { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+    (answer) => {
+      res.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(res);
+    },
+  );
+  out.on("error", () => {
+    res.writeHead(502);
+    res.end();
+  });
+  req.pipe(out);
+});
+
+proxy.listen(0, "127.0.0.1", async () => {
+  const url = `http://127.0.0.1:${proxy.address().port}/`;
+  const clients = await Promise.all(
+    Array.from({ length: CLIENTS }, () => new Promise((resolve, reject) => {
+      const c = io(url, { transports: ["polling"], forceNew: true, reconnection: false });
+      c.once("connect", () => resolve(c));
+      c.once("connect_error", reject);
+    })),
+  );
+  const latencies = [];
+  let acks = 0;
+  let measuring = false;
+  let running = true;
+  const loop = async (c) => {
+    while (running) {
+      const t0 = process.hrtime.bigint();
+      await c.timeout(10000).emitWithAck("echo", "x");
+      if (measuring) {
+        acks++;
+        latencies.push(Number(process.hrtime.bigint() - t0) / 1000);
+      }
+    }
+  };
+  const loops = clients.map(loop);
+  await new Promise((r) => setTimeout(r, WARMUP * 1000));
+  measuring = true;
+  const r0 = requests;
+  const t0 = Date.now();
+  await new Promise((r) => setTimeout(r, SECS * 1000));
+  measuring = false;
+  const secs = (Date.now() - t0) / 1000;
+  const r1 = requests;
+  running = false;
+  await Promise.allSettled(loops);
+  latencies.sort((a, b) => a - b);
+  const q = (p) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] || 0);
+  console.log(JSON.stringify({
+    clients: CLIENTS,
+    acks_per_s: Math.round(acks / secs),
+    http_requests_per_s: Math.round((r1 - r0) / secs),
+    p50_us: q(0.5),
+    p99_us: q(0.99),
+  }));
+  for (const c of clients) c.disconnect();
+  proxy.close();
+  process.exit(0);
+});
