@@ -397,31 +397,34 @@ fn redis_paused_under_a_flood_drops_are_bounded_and_counted() {
 /// A Rust-API app that drives cluster operations through its `Io` handle.
 fn io_app() -> throng::sio::Registry {
     use throng::sio::{Namespace, Registry};
-    Registry::new().ns(Namespace::new("/")
-        .on("whoami", |cx, ev| {
-            let rooms = cx.rooms();
-            cx.ack_ser(ev, &(serde_json::json!({ "rooms": rooms }),));
-        })
-        .on("join-all", |cx, ev| {
-            let room: String = ev.arg(0).unwrap_or_default();
-            let done = cx.io().of("/").sockets_join(&[&room]).is_ok();
-            cx.ack_ser(ev, &(done,));
-        })
-        .on("leave-all", |cx, ev| {
-            let room: String = ev.arg(0).unwrap_or_default();
-            let done = cx.io().of("/").sockets_leave(&[&room]).is_ok();
-            cx.ack_ser(ev, &(done,));
-        })
-        .on("tell-servers", |cx, ev| {
-            let args = ev.raw_args();
-            let done = cx.io().server_side_emit("/", "relay", &args).is_ok();
-            cx.ack_ser(ev, &(done,));
-        })
-        .on("kick", |cx, ev| {
-            let id: String = ev.arg(0).unwrap_or_default();
-            let done = cx.io().of("/").to(&[&id]).disconnect_sockets(false).is_ok();
-            cx.ack_ser(ev, &(done,));
-        }))
+    Registry::new()
+        .ns(Namespace::new("/")
+            .on("whoami", |cx, ev| {
+                let rooms = cx.rooms();
+                cx.ack_ser(ev, &(serde_json::json!({ "rooms": rooms }),));
+            })
+            .on("join-all", |cx, ev| {
+                let room: String = ev.arg(0).unwrap_or_default();
+                let done = cx.io().of("/").sockets_join(&[&room]).is_ok();
+                cx.ack_ser(ev, &(done,));
+            })
+            .on("leave-all", |cx, ev| {
+                let room: String = ev.arg(0).unwrap_or_default();
+                let done = cx.io().of("/").sockets_leave(&[&room]).is_ok();
+                cx.ack_ser(ev, &(done,));
+            })
+            .on("tell-servers", |cx, ev| {
+                let args = ev.raw_args();
+                let done = cx.io().server_side_emit("/", "relay", &args).is_ok();
+                cx.ack_ser(ev, &(done,));
+            })
+            .on("kick", |cx, ev| {
+                let id: String = ev.arg(0).unwrap_or_default();
+                let done = cx.io().of("/").to(&[&id]).disconnect_sockets(false).is_ok();
+                cx.ack_ser(ev, &(done,));
+            }))
+        // Dynamic namespaces join the bus's counted channels while they have a socket here.
+        .dynamic(|name| name.starts_with("/dyn-"), Namespace::new("dyn"))
 }
 
 #[test]
@@ -451,7 +454,7 @@ fn throngs_io_handle_acts_on_node_sockets_over_redis() {
     let servers = format!("T=http://127.0.0.1:{port},N=http://127.0.0.1:{node_port}");
     util::node_suite(
         &sio_dir().join("redis-api.test.js"),
-        &[("SERVERS", servers.as_str())],
+        &[("SERVERS", servers.as_str()), ("REDIS_URL", url.as_str())],
     );
 }
 

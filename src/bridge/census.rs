@@ -3,9 +3,10 @@
 //! here would get, and in sharded mode subscribes to a room's channel while the room
 //! has members here (the adapter's `dynamic` mode).
 //!
-//! Rooms that look like socket ids (20 characters) and namespace-wide rooms are not
-//! counted: they never have a channel of their own in sharded mode, and a broadcast to
-//! them is always delivered. Invariants: a room is counted once per worker that has
+//! Rooms that look like socket ids (20 characters) are not counted: they never have a
+//! channel of their own in sharded mode, and a broadcast to them is always delivered.
+//! Namespace-wide rooms are counted apart: a namespace with a socket here (a dynamic
+//! one in particular) gets the bus subscriptions that make this process counted there. Invariants: a room is counted once per worker that has
 //! it; an entry goes with the last worker's member; the lock is taken only for public
 //! rooms, never for the id room every socket joins.
 
@@ -27,6 +28,33 @@ struct Inner {
     rooms: HashMap<String, usize>,
     /// Keys whose presence changed since the subscriber last looked.
     changed: HashSet<String>,
+    /// Namespace → workers that have a socket in it.
+    namespaces: HashMap<String, usize>,
+    /// Namespaces whose presence changed since the subscriber last looked.
+    namespaces_changed: HashSet<String>,
+}
+
+/// Counts `key` in or out of `counts`; records it in `changed` when it appears or goes.
+fn count(
+    counts: &mut HashMap<String, usize>,
+    changed: &mut HashSet<String>,
+    key: &str,
+    here: bool,
+) {
+    let entry = counts.entry(key.to_string()).or_default();
+    let before = *entry;
+    *entry = if here {
+        before + 1
+    } else {
+        before.saturating_sub(1)
+    };
+    let after = *entry;
+    if after == 0 {
+        counts.remove(key);
+    }
+    if (before == 0) != (after == 0) {
+        changed.insert(key.to_string());
+    }
 }
 
 /// A room's namespace and name from its fabric key, if it is a public room.
@@ -43,26 +71,55 @@ impl Census {
     }
 
     fn seen(&self, key: &str, here: bool) {
-        if public(key).is_none() {
-            return;
-        }
+        let namespace = match key.split_once('\0') {
+            Some((namespace, "")) => Some(namespace),
+            _ if public(key).is_some() => None,
+            _ => return,
+        };
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        let count = inner.rooms.entry(key.to_string()).or_default();
-        let before = *count;
-        *count = if here {
-            before + 1
-        } else {
-            before.saturating_sub(1)
+        let inner = &mut *inner;
+        match namespace {
+            Some(ns) => count(
+                &mut inner.namespaces,
+                &mut inner.namespaces_changed,
+                ns,
+                here,
+            ),
+            None => count(&mut inner.rooms, &mut inner.changed, key, here),
+        }
+    }
+
+    /// Whether a socket of `namespace` is in this process.
+    pub fn has_namespace(&self, namespace: &str) -> bool {
+        self.inner
+            .lock()
+            .is_ok_and(|inner| inner.namespaces.contains_key(namespace))
+    }
+
+    /// Namespaces whose presence may have changed since the last call:
+    /// `(namespace, has sockets now)`.
+    pub fn namespace_changes(&self) -> Vec<(String, bool)> {
+        let Ok(mut inner) = self.inner.lock() else {
+            return Vec::new();
         };
-        let after = *count;
-        if after == 0 {
-            inner.rooms.remove(key);
-        }
-        if (before == 0) != (after == 0) {
-            inner.changed.insert(key.to_string());
-        }
+        let changed = std::mem::take(&mut inner.namespaces_changed);
+        changed
+            .into_iter()
+            .map(|ns| {
+                let present = inner.namespaces.contains_key(&ns);
+                (ns, present)
+            })
+            .collect()
+    }
+
+    /// Every namespace with a socket here.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .map(|inner| inner.namespaces.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Whether `room` of `namespace` has a member here; rooms that are not counted
@@ -134,5 +191,24 @@ mod tests {
         assert_eq!(census.changes(), [("/".into(), "lobby".into(), false)]);
         assert!(census.all().is_empty());
         assert!(census.changes().is_empty());
+    }
+
+    #[test]
+    fn namespaces_are_counted_apart_from_rooms() {
+        let census = Arc::new(Census::default());
+        let watch = census.watch();
+        watch("/room-7\0", true);
+        watch("/room-7\0", true);
+        assert!(census.has_namespace("/room-7"));
+        assert_eq!(census.namespace_changes(), [("/room-7".into(), true)]);
+        assert!(census.changes().is_empty(), "a namespace is no room");
+        watch("/room-7\0", false);
+        assert!(
+            census.namespace_changes().is_empty(),
+            "another worker still has it"
+        );
+        watch("/room-7\0", false);
+        assert_eq!(census.namespace_changes(), [("/room-7".into(), false)]);
+        assert!(census.namespaces().is_empty());
     }
 }

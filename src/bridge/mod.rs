@@ -126,8 +126,9 @@ pub struct Bridge {
     queue: ArrayQueue<Out>,
     /// Questions this node asked, by request id, waiting for answers.
     pending: requests::Pending,
-    /// The namespaces with a counted request subscription here (the static ones).
-    counted: Vec<String>,
+    /// The static namespaces (always counted here; dynamic ones while they have a
+    /// socket here).
+    statics: Vec<String>,
     queued_bytes: AtomicUsize,
     max_bytes: usize,
     publisher: thread::Thread,
@@ -331,6 +332,12 @@ impl Bridge {
         );
     }
 
+    /// Whether this process holds a counted subscription for `namespace` (so that it
+    /// is one of the servers `PUBSUB` counts there).
+    fn counted_in(&self, namespace: &str) -> bool {
+        self.statics.iter().any(|n| n == namespace) || self.census.has_namespace(namespace)
+    }
+
     /// Between reads of a subscriber: questions past their time, forwarded requests
     /// whose answer never came.
     fn housekeeping(&self) {
@@ -397,7 +404,7 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
         local: config.local,
         queue: ArrayQueue::new(QUEUE_SLOTS),
         pending: requests::Pending::default(),
-        counted: registry.static_names().map(str::to_string).collect(),
+        statics: registry.static_names().map(str::to_string).collect(),
         queued_bytes: AtomicUsize::new(0),
         max_bytes: config.queue_bytes.max(1),
         publisher: publisher.thread().clone(),
@@ -605,20 +612,9 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
         classic::pattern(&bridge.wire.key),
         classic::request_pattern(&bridge.wire.key),
     ];
-    // Counted subscriptions (Node's `serverCount()`), one set per static namespace.
-    let counted: Vec<String> = registry
-        .static_names()
-        .map(|ns| classic::request_channel(&bridge.wire.key, ns))
-        .collect();
-    let mut channels = counted.clone();
-    for ns in registry.static_names() {
-        channels.push(classic::response_channel(&bridge.wire.key, ns));
-        channels.push(classic::own_response_channel(
-            &bridge.wire.key,
-            ns,
-            &bridge.wire.uid,
-        ));
-    }
+    // Counted subscriptions (Node's `serverCount()`): every static namespace, and every
+    // dynamic one while it has a socket here.
+    let mut channels: Vec<String> = Vec::new();
     let own = eio::channel(&bridge.wire.key, &bridge.tag);
     channels.push(own.clone());
     let response_prefix = format!("{}-response#", bridge.wire.key);
@@ -626,10 +622,13 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
     loop {
         let mut con = link.connect(client);
         let mut pubsub = con.as_pubsub();
+        let mut counted = Counted::new(bridge, registry);
+        let mut wanted = channels.clone();
+        wanted.extend(counted.channels());
         if let Err(e) = pubsub
             .set_read_timeout(Some(READ_TIMEOUT))
             .and_then(|()| pubsub.psubscribe(&patterns))
-            .and_then(|()| pubsub.subscribe(&channels))
+            .and_then(|()| pubsub.subscribe(&wanted))
         {
             link.down(&e);
             continue;
@@ -639,6 +638,15 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
         let mut last_ping = Instant::now();
         loop {
             bridge.housekeeping();
+            let followed = counted.follow(|channels, join| match join {
+                true => pubsub.subscribe(channels),
+                false => pubsub.unsubscribe(channels),
+            });
+            if let Err(e) = followed {
+                bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                link.down(&e);
+                break;
+            }
             let msg = match pubsub.get_message() {
                 Ok(msg) => msg,
                 Err(e) if e.is_timeout() => {
@@ -674,7 +682,7 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
                 }
                 continue;
             }
-            let is_counted = counted.iter().any(|c| c == channel);
+            let is_counted = counted.holds(channel);
             if is_counted && msg.from_pattern() {
                 continue; // Also delivered on its counted subscription.
             }
@@ -688,6 +696,65 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
                 on_broadcast(bridge, registry, bytes);
             }
         }
+    }
+}
+
+/// The counted subscriptions a subscriber holds: each static namespace's, and each
+/// dynamic namespace's while it has a socket here (from the census).
+struct Counted<'a> {
+    bridge: &'a Bridge,
+    /// Namespace → its channels (the counted one first).
+    held: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl<'a> Counted<'a> {
+    fn new(bridge: &'a Bridge, registry: &Registry) -> Counted<'a> {
+        let mut held = std::collections::HashMap::new();
+        let namespaces = registry.static_names().map(str::to_string);
+        for ns in namespaces.chain(bridge.census.namespaces()) {
+            let channels = bridge.wire.namespace_channels(&ns);
+            held.insert(ns, channels);
+        }
+        Counted { bridge, held }
+    }
+
+    /// Every channel to subscribe to now.
+    fn channels(&self) -> Vec<String> {
+        self.held.values().flatten().cloned().collect()
+    }
+
+    /// Whether `channel` is a counted channel held here.
+    fn holds(&self, channel: &str) -> bool {
+        self.held
+            .values()
+            .any(|c| c.first().is_some_and(|f| f == channel))
+    }
+
+    /// Subscribes (`join`) or unsubscribes through `apply` as dynamic namespaces gain
+    /// their first socket here or lose their last.
+    fn follow(
+        &mut self,
+        mut apply: impl FnMut(&[String], bool) -> redis::RedisResult<()>,
+    ) -> redis::RedisResult<()> {
+        for (ns, present) in self.bridge.census.namespace_changes() {
+            if self.bridge.statics.contains(&ns) {
+                continue;
+            }
+            match (present, self.held.contains_key(&ns)) {
+                (true, false) => {
+                    let channels = self.bridge.wire.namespace_channels(&ns);
+                    apply(&channels, true)?;
+                    self.held.insert(ns, channels);
+                }
+                (false, true) => {
+                    if let Some(channels) = self.held.remove(&ns) {
+                        apply(&channels, false)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 

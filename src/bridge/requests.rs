@@ -3,7 +3,7 @@
 //! answers in `Pending`), in the shapes of Node's `@socket.io/redis-adapter`.
 //!
 //! Answers are given only on namespaces with a counted subscription (the static
-//! ones): Node waits for `serverCount() - 1` answers and counts whatever comes, so an
+//! ones, and dynamic ones while they have a socket here): Node waits for `serverCount() - 1` answers and counts whatever comes, so an
 //! answer from a node it did not count would end its wait early, with one server's
 //! sockets missing.
 //!
@@ -202,7 +202,7 @@ pub(super) fn publish_ask(
         }
     };
     // This node is one of them only if it holds a counted subscription there.
-    let counted_here = bridge.counted.contains(&ask.namespace);
+    let counted_here = bridge.counted_in(&ask.namespace);
     let others = servers.saturating_sub(usize::from(counted_here));
     let gathered = Gathered {
         servers: others + 1,

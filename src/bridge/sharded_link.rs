@@ -1,6 +1,7 @@
 //! The subscriber of `--redis-mode sharded`: one RESP3 connection holding `SSUBSCRIBE`s
-//! on each static namespace's channel, this node's answer channel, and the channel of
-//! every public room with a member here (the census's changes are applied between
+//! on the channel and this node's answer channel of each static namespace (and each
+//! dynamic one while it has a socket here), this process's forwarding channel, and the
+//! channel of every public room with a member here (the census's changes are applied between
 //! reads, as the adapter's `dynamic` mode does on `create-room`/`delete-room`).
 //!
 //! The `redis` crate's `PubSub` helper knows no sharded pub/sub, so this loop drives
@@ -16,7 +17,7 @@ use std::time::Instant;
 use redis::{PushKind, Value};
 
 use super::sharded::{self, Incoming};
-use super::{Bridge, Link, PING_EVERY, READ_TIMEOUT, deliver, requests};
+use super::{Bridge, Counted, Link, PING_EVERY, READ_TIMEOUT, deliver, requests};
 use crate::sio::Registry;
 
 /// `url` asking for RESP3, where sharded messages are pushes.
@@ -40,14 +41,11 @@ pub(super) fn subscribe_loop(bridge: &Arc<Bridge>, url: &str, registry: &Registr
     };
     let key = &bridge.wire.key;
     let own = super::eio::channel(key, &bridge.tag);
-    let mut base = vec![own.clone()];
-    for ns in registry.static_names() {
-        base.push(sharded::channel(key, ns));
-        base.push(sharded::response_channel(key, ns, &bridge.wire.uid));
-    }
     loop {
         let mut con = link.connect(&client);
-        let mut held: HashSet<String> = base.iter().cloned().collect();
+        let mut counted = Counted::new(bridge, registry);
+        let mut held: HashSet<String> = counted.channels().into_iter().collect();
+        held.insert(own.clone());
         for (ns, room) in bridge.census.all() {
             held.insert(sharded::room_channel(key, &ns, &room));
         }
@@ -65,7 +63,11 @@ pub(super) fn subscribe_loop(bridge: &Arc<Bridge>, url: &str, registry: &Registr
         let mut probed = false;
         let error = loop {
             bridge.housekeeping();
-            if let Err(e) = follow_rooms(bridge, &mut con, &mut held) {
+            let followed = counted.follow(|channels, join| {
+                let command = if join { "SSUBSCRIBE" } else { "SUNSUBSCRIBE" };
+                channels.iter().try_for_each(|c| send(&mut con, command, c))
+            });
+            if let Err(e) = followed.and_then(|()| follow_rooms(bridge, &mut con, &mut held)) {
                 break e;
             }
             match con.recv_response() {
@@ -89,9 +91,7 @@ pub(super) fn subscribe_loop(bridge: &Arc<Bridge>, url: &str, registry: &Registr
                     }
                     if quiet >= PING_EVERY && !probed {
                         probed = true;
-                        if let Some(channel) = base.first()
-                            && let Err(e) = send(&mut con, "SSUBSCRIBE", channel)
-                        {
+                        if let Err(e) = send(&mut con, "SSUBSCRIBE", &own) {
                             break e;
                         }
                     }
@@ -133,7 +133,7 @@ fn follow_rooms(
 fn on_message(bridge: &Arc<Bridge>, registry: &Registry, payload: &[u8]) {
     match sharded::decode(payload) {
         Some(Incoming::Broadcast(message)) => deliver(bridge, registry, &message),
-        // Every sharded channel held here is a static namespace's, hence counted.
+        // Every namespace channel held here is counted (SHARDNUMSUB counts it).
         Some(Incoming::Request(request)) => requests::serve(bridge, registry, request, true),
         Some(Incoming::Response(response)) => bridge.pending.on_response(response),
         None => {

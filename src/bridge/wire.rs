@@ -36,6 +36,23 @@ impl Wire {
         }
     }
 
+    /// The channels a namespace's requests and answers come on here; the first is
+    /// the one `PUBSUB` counts.
+    pub fn namespace_channels(&self, namespace: &str) -> Vec<String> {
+        match self.mode {
+            Mode::Classic => vec![
+                classic::request_channel(&self.key, namespace),
+                classic::response_channel(&self.key, namespace),
+                classic::own_response_channel(&self.key, namespace, &self.uid),
+            ],
+            // Sharded answers come on the asker's own channel only.
+            Mode::Sharded => vec![
+                sharded::channel(&self.key, namespace),
+                sharded::response_channel(&self.key, namespace, &self.uid),
+            ],
+        }
+    }
+
     /// Broadcast `b`, made here (`ack`: its request id and timeout in ms, for a
     /// broadcast with an ack). `None` when an element is not JSON.
     pub fn broadcast(&self, b: &Relayed<'_>, ack: Option<(&str, u64)>) -> Option<Publish> {

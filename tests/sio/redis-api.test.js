@@ -52,3 +52,28 @@ test("Throng's Io: socketsJoin/Leave, serverSideEmit and disconnectSockets reach
   assert.equal((await kicked)[0], "io server disconnect");
   assert.equal(await stays, null);
 });
+
+test("a dynamic namespace is counted, and answers, while it has a socket here", async () => {
+  const { Server } = require("socket.io");
+  const { createClient } = require("redis");
+  const { createAdapter } = require("@socket.io/redis-adapter");
+  const pub = createClient({ url: process.env.REDIS_URL });
+  const sub = pub.duplicate();
+  await Promise.all([pub.connect(), sub.connect()]);
+  const node = new Server({ adapter: createAdapter(pub, sub) });
+  const nsp = node.of("/dyn-7");
+  try {
+    await eventually(async () => (await nsp.adapter.serverCount()) === 1);
+    const t = await connectTo(SERVERS.T + "/dyn-7");
+    // Throng subscribes once the namespace has its first socket here.
+    await eventually(async () => (await nsp.adapter.serverCount()) === 2);
+    const found = await nsp.fetchSockets();
+    assert.deepEqual(found.map((s) => s.id), [t.id]);
+    t.disconnect();
+    // And leaves the bus's count with its last socket.
+    await eventually(async () => (await nsp.adapter.serverCount()) === 1);
+  } finally {
+    nsp.adapter.close();
+    await Promise.all([pub.quit(), sub.quit()]);
+  }
+});
