@@ -193,8 +193,31 @@ fn serve(bridge: &Arc<Bridge>, id: u64, from: ProcessTag, request: ForwardedRequ
     }
 }
 
+/// Whether `request` is a polling request this process would take from a client: GET
+/// or POST (OPTIONS never needs its session) on the Socket.IO path, and nothing in its
+/// fields that could end a header line (a message on the bus must not be able to write
+/// its own request to the listener).
+fn replayable(request: &ForwardedRequest) -> bool {
+    let clean = |s: &str| !s.bytes().any(|b| b.is_ascii_control() || b == b' ');
+    let header = |s: &Option<String>| {
+        s.as_deref()
+            .is_none_or(|v| !v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0))
+    };
+    matches!(request.method.as_str(), "GET" | "POST")
+        && request.target.starts_with(crate::sio::PATH)
+        && clean(&request.target)
+        && header(&request.origin)
+        && header(&request.content_type)
+}
+
 /// Sends `request` to this process's own listener at `local` and reads its answer.
 fn replay(local: SocketAddr, request: &ForwardedRequest) -> std::io::Result<RelayedAnswer> {
+    if !replayable(request) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a polling request",
+        ));
+    }
     let mut stream = TcpStream::connect_timeout(&local, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(REPLAY_TIMEOUT))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -267,6 +290,29 @@ mod tests {
         assert_eq!(a.extra, b"Access-Control-Allow-Origin: *\r\n");
         assert_eq!(a.body, br#"{"code":1,"message":"Session ID unknown"}"#);
         assert_eq!(parse_answer(b"HTTP/1.1 200"), None);
+    }
+
+    #[test]
+    fn only_clean_polling_requests_are_replayed() {
+        let ok = ForwardedRequest {
+            method: "POST".into(),
+            target: "/socket.io/?EIO=4&transport=polling&sid=x".into(),
+            origin: Some("https://a.example".into()),
+            content_type: Some("text/plain;charset=UTF-8".into()),
+            body: b"40".to_vec(),
+        };
+        assert!(replayable(&ok));
+        let bad = |f: &dyn Fn(&mut ForwardedRequest)| {
+            let mut r = ok.clone();
+            f(&mut r);
+            assert!(!replayable(&r), "{r:?}");
+        };
+        bad(&|r| r.method = "DELETE".into());
+        bad(&|r| r.method = "GET /x HTTP/1.1\r\nX:".into());
+        bad(&|r| r.target = "/admin/drain".into());
+        bad(&|r| r.target = "/socket.io/ HTTP/1.1\r\nHost: x\r\n\r\nGET /".into());
+        bad(&|r| r.origin = Some("a\r\nX-Injected: 1".into()));
+        bad(&|r| r.content_type = Some("text/plain\nX: 1".into()));
     }
 
     #[test]
