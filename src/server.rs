@@ -115,6 +115,7 @@ fn serve_registry(
                     queue_bytes: redis.queue_bytes,
                     mode: redis.mode,
                     local: loopback_of(config.addr),
+                    forward_polling: config.tls.is_none(),
                 },
                 Arc::clone(&app),
             )

@@ -72,6 +72,11 @@ impl Outbound {
         }
     }
 
+    /// Forgets `id` (its connection no longer waits).
+    pub fn cancel(&self, id: u64) {
+        self.take(id, true);
+    }
+
     /// The waiting connection of `id`; kept unless `done`.
     fn take(&self, id: u64, done: bool) -> Option<(usize, ConnId)> {
         let mut waiting = self.waiting.lock().ok()?;
@@ -113,28 +118,27 @@ fn send(bridge: &Bridge, to: &ProcessTag, message: &EioMessage) -> bool {
     bridge.enqueue(eio::channel(&bridge.wire.key, to), eio::encode(message))
 }
 
-/// Forwards `request` to process `owner` for the connection `reply_to`.
+/// Forwards `request` to process `owner` for the connection `reply_to`; its id.
 pub(super) fn forward(
     bridge: &Bridge,
     owner: &ProcessTag,
     request: ForwardedRequest,
     reply_to: (usize, ConnId),
-) -> bool {
-    if !bridge.is_up() {
-        return false;
+) -> Option<u64> {
+    if !bridge.links_up() {
+        return None;
     }
-    let Some(id) = bridge.outbound.register(reply_to) else {
-        return false;
-    };
+    let id = bridge.outbound.register(reply_to)?;
     let from = bridge.tag;
-    let sent = send(bridge, owner, &EioMessage::Request { id, from, request });
-    if sent {
-        bridge
-            .counters
-            .forwarded_out
-            .fetch_add(1, Ordering::Relaxed);
+    if !send(bridge, owner, &EioMessage::Request { id, from, request }) {
+        bridge.outbound.cancel(id);
+        return None;
     }
-    sent
+    bridge
+        .counters
+        .forwarded_out
+        .fetch_add(1, Ordering::Relaxed);
+    Some(id)
 }
 
 /// A message on this process's own channel.
@@ -158,7 +162,7 @@ pub(super) fn on_message(bridge: &Arc<Bridge>, registry: &Registry, bytes: &[u8]
     if let Some((worker, conn)) = bridge.outbound.take(id, done) {
         let _ = registry
             .io()
-            .post_app(worker, Box::new(Forwarded { conn, event }));
+            .post_app(worker, Box::new(Forwarded { conn, id, event }));
     }
 }
 
@@ -271,7 +275,11 @@ fn parse_answer(raw: &[u8]) -> Option<RelayedAnswer> {
         }
     }
     let body = &raw[head_len..];
-    answer.body = body[..length.unwrap_or(body.len()).min(body.len())].to_vec();
+    let length = length.unwrap_or(body.len());
+    if length > body.len() {
+        return None; // Cut short (past MAX_ANSWER, or the connection broke).
+    }
+    answer.body = body[..length].to_vec();
     Some(answer)
 }
 

@@ -27,7 +27,12 @@
 //! room watch feeds a census of public rooms (`census.rs`): room-channel broadcasts
 //! with no member here are dropped, and sharded mode subscribes per room.
 //!
-//! Not yet here (issue D): polling across hosts.
+//! Long-polling across processes (`forward.rs`, `eio.rs`): a sid names its process;
+//! a polling request for another process's session is forwarded to it and replayed
+//! there.
+//!
+//! Not yet here (issue D): a WebSocket upgrade for another process's session is
+//! refused (the client stays on long-polling).
 
 mod census;
 pub mod classic;
@@ -64,6 +69,8 @@ const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A quiet subscriber link is checked this often.
 const PING_EVERY: Duration = Duration::from_secs(10);
+/// How often a subscriber settles questions past their time.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
 /// How long a blocking Redis read waits before the thread looks around.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -81,6 +88,9 @@ pub struct Config {
     /// This process's own listener, reached over loopback to serve polling requests
     /// forwarded by other processes.
     pub local: std::net::SocketAddr,
+    /// Whether polling requests may be forwarded between processes (sids then name
+    /// their process). Off when the listener speaks TLS: the loopback replay is plain.
+    pub forward_polling: bool,
 }
 
 /// Counters, for logs and `/metrics`.
@@ -122,6 +132,11 @@ pub struct Bridge {
     tag: ProcessTag,
     /// Polling requests forwarded from here, and those served here for others.
     outbound: forward::Outbound,
+    /// When a subscriber last settled late questions.
+    last_housekeeping: std::sync::Mutex<Instant>,
+    /// Namespaces whose counted channel the subscriber holds now (so `PUBSUB` counts
+    /// this process there).
+    held_counted: std::sync::Mutex<std::collections::HashSet<String>>,
     local: std::net::SocketAddr,
     queue: ArrayQueue<Out>,
     /// Questions this node asked, by request id, waiting for answers.
@@ -198,12 +213,16 @@ impl Relay for Bridge {
         owner: &ProcessTag,
         request: ForwardedRequest,
         reply_to: (usize, crate::runtime::ConnId),
-    ) -> bool {
+    ) -> Option<u64> {
         forward::forward(self, owner, request, reply_to)
     }
 
+    fn cancel_forward(&self, id: u64) {
+        self.outbound.cancel(id);
+    }
+
     fn ask(&self, namespace: &str, question: Question, reply: Reply) {
-        if !self.is_up() {
+        if !self.links_up() {
             return reply(requests::failed("the Redis link is down"));
         }
         let ask = Box::new(requests::Ask {
@@ -335,12 +354,24 @@ impl Bridge {
     /// Whether this process holds a counted subscription for `namespace` (so that it
     /// is one of the servers `PUBSUB` counts there).
     fn counted_in(&self, namespace: &str) -> bool {
-        self.statics.iter().any(|n| n == namespace) || self.census.has_namespace(namespace)
+        self.held_counted
+            .lock()
+            .is_ok_and(|held| held.contains(namespace))
     }
 
     /// Between reads of a subscriber: questions past their time, forwarded requests
     /// whose answer never came.
+    /// At most every `HOUSEKEEPING_EVERY`, so that a busy subscriber does not scan
+    /// the maps on every message.
     fn housekeeping(&self) {
+        let Ok(mut last) = self.last_housekeeping.lock() else {
+            return;
+        };
+        if last.elapsed() < HOUSEKEEPING_EVERY {
+            return;
+        }
+        *last = Instant::now();
+        drop(last);
         self.pending.expire(self);
         self.outbound.purge();
     }
@@ -401,6 +432,8 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
         census,
         tag,
         outbound: forward::Outbound::default(),
+        last_housekeeping: std::sync::Mutex::new(Instant::now()),
+        held_counted: std::sync::Mutex::new(std::collections::HashSet::new()),
         local: config.local,
         queue: ArrayQueue::new(QUEUE_SLOTS),
         pending: requests::Pending::default(),
@@ -608,9 +641,12 @@ fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
 
 fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, registry: &Registry) {
     let mut link = Link::new(url, "subscribe");
+    // Every answer comes on the response pattern (uncounted, and once), whichever
+    // namespace the question was about.
     let patterns = [
         classic::pattern(&bridge.wire.key),
         classic::request_pattern(&bridge.wire.key),
+        format!("{}-response#*", bridge.wire.key),
     ];
     // Counted subscriptions (Node's `serverCount()`): every static namespace, and every
     // dynamic one while it has a socket here.
@@ -633,6 +669,7 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
             link.down(&e);
             continue;
         }
+        counted.subscribed();
         link.up();
         bridge.subscribed.store(true, Ordering::Relaxed);
         let mut last_ping = Instant::now();
@@ -682,10 +719,12 @@ fn subscribe_loop(bridge: &Arc<Bridge>, client: &redis::Client, url: &str, regis
                 }
                 continue;
             }
-            let is_counted = counted.holds(channel);
-            if is_counted && msg.from_pattern() {
-                continue; // Also delivered on its counted subscription.
+            // Requests are served from the pattern copy, which every one has; the copy
+            // on a counted channel only makes this process counted.
+            if !msg.from_pattern() && channel.starts_with(&request_prefix) {
+                continue;
             }
+            let is_counted = counted.holds(channel);
             if let Some(request) =
                 classic::decode_request(&bridge.wire.key, channel.as_bytes(), bytes)
             {
@@ -715,7 +754,18 @@ impl<'a> Counted<'a> {
             let channels = bridge.wire.namespace_channels(&ns);
             held.insert(ns, channels);
         }
+        if let Ok(mut now) = bridge.held_counted.lock() {
+            now.clear();
+        }
         Counted { bridge, held }
+    }
+
+    /// Records that the subscriptions of every held namespace have been made.
+    fn subscribed(&self) {
+        if let Ok(mut now) = self.bridge.held_counted.lock() {
+            now.clear();
+            now.extend(self.held.keys().cloned());
+        }
     }
 
     /// Every channel to subscribe to now.
@@ -745,9 +795,12 @@ impl<'a> Counted<'a> {
                     let channels = self.bridge.wire.namespace_channels(&ns);
                     apply(&channels, true)?;
                     self.held.insert(ns, channels);
+                    self.subscribed();
                 }
                 (false, true) => {
                     if let Some(channels) = self.held.remove(&ns) {
+                        // Not counted from the moment it starts leaving.
+                        self.subscribed();
                         apply(&channels, false)?;
                     }
                 }

@@ -111,12 +111,24 @@ impl Pending {
                         w.gathered.replies.push(data);
                     }
                 }
-                (Kind::Acks(round), Response::ClientCount { count, .. }) => {
-                    return round.counted(count);
-                }
-                (Kind::Acks(round), Response::ClientAck { packet, .. }) => {
-                    if let Ok(v) = RawValue::from_string(packet) {
-                        round.acked(Some(&v));
+                (Kind::Acks(round), response) => {
+                    // Applied with the lock released: the round's callback may run.
+                    let round = Arc::clone(round);
+                    drop(waiting);
+                    match response {
+                        Response::ClientCount { count, .. } => round.counted(count),
+                        Response::ClientAck { packet, .. } => {
+                            if let Ok(v) = RawValue::from_string(packet) {
+                                round.acked(Some(&v));
+                            }
+                        }
+                        _ => {}
+                    }
+                    if round.is_done() {
+                        // Its slot is free at once, not at its deadline.
+                        if let Ok(mut waiting) = self.waiting.lock() {
+                            waiting.remove(&id);
+                        }
                     }
                     return;
                 }

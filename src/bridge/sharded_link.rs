@@ -57,6 +57,7 @@ pub(super) fn subscribe_loop(bridge: &Arc<Bridge>, url: &str, registry: &Registr
             link.down(&e);
             continue;
         }
+        counted.subscribed();
         link.up();
         bridge.subscribed.store(true, Ordering::Relaxed);
         let mut last_heard = Instant::now();

@@ -37,14 +37,11 @@ impl Wire {
     }
 
     /// The channels a namespace's requests and answers come on here; the first is
-    /// the one `PUBSUB` counts.
+    /// the one `PUBSUB` counts. (Classic answers come on the subscriber's response
+    /// pattern, for every namespace.)
     pub fn namespace_channels(&self, namespace: &str) -> Vec<String> {
         match self.mode {
-            Mode::Classic => vec![
-                classic::request_channel(&self.key, namespace),
-                classic::response_channel(&self.key, namespace),
-                classic::own_response_channel(&self.key, namespace, &self.uid),
-            ],
+            Mode::Classic => vec![classic::request_channel(&self.key, namespace)],
             // Sharded answers come on the asker's own channel only.
             Mode::Sharded => vec![
                 sharded::channel(&self.key, namespace),

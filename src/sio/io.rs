@@ -81,15 +81,19 @@ pub trait Relay: Send + Sync {
     fn request(&self, _request: &RelayedRequest<'_>) {}
     /// Sends a polling request for a session of process `owner` there; its fate comes
     /// back to worker `reply_to.0` as `Forwarded` messages for connection
-    /// `reply_to.1`. `false`: it cannot be forwarded (no bus, too many in flight).
+    /// `reply_to.1`, under the id returned. `None`: it cannot be forwarded (no bus, too
+    /// many in flight).
     fn forward(
         &self,
         _owner: &ProcessTag,
         _request: ForwardedRequest,
         _reply_to: (usize, crate::runtime::ConnId),
-    ) -> bool {
-        false
+    ) -> Option<u64> {
+        None
     }
+    /// Forgets forwarded request `id` (its connection was answered or went away): a
+    /// late answer is dropped.
+    fn cancel_forward(&self, _id: u64) {}
     /// A question for the other hosts: `reply` gets their answers, once, with
     /// `servers` set to the number of servers on the bus, this one included. Must not
     /// block; fails fast (an error in the reply) while the bus is unreachable.
@@ -125,6 +129,9 @@ pub struct RelayedAnswer {
 /// What became of a forwarded request, posted to the worker holding its connection.
 pub struct Forwarded {
     pub conn: crate::runtime::ConnId,
+    /// The id `Relay::forward` gave it: an event for an older request on the same
+    /// connection is ignored.
+    pub id: u64,
     pub event: ForwardEvent,
 }
 

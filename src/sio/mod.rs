@@ -508,7 +508,7 @@ impl App for Server {
     }
 
     fn on_close(&mut self, conns: &mut Conns<'_>, id: ConnId) {
-        self.forwarded.remove(&id);
+        self.forget_forwarded(id);
         self.forget_conn(conns, id);
         if let Some(state) = self.take_state(id) {
             self.release_state(conns, id, state);

@@ -216,6 +216,11 @@ impl AckRound {
         }
     }
 
+    /// Whether the round has ended (answered or expired).
+    pub(crate) fn is_done(&self) -> bool {
+        self.state.lock().map_or(true, |s| s.done.is_none())
+    }
+
     /// How many servers will report a count.
     pub(crate) fn servers(&self, n: usize) {
         self.update(|s| s.servers = Some(n));
