@@ -248,7 +248,12 @@ fn nothing_listening_fails_with_a_report() {
 
 #[test]
 fn only_loopback_and_bounded_runs_are_accepted() {
-    for url in ["ws://10.1.2.3:80/", "ws://192.168.0.1/", "wss://127.0.0.1/"] {
+    for url in [
+        "ws://10.1.2.3:80/",
+        "ws://192.168.0.1/",
+        "wss://10.0.0.9/",
+        "http://127.0.0.1/",
+    ] {
         let out = bench(&["echo", "--url", url, "--secs", "1"]);
         assert_eq!(out.status.code(), Some(2), "{url}");
         assert!(out.stdout.is_empty());

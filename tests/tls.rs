@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, ProtocolVersion, RootCertStore, StreamOwned};
 
-use util::Server;
+use util::{Server, bench};
 
 /// A self-signed certificate for localhost and 127.0.0.1: (cert PEM, key PEM, DER).
 fn make_cert() -> (String, String, CertificateDer<'static>) {
@@ -104,6 +104,44 @@ fn start(cert: &std::path::Path, key: &std::path::Path, extra: &[&str]) -> Serve
     ];
     args.extend_from_slice(extra);
     Server::start(&args)
+}
+
+#[test]
+fn the_load_generator_speaks_wss() {
+    let (cert, key, _) = make_cert();
+    let (cert, key) = (write("g.pem", &cert), write("g.key", &key));
+    let server = start(&cert, &key, &[]);
+    let url = format!("wss://localhost:{}/", server.port);
+    let out = bench(&[
+        "echo",
+        "--url",
+        &url,
+        "--conns",
+        "8",
+        "--size",
+        "300",
+        "--inflight",
+        "4",
+        "--secs",
+        "1",
+        "--warmup",
+        "0",
+        "--threads",
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("a JSON report");
+    assert!(v["msgs_per_sec"].as_f64() > Some(100.0), "{v}");
+    assert_eq!(v["errors"].as_u64(), Some(0), "{v}");
 }
 
 #[test]

@@ -94,6 +94,8 @@ pub struct Client {
     upgraded: bool,
     /// The Socket.IO handshake's stage (`--proto socketio` only).
     sio: Option<Stage>,
+    /// The TLS session of a `wss://` target.
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 impl Client {
@@ -130,6 +132,10 @@ impl Client {
             closed_by_peer: false,
             upgraded: false,
             sio: (target.proto == ClientProto::Socketio).then_some(Stage::AwaitOpen),
+            tls: match target.tls {
+                true => Some(super::tls::session(&target.server_name())?),
+                false => None,
+            },
         })
     }
 
@@ -147,7 +153,18 @@ impl Client {
     /// Writes what the kernel takes, in one `write` when it takes it all. `Err` on a
     /// broken connection.
     pub fn flush(&mut self) -> io::Result<()> {
-        flush_out(&mut self.stream, &mut self.out)
+        match &mut self.tls {
+            Some(tls) => super::tls::flush(tls, &mut self.stream, &mut self.out),
+            None => flush_out(&mut self.stream, &mut self.out),
+        }
+    }
+
+    /// Bytes from the server (decrypted over TLS) into `buf`.
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(tls) => super::tls::read(tls, &mut self.stream, buf),
+            None => self.stream.read(buf),
+        }
     }
 
     /// Reads everything available through `scratch`, completing the handshake first and
@@ -159,7 +176,7 @@ impl Client {
         visitor: &mut V,
     ) -> io::Result<bool> {
         loop {
-            let n = match self.stream.read(scratch) {
+            let n = match self.read_some(scratch) {
                 Ok(0) => return Ok(false),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
@@ -184,7 +201,8 @@ impl Client {
                 continue;
             }
             self.feed(&mut scratch[..n], rng, visitor)?;
-            if n < scratch.len() {
+            // A short plain read drained the socket; TLS reads until it would block.
+            if n < scratch.len() && self.tls.is_none() {
                 return Ok(true);
             }
         }
@@ -603,6 +621,7 @@ mod tests {
             host_header: "127.0.0.1:9".into(),
             path: "/".into(),
             proto: ClientProto::Ws,
+            tls: false,
         };
         let mut d = Dialer::new(target.clone(), 0, 2, None);
         let now = Instant::now();

@@ -42,6 +42,7 @@ mod json;
 mod polling;
 mod report;
 mod sio;
+mod tls;
 
 use std::process::ExitCode;
 

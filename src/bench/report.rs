@@ -20,9 +20,24 @@ pub struct Target {
     pub host_header: String,
     pub path: String,
     pub proto: ClientProto,
+    /// `wss://`: TLS over the connection.
+    pub tls: bool,
 }
 
 impl Target {
+    /// The name a TLS session asks for: the URL's host without its port.
+    pub fn server_name(&self) -> String {
+        match self.host_header.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default().to_string(),
+            None => self
+                .host_header
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+
     /// This target spoken to in `proto`: Socket.IO replaces the URL's path with
     /// [`sio::PATH`] (same host and port).
     pub fn speaking(mut self, proto: ClientProto) -> Target {
@@ -36,9 +51,16 @@ impl Target {
 
 /// Parses `url`; refuses anything that does not resolve to loopback only.
 pub fn parse_target(url: &str) -> Result<Target, String> {
-    let rest = match url.get(..5) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("ws://") => &url[5..],
-        _ => return Err(format!("{url}: only ws:// URLs are supported (no TLS)")),
+    let lower = url
+        .get(..6)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let (rest, tls) = if lower.starts_with("ws://") {
+        (&url[5..], false)
+    } else if lower.starts_with("wss://") {
+        (&url[6..], true)
+    } else {
+        return Err(format!("{url}: only ws:// and wss:// URLs are supported"));
     };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
@@ -61,10 +83,10 @@ pub fn parse_target(url: &str) -> Result<Target, String> {
         Some(v6) => v6.contains("]:"),
         None => authority.contains(':'),
     };
-    let with_port = if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+    let with_port = match (has_port, tls) {
+        (true, _) => authority.to_string(),
+        (false, false) => format!("{authority}:80"),
+        (false, true) => format!("{authority}:443"),
     };
     let addrs: Vec<SocketAddr> = with_port
         .to_socket_addrs()
@@ -83,6 +105,7 @@ pub fn parse_target(url: &str) -> Result<Target, String> {
         host_header: authority.to_string(),
         path,
         proto: ClientProto::Ws,
+        tls,
     })
 }
 
@@ -226,7 +249,13 @@ mod tests {
         assert!(parse_target("ws://10.0.0.1:80/").is_err());
         assert!(parse_target("ws://192.168.1.1/").is_err());
         assert!(parse_target("http://127.0.0.1/").is_err());
-        assert!(parse_target("wss://127.0.0.1/").is_err());
+        assert!(parse_target("wss://10.0.0.1/").is_err());
+        let tls = parse_target("wss://localhost/x").unwrap();
+        assert!(tls.tls);
+        assert_eq!(
+            (tls.addr.port(), tls.server_name().as_str()),
+            (443, "localhost")
+        );
         assert!(parse_target("ws://8.8.8.8:80/").is_err());
         assert!(parse_target("ws://[2001:db8::1]:80/").is_err());
         assert!(parse_target("ws://0.0.0.0:80/").is_err());
