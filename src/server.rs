@@ -116,6 +116,7 @@ fn serve_registry(
                     mode: redis.mode,
                     local: loopback_of(config.addr),
                     forward_polling: config.tls.is_none(),
+                    long_poll: settings.ping_interval + settings.ping_timeout,
                 },
                 Arc::clone(&app),
             )

@@ -31,8 +31,8 @@ const MAX_OUTBOUND: usize = 16_384;
 /// An outbound entry with no answer this long is forgotten (its connection has long
 /// been answered 400 here).
 const OUTBOUND_TTL: Duration = Duration::from_secs(120);
-/// How long the replayed request may take (a long-poll, with room to spare).
-const REPLAY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How much longer than the server's longest long-poll a replay may take.
+const REPLAY_SLACK: Duration = Duration::from_secs(10);
 /// Largest answer relayed back (Socket.IO's default maxPayload is 1 MB).
 const MAX_ANSWER: u64 = 16 << 20;
 /// Header lines of a replayed answer that this side writes itself.
@@ -181,7 +181,8 @@ fn serve(bridge: &Arc<Bridge>, id: u64, from: ProcessTag, request: ForwardedRequ
         .stack_size(128 << 10)
         .spawn(move || {
             send(&worker, &from, &EioMessage::Accepted { id });
-            let message = match replay(worker.local, &request) {
+            let wait = worker.long_poll + REPLAY_SLACK;
+            let message = match replay(worker.local, wait, &request) {
                 Ok(answer) => EioMessage::Answer { id, answer },
                 Err(e) => {
                     tracing::debug!(error = %e, "a forwarded polling request failed here");
@@ -215,7 +216,11 @@ fn replayable(request: &ForwardedRequest) -> bool {
 }
 
 /// Sends `request` to this process's own listener at `local` and reads its answer.
-fn replay(local: SocketAddr, request: &ForwardedRequest) -> std::io::Result<RelayedAnswer> {
+fn replay(
+    local: SocketAddr,
+    wait: Duration,
+    request: &ForwardedRequest,
+) -> std::io::Result<RelayedAnswer> {
     if !replayable(request) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -223,7 +228,7 @@ fn replay(local: SocketAddr, request: &ForwardedRequest) -> std::io::Result<Rela
         ));
     }
     let mut stream = TcpStream::connect_timeout(&local, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(REPLAY_TIMEOUT))?;
+    stream.set_read_timeout(Some(wait))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {local}\r\nConnection: close\r\nContent-Length: {}\r\n",

@@ -91,6 +91,8 @@ pub struct Config {
     /// Whether polling requests may be forwarded between processes (sids then name
     /// their process). Off when the listener speaks TLS: the loopback replay is plain.
     pub forward_polling: bool,
+    /// The longest a long-poll GET is held here (pingInterval + pingTimeout).
+    pub long_poll: Duration,
 }
 
 /// Counters, for logs and `/metrics`.
@@ -132,6 +134,8 @@ pub struct Bridge {
     tag: ProcessTag,
     /// Polling requests forwarded from here, and those served here for others.
     outbound: forward::Outbound,
+    /// The longest a long-poll GET is held here.
+    long_poll: Duration,
     /// When a subscriber last settled late questions.
     last_housekeeping: std::sync::Mutex<Instant>,
     /// Namespaces whose counted channel the subscriber holds now (so `PUBSUB` counts
@@ -432,6 +436,7 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
         census,
         tag,
         outbound: forward::Outbound::default(),
+        long_poll: config.long_poll,
         last_housekeeping: std::sync::Mutex::new(Instant::now()),
         held_counted: std::sync::Mutex::new(std::collections::HashSet::new()),
         local: config.local,
