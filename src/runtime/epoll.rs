@@ -72,8 +72,8 @@ impl Epoll {
     }
 
     /// A handle other threads use to wake this worker (`Sink::woken`).
-    pub fn waker(&self) -> Arc<Waker> {
-        Arc::clone(&self.waker)
+    pub fn waker(&self) -> super::WorkerWaker {
+        super::WorkerWaker::Mio(Arc::clone(&self.waker))
     }
 
     fn stream(&mut self, id: ConnId) -> Option<&mut TcpStream> {

@@ -1,0 +1,157 @@
+//! The provided-buffer ring (`IORING_REGISTER_PBUF_RING`): one per worker, the io_uring
+//! counterpart of epoll's scratch buffer. `COUNT` buffers of `SIZE` bytes; a multishot
+//! receive picks one when data arrives, so an idle connection owns no buffer even while
+//! its receive is armed.
+//!
+//! Invariants:
+//! - Every buffer is either *in the ring* (the kernel may write into it at any time, so
+//!   no Rust reference to it exists) or *lent* (its CQE named it; the kernel will not
+//!   touch it until `give_back`). `lend` makes the only slice of a lent buffer.
+//! - The memory of the ring and of the buffers is freed only by `Drop`, which the owner
+//!   runs after the kernel is done with them (the buffer group unregistered, or the
+//!   io_uring closed with no receive in flight). See `Uring`'s `Drop`.
+//! - Only this thread writes the tail; the kernel reads it (acquire) and writes the head.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::IoUring;
+
+/// Buffers in the ring (a power of two, at most 32,768).
+pub const COUNT: u16 = 1024;
+/// Bytes per buffer: a receive completes with at most this much.
+pub const SIZE: usize = 4096;
+const PAGE: usize = 4096;
+
+/// `struct io_uring_buf` of the kernel ABI. The ring's tail lives in the `resv` field of
+/// entry 0, so entries are written field by field through raw pointers, never as `&mut`.
+#[repr(C)]
+struct RawBuf {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+const _: () = assert!(size_of::<RawBuf>() == 16);
+const _: () = assert!(COUNT.is_power_of_two());
+
+pub struct BufRing {
+    entries: NonNull<RawBuf>,
+    bufs: NonNull<u8>,
+    tail: u16,
+    group: u16,
+}
+
+// SAFETY: the ring and its buffers are plain memory owned by this value; the kernel reads
+// them on behalf of the io_uring, which moves with it. Only one thread uses it at a time
+// (a driver is built on one thread and then moved to its worker thread for good).
+unsafe impl Send for BufRing {}
+
+impl BufRing {
+    fn entries_layout() -> Layout {
+        // A page-aligned array of COUNT entries (the kernel wants the ring page-aligned).
+        Layout::from_size_align(COUNT as usize * size_of::<RawBuf>(), PAGE)
+            .expect("constant layout is valid")
+    }
+
+    fn bufs_layout() -> Layout {
+        Layout::from_size_align(COUNT as usize * SIZE, PAGE).expect("constant layout is valid")
+    }
+
+    /// Allocates the ring with every buffer in it and registers it as buffer group `group`.
+    pub fn new(ring: &IoUring, group: u16) -> io::Result<BufRing> {
+        // SAFETY: the layouts have non-zero size. Zeroed memory: large allocations come
+        // from fresh anonymous pages, which cost no RSS until the kernel writes into them.
+        let entries = unsafe { alloc_zeroed(Self::entries_layout()) };
+        let entries = NonNull::new(entries.cast::<RawBuf>()).ok_or(io::ErrorKind::OutOfMemory)?;
+        // SAFETY: as above.
+        let bufs = unsafe { alloc_zeroed(Self::bufs_layout()) };
+        let Some(bufs) = NonNull::new(bufs) else {
+            // SAFETY: `entries` came from `alloc_zeroed` with this layout, unused since.
+            unsafe { dealloc(entries.as_ptr().cast(), Self::entries_layout()) };
+            return Err(io::ErrorKind::OutOfMemory.into());
+        };
+        let mut this = BufRing {
+            entries,
+            bufs,
+            tail: 0,
+            group,
+        };
+        for bid in 0..COUNT {
+            this.put(bid);
+        }
+        this.publish();
+        // SAFETY: `entries` holds COUNT entries and stays allocated until `Drop`, which the
+        // owner runs only after unregistering the group or closing the ring.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                COUNT,
+                group,
+                0,
+            )?;
+        }
+        Ok(this)
+    }
+
+    pub fn group(&self) -> u16 {
+        self.group
+    }
+
+    /// The first `len` bytes of buffer `bid`, which a CQE has just lent to us.
+    ///
+    /// # Safety
+    /// `bid` must be lent (named by a CQE and not given back since), and the slice must be
+    /// dropped before `give_back(bid)`.
+    pub unsafe fn lend(&mut self, bid: u16, len: usize) -> &mut [u8] {
+        let bid = bid & (COUNT - 1);
+        let len = len.min(SIZE);
+        // SAFETY: `bid < COUNT`, so the range lies inside the allocation; the caller
+        // guarantees the kernel does not write to a lent buffer.
+        unsafe { std::slice::from_raw_parts_mut(self.bufs.as_ptr().add(bid as usize * SIZE), len) }
+    }
+
+    /// Returns a lent buffer to the kernel.
+    pub fn give_back(&mut self, bid: u16) {
+        self.put(bid & (COUNT - 1));
+        self.publish();
+    }
+
+    /// Writes buffer `bid` into the entry at the local tail (not yet visible to the kernel).
+    fn put(&mut self, bid: u16) {
+        let index = (self.tail & (COUNT - 1)) as usize;
+        // SAFETY: `index < COUNT`. The entry at the unpublished tail is not read by the
+        // kernel until `publish`; fields are written through raw pointers so that the
+        // tail in entry 0's `resv` is never covered by a reference.
+        unsafe {
+            let entry = self.entries.as_ptr().add(index);
+            std::ptr::addr_of_mut!((*entry).addr)
+                .write(self.bufs.as_ptr().add(bid as usize * SIZE) as u64);
+            std::ptr::addr_of_mut!((*entry).len).write(SIZE as u32);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes every entry put so far visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail is the `resv` field of entry 0, a properly aligned u16 inside
+        // the allocation; the kernel only reads it, so an atomic view of it is sound.
+        let tail =
+            unsafe { AtomicU16::from_ptr(std::ptr::addr_of_mut!((*self.entries.as_ptr()).resv)) };
+        tail.store(self.tail, Ordering::Release);
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: both came from `alloc_zeroed` with these layouts; the owner guarantees
+        // the kernel no longer uses them (see the module invariants).
+        unsafe {
+            dealloc(self.entries.as_ptr().cast(), Self::entries_layout());
+            dealloc(self.bufs.as_ptr(), Self::bufs_layout());
+        }
+    }
+}
