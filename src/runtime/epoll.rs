@@ -287,7 +287,8 @@ impl Driver for Epoll {
         }
     }
 
-    fn detach(&mut self, conn: ConnId) -> Option<std::net::TcpStream> {
+    fn detach(&mut self, conn: ConnId, _unread: &mut Vec<u8>) -> Option<std::net::TcpStream> {
+        // Nothing is read ahead: unread bytes stay in the socket for the new owner.
         let slot = self.slots.get_mut(conn.slot as usize)?;
         if slot.generation != conn.generation {
             return None;

@@ -38,6 +38,14 @@ pub fn test_driver() -> String {
     driver
 }
 
+/// `test_driver()` as a config value, for servers run inside the test process.
+pub fn driver_kind() -> throng::config::DriverKind {
+    match test_driver().as_str() {
+        "uring" => throng::config::DriverKind::Uring,
+        _ => throng::config::DriverKind::Epoll,
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

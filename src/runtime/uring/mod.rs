@@ -460,8 +460,14 @@ impl Uring {
             r if r == -libc::ENOBUFS => self.starved.push(id),
             r if r == -libc::ECANCELED => self.arm_recv(id), // (a no-op while paused)
             // 0: end of stream; else an error (ECONNRESET, ...).
-            _ if slot.paused => slot.ended = true,
-            _ => sink.hangup(id),
+            r => {
+                tracing::debug!(?id, res = r, "receive ended");
+                if slot.paused {
+                    slot.ended = true;
+                } else {
+                    sink.hangup(id);
+                }
+            }
         }
     }
 
@@ -519,6 +525,7 @@ impl Uring {
         };
         slot.send = None;
         if !all_sent {
+            tracing::debug!(?id, res = cqe.res, "send failed");
             slot.broken = true;
             return sink.hangup(id);
         }
@@ -562,6 +569,21 @@ impl Uring {
     /// Waits (bounded) for the ring to finish op `key`: CQEs of other ops are kept for
     /// the next turn; those of `key` go to `on`. Returns whether `key` ended.
     fn settle(&mut self, key: u64, mut on: impl FnMut(&mut Self, Cqe) -> bool) -> bool {
+        // CQEs of `key` may already wait among the deferred ones (read while another
+        // socket was detached this turn): they come first, in order.
+        let mut i = 0;
+        while i < self.deferred.len() {
+            if self.deferred[i].user_data != key {
+                i += 1;
+                continue;
+            }
+            let Some(cqe) = self.deferred.remove(i) else {
+                break;
+            };
+            if on(self, cqe) {
+                return true;
+            }
+        }
         let deadline = Instant::now() + SETTLE;
         loop {
             if self
@@ -744,6 +766,7 @@ impl Driver for Uring {
         let Some(slot) = self.live(conn) else {
             return;
         };
+        tracing::debug!(?conn, held = slot.held.len(), paused = slot.paused, recv = slot.recv.is_some(), send = slot.send.is_some(), "close");
         let ops = [slot.recv.take(), slot.send.take()];
         let stream = slot.stream.take();
         slot.held = Vec::new();
@@ -760,23 +783,21 @@ impl Driver for Uring {
         }
     }
 
-    fn detach(&mut self, conn: ConnId) -> Option<TcpStream> {
+    fn detach(&mut self, conn: ConnId, unread: &mut Vec<u8>) -> Option<TcpStream> {
         self.live(conn)?;
-        let mut unread = Vec::new();
-        let settled = self.settle_send(conn) && self.settle_recv(conn, &mut unread);
+        let mut late = Vec::new();
+        let settled = self.settle_send(conn) && self.settle_recv(conn, &mut late);
         let slot = self.live(conn)?;
-        let clean = settled && !slot.broken && slot.held.is_empty() && unread.is_empty();
-        if !clean {
-            // The socket cannot leave cleanly (the kernel still holds it, or input was
-            // read that the sink has not seen): close it here instead.
-            tracing::debug!(
-                unread = unread.len() + slot.held.len(),
-                settled,
-                "connection not handed over: closing it"
-            );
+        if !settled || slot.broken {
+            // The kernel still holds the socket, or it failed: close it here instead.
+            tracing::debug!(?conn, settled, "connection not handed over: closing it");
             self.close(conn);
             return None;
         }
+        // Held bytes came first (read while paused), then those the cancel caught.
+        unread.append(&mut slot.held);
+        unread.append(&mut late);
+        // An end of stream seen here is seen again by the new owner (a FIN stays).
         slot.stream.take()
     }
 
