@@ -57,6 +57,11 @@ impl Server {
     /// `throng serve` (`--app echo --workers 2` unless `extra` says otherwise) with
     /// `extra` flags; waits until it accepts TCP.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_env(extra, &[])
+    }
+
+    /// `start`, with `env` set for the server.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let port_s = port.to_string();
         let mut args = vec!["serve", "--host", "127.0.0.1", "--port", &port_s];
@@ -79,6 +84,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_throng"))
             .args(&args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log.unwrap_or_else(Stdio::null))
             .spawn()

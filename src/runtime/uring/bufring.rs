@@ -1,5 +1,6 @@
 //! The provided-buffer ring (`IORING_REGISTER_PBUF_RING`): one per worker, the io_uring
-//! counterpart of epoll's scratch buffer. `COUNT` buffers of `SIZE` bytes; a multishot
+//! counterpart of epoll's scratch buffer. `COUNT` buffers of `SIZE` bytes (4 MiB, touched
+//! only as the kernel fills them); a multishot
 //! receive picks one when data arrives, so an idle connection owns no buffer even while
 //! its receive is armed.
 //!
@@ -19,7 +20,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::IoUring;
 
-/// Buffers in the ring (a power of two, at most 32,768).
+/// Buffers in the ring unless `THRONG_URING_BUFFERS` says otherwise (a power of two,
+/// 1 to 32,768; tests set it small to run the ring dry).
 pub const COUNT: u16 = 1024;
 /// Bytes per buffer: a receive completes with at most this much.
 pub const SIZE: usize = 4096;
@@ -40,6 +42,8 @@ const _: () = assert!(COUNT.is_power_of_two());
 pub struct BufRing {
     entries: NonNull<RawBuf>,
     bufs: NonNull<u8>,
+    /// Buffers in the ring, a power of two.
+    count: u16,
     tail: u16,
     group: u16,
 }
@@ -50,45 +54,58 @@ pub struct BufRing {
 unsafe impl Send for BufRing {}
 
 impl BufRing {
-    fn entries_layout() -> Layout {
-        // A page-aligned array of COUNT entries (the kernel wants the ring page-aligned).
-        Layout::from_size_align(COUNT as usize * size_of::<RawBuf>(), PAGE)
-            .expect("constant layout is valid")
+    fn entries_layout(count: u16) -> Layout {
+        // A page-aligned array of entries (the kernel wants the ring page-aligned).
+        Layout::from_size_align(count as usize * size_of::<RawBuf>(), PAGE)
+            .expect("a power of two up to 32,768 entries is a valid layout")
     }
 
-    fn bufs_layout() -> Layout {
-        Layout::from_size_align(COUNT as usize * SIZE, PAGE).expect("constant layout is valid")
+    fn bufs_layout(count: u16) -> Layout {
+        Layout::from_size_align(count as usize * SIZE, PAGE)
+            .expect("a power of two up to 32,768 buffers is a valid layout")
     }
 
-    /// Allocates the ring with every buffer in it and registers it as buffer group `group`.
-    pub fn new(ring: &IoUring, group: u16) -> io::Result<BufRing> {
+    /// The ring size: `THRONG_URING_BUFFERS` if it is a power of two up to 32,768.
+    pub fn count_from_env() -> u16 {
+        std::env::var("THRONG_URING_BUFFERS")
+            .ok()
+            .and_then(|v| v.parse::<u16>().ok())
+            .filter(|n| n.is_power_of_two() && *n <= 1 << 15)
+            .unwrap_or(COUNT)
+    }
+
+    /// Allocates a ring of `count` buffers (a power of two), every buffer in it, and
+    /// registers it as buffer group `group`.
+    pub fn new(ring: &IoUring, group: u16, count: u16) -> io::Result<BufRing> {
+        assert!(count.is_power_of_two() && count <= 1 << 15);
         // SAFETY: the layouts have non-zero size. Zeroed memory: large allocations come
         // from fresh anonymous pages, which cost no RSS until the kernel writes into them.
-        let entries = unsafe { alloc_zeroed(Self::entries_layout()) };
+        let entries = unsafe { alloc_zeroed(Self::entries_layout(count)) };
         let entries = NonNull::new(entries.cast::<RawBuf>()).ok_or(io::ErrorKind::OutOfMemory)?;
         // SAFETY: as above.
-        let bufs = unsafe { alloc_zeroed(Self::bufs_layout()) };
+        let bufs = unsafe { alloc_zeroed(Self::bufs_layout(count)) };
         let Some(bufs) = NonNull::new(bufs) else {
             // SAFETY: `entries` came from `alloc_zeroed` with this layout, unused since.
-            unsafe { dealloc(entries.as_ptr().cast(), Self::entries_layout()) };
+            unsafe { dealloc(entries.as_ptr().cast(), Self::entries_layout(count)) };
             return Err(io::ErrorKind::OutOfMemory.into());
         };
         let mut this = BufRing {
             entries,
             bufs,
+            count,
             tail: 0,
             group,
         };
-        for bid in 0..COUNT {
+        for bid in 0..count {
             this.put(bid);
         }
         this.publish();
-        // SAFETY: `entries` holds COUNT entries and stays allocated until `Drop`, which the
+        // SAFETY: `entries` holds `count` entries and stays allocated until `Drop`, which the
         // owner runs only after unregistering the group or closing the ring.
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 entries.as_ptr() as u64,
-                COUNT,
+                count,
                 group,
                 0,
             )?;
@@ -106,23 +123,23 @@ impl BufRing {
     /// `bid` must be lent (named by a CQE and not given back since), and the slice must be
     /// dropped before `give_back(bid)`.
     pub unsafe fn lend(&mut self, bid: u16, len: usize) -> &mut [u8] {
-        let bid = bid & (COUNT - 1);
+        let bid = bid & (self.count - 1);
         let len = len.min(SIZE);
-        // SAFETY: `bid < COUNT`, so the range lies inside the allocation; the caller
+        // SAFETY: `bid < count`, so the range lies inside the allocation; the caller
         // guarantees the kernel does not write to a lent buffer.
         unsafe { std::slice::from_raw_parts_mut(self.bufs.as_ptr().add(bid as usize * SIZE), len) }
     }
 
     /// Returns a lent buffer to the kernel.
     pub fn give_back(&mut self, bid: u16) {
-        self.put(bid & (COUNT - 1));
+        self.put(bid & (self.count - 1));
         self.publish();
     }
 
     /// Writes buffer `bid` into the entry at the local tail (not yet visible to the kernel).
     fn put(&mut self, bid: u16) {
-        let index = (self.tail & (COUNT - 1)) as usize;
-        // SAFETY: `index < COUNT`. The entry at the unpublished tail is not read by the
+        let index = (self.tail & (self.count - 1)) as usize;
+        // SAFETY: `index < count`. The entry at the unpublished tail is not read by the
         // kernel until `publish`; fields are written through raw pointers so that the
         // tail in entry 0's `resv` is never covered by a reference.
         unsafe {
@@ -150,8 +167,11 @@ impl Drop for BufRing {
         // SAFETY: both came from `alloc_zeroed` with these layouts; the owner guarantees
         // the kernel no longer uses them (see the module invariants).
         unsafe {
-            dealloc(self.entries.as_ptr().cast(), Self::entries_layout());
-            dealloc(self.bufs.as_ptr(), Self::bufs_layout());
+            dealloc(
+                self.entries.as_ptr().cast(),
+                Self::entries_layout(self.count),
+            );
+            dealloc(self.bufs.as_ptr(), Self::bufs_layout(self.count));
         }
     }
 }

@@ -144,7 +144,7 @@ impl Uring {
     /// kernel lacks.
     pub fn new(listener: TcpListener) -> io::Result<Uring> {
         let ring = probe::build(RING_ENTRIES)?;
-        let bufs = BufRing::new(&ring, GROUP).map_err(|e| {
+        let bufs = BufRing::new(&ring, GROUP, BufRing::count_from_env()).map_err(|e| {
             io::Error::from(Unsupported {
                 what: "IORING_REGISTER_PBUF_RING (Linux 5.19)",
                 error: Some(e),
@@ -457,7 +457,10 @@ impl Uring {
         slot.recv = None;
         match cqe.res {
             r if r > 0 => self.arm_recv(id),
-            r if r == -libc::ENOBUFS => self.starved.push(id),
+            r if r == -libc::ENOBUFS => {
+                tracing::debug!(?id, "buffer ring empty: receive re-armed after the turn");
+                self.starved.push(id)
+            }
             r if r == -libc::ECANCELED => self.arm_recv(id), // (a no-op while paused)
             // 0: end of stream; else an error (ECONNRESET, ...).
             r => {
@@ -766,7 +769,14 @@ impl Driver for Uring {
         let Some(slot) = self.live(conn) else {
             return;
         };
-        tracing::debug!(?conn, held = slot.held.len(), paused = slot.paused, recv = slot.recv.is_some(), send = slot.send.is_some(), "close");
+        tracing::debug!(
+            ?conn,
+            held = slot.held.len(),
+            paused = slot.paused,
+            recv = slot.recv.is_some(),
+            send = slot.send.is_some(),
+            "close"
+        );
         let ops = [slot.recv.take(), slot.send.take()];
         let stream = slot.stream.take();
         slot.held = Vec::new();

@@ -96,7 +96,7 @@ pub fn build(entries: u32) -> Result<IoUring, Unsupported> {
 /// provided-buffer ring (registered and dropped again).
 pub fn probe() -> Result<(), Unsupported> {
     let ring = build(8)?;
-    let bufs = super::bufring::BufRing::new(&ring, 0)
+    let bufs = super::bufring::BufRing::new(&ring, 0, 8)
         .map_err(|e| missing("IORING_REGISTER_PBUF_RING (Linux 5.19)", Some(e)))?;
     // Unregister before the memory goes (`BufRing`'s invariant); closing the ring would do too.
     let _ = ring.submitter().unregister_buf_ring(bufs.group());
