@@ -74,8 +74,8 @@ fn a_burst_of_connections_sending_at_once_loses_nothing() {
     let mut peers: Vec<Peer> = (0..CONNS).map(|_| Peer::open(s.port)).collect();
     let payload = |i: usize| -> Vec<u8> { (0..SIZE).map(|j| (i * 31 + j) as u8).collect() };
     // Every frame is written while the server is stopped, so that 16 MiB wait in 2,000
-    // sockets when it resumes: with io_uring, two buffers' worth per connection against a
-    // ring of 16 per worker, so receives end with ENOBUFS and are re-armed.
+    // sockets when it resumes: with io_uring, 2,000 sockets want a buffer from a ring of
+    // 16 per worker, so receives end with ENOBUFS and are re-armed.
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
     unsafe { libc::kill(s.pid() as i32, libc::SIGSTOP) };
     for (i, p) in peers.iter_mut().enumerate() {

@@ -76,14 +76,18 @@ impl Server {
             args.extend(["--driver", driver.as_str()]);
         }
         args.extend_from_slice(extra);
-        // THRONG_TEST_SERVER_LOG=DIR keeps each server's warnings in DIR/PORT.log.
+        // THRONG_TEST_SERVER_LOG=DIR keeps each server's log in DIR/PORT.log, at the level
+        // THRONG_TEST_RUST_LOG says (default warn).
         let log = std::env::var_os("THRONG_TEST_SERVER_LOG").map(|dir| {
             let path = std::path::Path::new(&dir).join(format!("{port}.log"));
             Stdio::from(std::fs::File::create(path).expect("server log file"))
         });
         let child = Command::new(env!("CARGO_BIN_EXE_throng"))
             .args(&args)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("THRONG_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log.unwrap_or_else(Stdio::null))
