@@ -10,13 +10,18 @@
 #   connect   `throng bench connect`: CONNS (default 10,000) upgraded idle connections from 4
 #             source addresses (connects/s; the server's RSS growth per connection; the
 #             machine's slab growth per connection, both ends of each loopback connection).
-# Ends with a table of uring/epoll ratios (for latency and memory, lower is better).
+# The drivers alternate, ROUNDS times (default 2), so that other work on the machine hits
+# both alike; the table shows each figure's mean over the rounds, and uring/epoll ratios
+# (for latency and memory, lower is better). Per server-CPU-second figures (throughput over
+# the server's own CPU use) say how much work each driver does per message, which noise
+# from other processes moves less than throughput.
 # JSON lines (the generator's fields + "server", "driver", "server_cpu_percent") go to
 # target/bench/drivers-<time>.jsonl.
 #
 # Env: SECS (measured seconds, default 8), WARMUP (default 2), SCENARIOS (echo CONNS:INFLIGHT
 #      pairs, default "100:1 100:8 1000:1"), SUBSCRIBERS (default 1000), CONNS (default
-#      10000), DRIVERS (default "epoll uring"), SERVER_CORE, CLIENT_CORE, NO_BUILD=1.
+#      10000), DRIVERS (default "epoll uring"), ROUNDS (default 2), SERVER_CORE, CLIENT_CORE,
+#      NO_BUILD=1.
 set -Eeuo pipefail
 source "$(dirname "$0")/lib/bench-common.sh"
 
@@ -26,6 +31,7 @@ SCENARIOS=${SCENARIOS:-"100:1 100:8 1000:1"}
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
 CONNS=${CONNS:-10000}
 DRIVERS=${DRIVERS:-"epoll uring"}
+ROUNDS=${ROUNDS:-2}
 
 require_tools taskset python3 cargo
 raise_fd_limit
@@ -61,7 +67,9 @@ measure() {
     <"$run_out" >>"$out"
 }
 
+for round in $(seq 1 "$ROUNDS"); do
 for driver in $DRIVERS; do
+  say "round $round of $ROUNDS: $driver"
   THRONG_DRIVER=$driver
   THRONG_APP=echo
   port=$(free_port)
@@ -91,9 +99,10 @@ for driver in $DRIVERS; do
   stop_server
   wait_sockets_gone "before the next driver"
 done
+done
 
 python3 - "$out" <<'PY'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 
 def key(r):
@@ -103,32 +112,45 @@ def key(r):
         return f'fan-out to {r["subscribed"]} subscribers'
     return f'connect {r["conns_requested"]} idle conns'
 
-# (label, field, higher is better)
+def per_cpu(field):
+    return lambda r: r[field] / max(r["server_cpu_percent"], 1) * 100
+
+# (label, field or function)
 fields = {
-    "echo": [("msgs/s", "msgs_per_sec", True), ("p99 us", "p99_us", False),
-             ("server CPU %", "server_cpu_percent", None)],
-    "fanout": [("deliveries/s", "deliveries_per_sec", True), ("p99 us", "p99_us", False),
-               ("lost", "lost", False), ("server CPU %", "server_cpu_percent", None)],
-    "connect": [("connects/s", "connects_per_sec", True),
-                ("server RSS B/conn", "rss_per_conn_bytes", False),
-                ("kernel slab B/conn", "kernel_slab_per_conn_bytes", False)],
+    "echo": [("msgs/s", "msgs_per_sec"), ("p99 us", "p99_us"),
+             ("server CPU %", "server_cpu_percent"), ("msgs/server-CPU-s", per_cpu("msgs_per_sec"))],
+    "fanout": [("deliveries/s", "deliveries_per_sec"), ("p99 us", "p99_us"), ("lost", "lost"),
+               ("server CPU %", "server_cpu_percent"),
+               ("deliv/server-CPU-s", per_cpu("deliveries_per_sec"))],
+    "connect": [("connects/s", "connects_per_sec"),
+                ("server RSS B/conn", "rss_per_conn_bytes"),
+                ("server RSS KiB before", "server_rss_before_kb"),
+                ("kernel slab B/conn", "kernel_slab_per_conn_bytes")],
 }
+
+def value(rs, f):
+    if not rs:
+        return None
+    vals = [f(r) if callable(f) else r.get(f) for r in rs]
+    vals = [v for v in vals if v is not None]
+    return statistics.mean(vals) if vals else None
+
 print()
-print(f'{"scenario":<40}{"figure":<20}{"epoll":>12}{"uring":>12}{"uring/epoll":>13}')
+print(f'{"scenario":<40}{"figure":<23}{"epoll":>12}{"uring":>12}{"uring/epoll":>13}')
 for k in dict.fromkeys(key(r) for r in rows):
-    group = {r["driver"]: r for r in rows if key(r) == k}
-    e, u = group.get("epoll"), group.get("uring")
-    mode = (e or u)["mode"]
-    for label, f, _ in fields[mode]:
-        ev = e.get(f) if e else None
-        uv = u.get(f) if u else None
+    group = [r for r in rows if key(r) == k]
+    e = [r for r in group if r["driver"] == "epoll"]
+    u = [r for r in group if r["driver"] == "uring"]
+    for label, f in fields[group[0]["mode"]]:
+        ev, uv = value(e, f), value(u, f)
         ratio = f"{uv / ev:.2f}x" if ev and uv is not None else "-"
         fmt = lambda v: "-" if v is None else f"{v:.0f}"
-        print(f'{k:<40}{label:<20}{fmt(ev):>12}{fmt(uv):>12}{ratio:>13}')
-    flags = [d for d, r in group.items() if r.get("generator_exit") or r.get("errors")]
-    if flags:
-        print(f'{"":<40}errors or a failing generator with: {", ".join(flags)}')
-print(f"\nraw results: {sys.argv[1]}")
+        print(f'{k:<40}{label:<23}{fmt(ev):>12}{fmt(uv):>12}{ratio:>13}')
+    bad = sorted({r["driver"] for r in group if r.get("generator_exit") or r.get("errors")})
+    if bad:
+        print(f'{"":<40}errors or a failing generator with: {", ".join(bad)}')
+rounds = max(1, len(rows) // max(1, len({(r["driver"], key(r)) for r in rows})))
+print(f"\nmeans over {rounds} round(s); raw results: {sys.argv[1]}")
 print("msgs/s, deliveries/s, connects/s: higher is better; latency, memory: lower is better. "
-      "A generator near 100% CPU (field cpu_percent in the JSON) caps msgs/s for both drivers.")
+      "A generator near 100% CPU (cpu_percent in the JSON) caps msgs/s for both drivers.")
 PY

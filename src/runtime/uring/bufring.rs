@@ -14,7 +14,6 @@
 //!   io_uring closed with no receive in flight). See `Uring`'s `Drop`.
 //! - Only this thread writes the tail; the kernel reads it (acquire) and writes the head.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -57,15 +56,12 @@ pub struct BufRing {
 unsafe impl Send for BufRing {}
 
 impl BufRing {
-    fn entries_layout(count: u16) -> Layout {
-        // A page-aligned array of entries (the kernel wants the ring page-aligned).
-        Layout::from_size_align(count as usize * size_of::<RawBuf>(), PAGE)
-            .expect("a power of two up to 32,768 entries is a valid layout")
+    fn entries_bytes(count: u16) -> usize {
+        (count as usize * size_of::<RawBuf>()).next_multiple_of(PAGE)
     }
 
-    fn bufs_layout(count: u16) -> Layout {
-        Layout::from_size_align(count as usize * SIZE, PAGE)
-            .expect("a power of two up to 32,768 buffers is a valid layout")
+    fn bufs_bytes(count: u16) -> usize {
+        count as usize * SIZE
     }
 
     /// The ring size: `THRONG_URING_BUFFERS` if it is a power of two up to 32,768.
@@ -81,16 +77,16 @@ impl BufRing {
     /// registers it as buffer group `group`.
     pub fn new(ring: &IoUring, group: u16, count: u16) -> io::Result<BufRing> {
         assert!(count.is_power_of_two() && count <= 1 << 15);
-        // SAFETY: the layouts have non-zero size. Zeroed memory: large allocations come
-        // from fresh anonymous pages, which cost no RSS until the kernel writes into them.
-        let entries = unsafe { alloc_zeroed(Self::entries_layout(count)) };
-        let entries = NonNull::new(entries.cast::<RawBuf>()).ok_or(io::ErrorKind::OutOfMemory)?;
-        // SAFETY: as above.
-        let bufs = unsafe { alloc_zeroed(Self::bufs_layout(count)) };
-        let Some(bufs) = NonNull::new(bufs) else {
-            // SAFETY: `entries` came from `alloc_zeroed` with this layout, unused since.
-            unsafe { dealloc(entries.as_ptr().cast(), Self::entries_layout(count)) };
-            return Err(io::ErrorKind::OutOfMemory.into());
+        // Anonymous mappings: page-aligned, zero-filled by the kernel, and resident only
+        // once written (an aligned `alloc_zeroed` would write every byte of 16 MiB).
+        let entries = map(Self::entries_bytes(count))?.cast::<RawBuf>();
+        let bufs = match map(Self::bufs_bytes(count)) {
+            Ok(bufs) => bufs,
+            Err(e) => {
+                // SAFETY: `entries` was mapped just above with this length, unused since.
+                unsafe { unmap(entries.cast(), Self::entries_bytes(count)) };
+                return Err(e);
+            }
         };
         let mut this = BufRing {
             entries,
@@ -167,14 +163,39 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: both came from `alloc_zeroed` with these layouts; the owner guarantees
-        // the kernel no longer uses them (see the module invariants).
+        // SAFETY: both were mapped by `map` with these lengths; the owner guarantees the
+        // kernel no longer uses them (see the module invariants).
         unsafe {
-            dealloc(
-                self.entries.as_ptr().cast(),
-                Self::entries_layout(self.count),
-            );
-            dealloc(self.bufs.as_ptr(), Self::bufs_layout(self.count));
+            unmap(self.entries.cast(), Self::entries_bytes(self.count));
+            unmap(self.bufs, Self::bufs_bytes(self.count));
         }
     }
+}
+
+/// A private anonymous read-write mapping of `len` bytes.
+fn map(len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: a fresh anonymous mapping touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(p.cast()).ok_or_else(|| io::ErrorKind::OutOfMemory.into())
+}
+
+/// Unmaps what `map` returned.
+///
+/// # Safety
+/// `p` and `len` must come from one `map` call, and nothing may use the memory after.
+unsafe fn unmap(p: NonNull<u8>, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { libc::munmap(p.as_ptr().cast(), len) };
 }
