@@ -41,7 +41,8 @@ fn missing(what: &'static str, error: Option<io::Error>) -> Unsupported {
 }
 
 /// Opcodes the driver submits.
-const OPCODES: [(u8, &str); 5] = [
+const OPCODES: [(u8, &str); 6] = [
+    (opcode::Send::CODE, "IORING_OP_SEND"),
     (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT"),
     (opcode::RecvMulti::CODE, "IORING_OP_RECV"),
     (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),

@@ -6,9 +6,17 @@
 //! reads (frames, iovecs, header) cannot be freed or moved under it. A `SendBuf` lives in
 //! a `Box` (a stable address); `iov` is not grown while a send is in flight.
 
+use std::os::fd::RawFd;
+
 use bytes::Bytes;
+use io_uring::opcode;
+use io_uring::squeue;
+use io_uring::types::Fd;
 
 use crate::runtime::conn_id::ConnId;
+
+/// No SIGPIPE; the kernel finishes a short send on a stream socket itself.
+const FLAGS: i32 = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
 
 /// Most iovecs one send carries (the kernel's limit is 1,024).
 pub const MAX_IOVECS: usize = 256;
@@ -80,9 +88,20 @@ impl SendBuf {
         taken
     }
 
-    /// The header to hand to `SendMsg`; valid while `self` is neither moved nor refilled.
-    pub fn msg(&self) -> *const libc::msghdr {
-        &self.msg
+    /// The SQE that sends what is left to `fd`: `SEND` for one piece (no header for the
+    /// kernel to copy), `SENDMSG` for several. It points into `self`, which must stay
+    /// where it is (boxed) and unchanged until the operation's last CQE.
+    pub fn sqe(&self, fd: RawFd) -> squeue::Entry {
+        let rest = &self.iov[self.first..];
+        if let [one] = rest {
+            opcode::Send::new(Fd(fd), one.iov_base.cast_const().cast(), one.iov_len as u32)
+                .flags(FLAGS)
+                .build()
+        } else {
+            opcode::SendMsg::new(Fd(fd), &self.msg)
+                .flags(FLAGS as u32)
+                .build()
+        }
     }
 
     pub fn left(&self) -> usize {
