@@ -4,8 +4,11 @@
 #      127.0.0.1 against the built `throng` binary, and node's `ws` client for interop);
 #   2. the real Autobahn|Testsuite, cases 1.*-11.*, plus its raw handshake checks, against
 #      `throng serve --app echo` (../shared/autobahn/run.sh; 12.*/13.* are
-#      permessage-deflate, which Throng does not negotiate).
-# Ends with one line `N passed, N failed` summing both; exits non-zero on any failure.
+#      permessage-deflate, which Throng does not negotiate);
+#   3. the end-to-end tests that exercise the kernel seam (URING_TESTS) and Autobahn again,
+#      with the servers on the io_uring driver (THRONG_TEST_DRIVER=uring). A kernel that
+#      cannot run it is reported as a skip with the probe's reason, not counted as passed.
+# Ends with one line `N passed, N failed` summing all; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,46 +18,92 @@ scripts/setup-test-deps.sh || exit 2
 log=$(mktemp)
 trap 'rm -f "$log"; [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null' EXIT
 
-echo "== cargo test"
-cargo test --no-fail-fast 2>&1 | tee "$log"
-cargo_rc=${PIPESTATUS[0]}
-read -r cargo_passed cargo_failed < <(awk '/^test result:/ {
-    for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
-  } END { print p + 0, f + 0 }' "$log")
-if [ "$cargo_rc" -ne 0 ] && [ "$cargo_failed" -eq 0 ]; then
-  cargo_failed=1 # a build failure counts as a failure
-fi
+# sum_results LOG: "PASSED FAILED" from cargo's `test result:` lines.
+sum_results() {
+  awk '/^test result:/ {
+      for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+    } END { print p + 0, f + 0 }' "$1"
+}
 
-echo "== Autobahn|Testsuite 1.*-11.* + handshake checks"
-autobahn=${AUTOBAHN:-$root/../shared/autobahn/run.sh}
-ab_passed=0
-ab_failed=1
-if [ ! -x "$autobahn" ]; then
-  echo "Autobahn runner not found at $autobahn (expected ../shared/autobahn beside the repo)" >&2
-else
+# autobahn DRIVER: runs the Autobahn suite against an echo server on DRIVER; sets
+# ab_passed/ab_failed.
+autobahn() {
+  local driver=$1 port summary
+  ab_passed=0
+  ab_failed=1
+  local runner=${AUTOBAHN:-$root/../shared/autobahn/run.sh}
+  if [ ! -x "$runner" ]; then
+    echo "Autobahn runner not found at $runner (expected ../shared/autobahn beside the repo)" >&2
+    return
+  fi
   cargo build --quiet --bin throng || exit 1
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   ./target/debug/throng serve --host 127.0.0.1 --port "$port" --app echo --workers 2 \
-    >target/autobahn-server.log 2>&1 &
+    --driver "$driver" >"target/autobahn-server-$driver.log" 2>&1 &
   server_pid=$!
-  "$autobahn" "ws://127.0.0.1:$port/" --exclude '12.*,13.*' --out "$root/target/autobahn-reports/test" \
-    2>&1 | tee "$log"
+  "$runner" "ws://127.0.0.1:$port/" --exclude '12.*,13.*' \
+    --out "$root/target/autobahn-reports/test-$driver" 2>&1 | tee "$log"
   summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
   if [ -n "$summary" ]; then
     ab_passed=$(echo "$summary" | awk '{print $1}')
     ab_failed=$(echo "$summary" | awk '{print $3}')
   fi
   if ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "the server under Autobahn died; see target/autobahn-server.log" >&2
+    echo "the server under Autobahn died; see target/autobahn-server-$driver.log" >&2
     ab_failed=$((ab_failed + 1))
   fi
   kill -TERM "$server_pid" 2>/dev/null
   wait "$server_pid" 2>/dev/null
   server_pid=
+}
+
+echo "== cargo test"
+cargo test --no-fail-fast 2>&1 | tee "$log"
+cargo_rc=${PIPESTATUS[0]}
+read -r cargo_passed cargo_failed < <(sum_results "$log")
+if [ "$cargo_rc" -ne 0 ] && [ "$cargo_failed" -eq 0 ]; then
+  cargo_failed=1 # a build failure counts as a failure
 fi
 
-passed=$((cargo_passed + ab_passed))
-failed=$((cargo_failed + ab_failed))
-echo "cargo test: $cargo_passed passed, $cargo_failed failed; autobahn+handshake: $ab_passed passed, $ab_failed failed"
+echo "== Autobahn|Testsuite 1.*-11.* + handshake checks (epoll)"
+autobahn epoll
+epoll_ab_passed=$ab_passed
+epoll_ab_failed=$ab_failed
+
+# The end-to-end tests that go through the driver (not the unit tests, the benches' own
+# tests or the layering check), again on io_uring.
+URING_TESTS=${URING_TESTS:-"rfc6455 robustness driver_faults fabric limits sio interop engineio polling_bounds admission drain tls"}
+uring_passed=0
+uring_failed=0
+uring_ab_passed=0
+uring_ab_failed=0
+# The binary probes the kernel before anything else (then fails on the absurd limit).
+uring_skip=$(./target/debug/throng serve --driver uring --host 127.0.0.1 --port 0 \
+  --max-connections 4000000000 2>&1 | grep -o 'io_uring lacks.*' || true)
+if [ -n "$uring_skip" ]; then
+  echo "== io_uring: SKIPPED, the kernel's $uring_skip"
+else
+  echo "== cargo test on io_uring: $URING_TESTS"
+  args=()
+  for t in $URING_TESTS; do args+=(--test "$t"); done
+  THRONG_TEST_DRIVER=uring cargo test --no-fail-fast "${args[@]}" 2>&1 | tee "$log"
+  uring_rc=${PIPESTATUS[0]}
+  read -r uring_passed uring_failed < <(sum_results "$log")
+  if [ "$uring_rc" -ne 0 ] && [ "$uring_failed" -eq 0 ]; then
+    uring_failed=1
+  fi
+  echo "== Autobahn|Testsuite 1.*-11.* + handshake checks (io_uring)"
+  autobahn uring
+  uring_ab_passed=$ab_passed
+  uring_ab_failed=$ab_failed
+fi
+passed=$((cargo_passed + epoll_ab_passed + uring_passed + uring_ab_passed))
+failed=$((cargo_failed + epoll_ab_failed + uring_failed + uring_ab_failed))
+echo "cargo test: $cargo_passed passed, $cargo_failed failed; autobahn+handshake: $epoll_ab_passed passed, $epoll_ab_failed failed"
+if [ -n "$uring_skip" ]; then
+  echo "io_uring: skipped (the kernel's $uring_skip)"
+else
+  echo "io_uring: cargo test $uring_passed passed, $uring_failed failed; autobahn+handshake: $uring_ab_passed passed, $uring_ab_failed failed"
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

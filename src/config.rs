@@ -22,7 +22,10 @@ pub enum AppKind {
 /// Which kernel interface moves the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriverKind {
+    /// Readiness events through epoll (mio).
     Epoll,
+    /// Completion events through io_uring (multishot accept and receive, provided buffers).
+    Uring,
 }
 
 /// Bounds on everything that grows with input, and the timeouts that end idle states.

@@ -13,7 +13,7 @@
 //!  worker                one per core: connections, phases, timers (L4)
 //!  fabric                cross-core inboxes, encode-once broadcast,
 //!                        per-worker room index                     (L3)
-//!  runtime               Driver seam (epoll via mio), listeners    (L2)
+//!  runtime               Driver seam (epoll via mio, io_uring), listeners (L2)
 //!  ws, http, engineio,   sans-IO protocol cores                    (L1)
 //!  socketio
 //!  config                every bound in one plain struct           (leaf)

@@ -47,9 +47,9 @@ enum AppArg {
 enum DriverArg {
     /// epoll, through mio.
     Epoll,
-    /// io_uring (not built yet: issue E).
+    /// io_uring (Linux 6.1 or later); refuses to start if the kernel lacks a piece.
     Uring,
-    /// io_uring when the kernel supports it, else epoll (epoll until issue E lands).
+    /// io_uring when the kernel supports everything it needs, else epoll.
     Auto,
 }
 
@@ -220,16 +220,23 @@ fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> ExitCode {
     let driver = match args.driver {
         DriverArg::Epoll => DriverKind::Epoll,
-        DriverArg::Auto => {
-            tracing::info!("--driver auto: using epoll (the io_uring driver is not built yet)");
-            DriverKind::Epoll
-        }
-        DriverArg::Uring => {
-            eprintln!(
-                "error: --driver uring is not available yet (io_uring driver: issue E); use --driver epoll"
-            );
-            return ExitCode::from(2);
-        }
+        DriverArg::Auto => match throng::runtime::uring::probe() {
+            Ok(()) => {
+                tracing::info!("--driver auto: using io_uring");
+                DriverKind::Uring
+            }
+            Err(e) => {
+                tracing::info!("--driver auto: using epoll: {e}");
+                DriverKind::Epoll
+            }
+        },
+        DriverArg::Uring => match throng::runtime::uring::probe() {
+            Ok(()) => DriverKind::Uring,
+            Err(e) => {
+                eprintln!("error: --driver uring: {e}; use --driver epoll");
+                return ExitCode::from(2);
+            }
+        },
     };
     if args.max_message_size == 0
         || args.idle_timeout == 0

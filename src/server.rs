@@ -15,13 +15,14 @@ use crate::config::{AppKind, Config, DriverKind, Limits};
 use crate::fabric::{Fabric, Wake};
 use crate::runtime::epoll::Epoll;
 use crate::runtime::tls::{self, Tls};
-use crate::runtime::{Driver, listener, system};
+use crate::runtime::uring::Uring;
+use crate::runtime::{Driver, WorkerWaker, listener, system};
 use crate::worker::{App, Stats, Worker};
 
-/// The epoll driver's waker, as the fabric sees it.
-struct MioWake(Arc<mio::Waker>);
+/// A worker's waker, whichever driver runs it, as the fabric sees it.
+struct DriverWake(WorkerWaker);
 
-impl Wake for MioWake {
+impl Wake for DriverWake {
     fn wake(&self) -> std::io::Result<()> {
         self.0.wake()
     }
@@ -214,22 +215,51 @@ fn run_with_extras<A: App>(
         listeners.push(listener::bind(config.addr).map_err(|e| ServeError::Bind(config.addr, e))?);
     }
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let cpus = system::allowed_cpus();
-    let mut drivers = Vec::with_capacity(workers);
+    match config.driver {
+        DriverKind::Epoll => {
+            let drivers = make_drivers(listeners, Epoll::new, Epoll::waker)?;
+            launch(drivers, config, total, fd_limit, extras, make_app)
+        }
+        DriverKind::Uring => {
+            let drivers = make_drivers(listeners, Uring::new, Uring::waker)?;
+            launch(drivers, config, total, fd_limit, extras, make_app)
+        }
+    }
+}
+
+/// One driver per listener, with the wakers other threads use to reach them.
+fn make_drivers<D>(
+    listeners: Vec<std::net::TcpListener>,
+    new: impl Fn(std::net::TcpListener) -> std::io::Result<D>,
+    waker: impl Fn(&D) -> WorkerWaker,
+) -> Result<(Vec<D>, Vec<WorkerWaker>), ServeError> {
+    let mut drivers = Vec::with_capacity(listeners.len());
     for listener in listeners {
         drivers.push(
-            match config.driver {
-                DriverKind::Epoll => Epoll::new(listener),
-            }
-            .map_err(|e| ServeError::Setup(format!("cannot create the event loop: {e}")))?,
+            new(listener)
+                .map_err(|e| ServeError::Setup(format!("cannot create the event loop: {e}")))?,
         );
     }
-    let wakers: Vec<Arc<mio::Waker>> = drivers.iter().map(|d| d.waker()).collect();
+    let wakers = drivers.iter().map(waker).collect();
+    Ok((drivers, wakers))
+}
+
+/// Starts one pinned worker thread per driver, then waits for them all.
+fn launch<D: Driver + Send + 'static, A: App>(
+    (drivers, wakers): (Vec<D>, Vec<WorkerWaker>),
+    config: Config,
+    total: usize,
+    fd_limit: u64,
+    extras: Extras,
+    make_app: impl Fn(usize) -> A,
+) -> Result<Stats, ServeError> {
+    let workers = drivers.len();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let cpus = system::allowed_cpus();
     let fabric = Arc::new(Fabric::new(
         wakers
             .iter()
-            .map(|w| Box::new(MioWake(Arc::clone(w))) as Box<dyn Wake>)
+            .map(|w| Box::new(DriverWake(w.clone())) as Box<dyn Wake>)
             .collect(),
     ));
     if let Some(extra) = extras.metrics {
@@ -296,7 +326,7 @@ fn run_with_extras<A: App>(
 fn drain_trigger(
     shutdown: Arc<AtomicBool>,
     fabric: Arc<Fabric>,
-    wakers: Vec<Arc<mio::Waker>>,
+    wakers: Vec<WorkerWaker>,
     limits: Limits,
 ) -> crate::admin::DrainTrigger {
     Arc::new(move |why: &'static str| {

@@ -12,8 +12,10 @@ use util::{Peer, free_port};
 fn under_limit(limit: u32, port: u16, extra: &str) -> Command {
     let mut c = Command::new("sh");
     c.arg("-c").arg(format!(
-        "ulimit -n {limit} && exec {} serve --host 127.0.0.1 --port {port} --workers 1 {extra}",
-        env!("CARGO_BIN_EXE_throng")
+        "ulimit -n {limit} && exec {} serve --host 127.0.0.1 --port {port} --workers 1 \
+         --driver {} {extra}",
+        env!("CARGO_BIN_EXE_throng"),
+        util::test_driver()
     ));
     c
 }

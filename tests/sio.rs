@@ -186,6 +186,7 @@ mod api {
         let config = throng::config::Config {
             addr: ([127, 0, 0, 1], port).into(),
             workers: 2,
+            driver: super::util::driver_kind(),
             ..Default::default()
         };
         thread::spawn(move || throng::serve(config, app));

@@ -13,7 +13,7 @@
 # node-socketio (benches/peers/socketio/server.js, Node socket.io 4.8, one JS thread).
 #
 # Env: SERVER_CORE (default 0), CLIENT_CORE (default 1), NO_BUILD=1 to skip the builds.
-# Set by the sourcing script: THRONG_APP (default echo).
+# Set by the sourcing script: THRONG_APP (default echo), THRONG_DRIVER (default epoll).
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 THRONG="$ROOT/target/release/throng"
@@ -29,6 +29,7 @@ CLIENT_CORE=${CLIENT_CORE:-1}
 SERVER_PID=
 SERVER_NAME=
 THRONG_APP=${THRONG_APP:-echo}
+THRONG_DRIVER=${THRONG_DRIVER:-epoll}
 SERVER_NAMES="throng, tokio-tungstenite, tokio-tungstenite-4k, node-ws, \
 tokio-tungstenite-shootout, node-ws-shootout, node-socketio"
 
@@ -143,7 +144,7 @@ start_server() {
   case $name in
     throng)
       cmd=("$THRONG" serve --host 127.0.0.1 --port "$port" --app "$THRONG_APP" --workers 1 \
-        --driver epoll) ;;
+        --driver "$THRONG_DRIVER") ;;
     tokio-tungstenite)
       cmd=("$TT_ECHO" --port "$port" --threads 1) ;;
     tokio-tungstenite-4k)

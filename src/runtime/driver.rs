@@ -15,7 +15,8 @@
 //!   (or a short linger), so that closing does not reset the answer away. The sink hears
 //!   nothing more of it, and it has no slot.
 //! - A socket can move between workers (`detach` here, `adopt` there): no event is
-//!   reported for it here once detached.
+//!   reported for it here once detached. A backend that reads ahead of the sink (io_uring's
+//!   multishot receive keeps reading until its cancel takes) hands those bytes over too.
 
 use std::io;
 use std::net::SocketAddr;
@@ -38,8 +39,9 @@ pub trait Driver {
     /// Reads from `conn` again (after `Sink::data` returned `false`).
     fn resume_read(&mut self, conn: ConnId);
     /// Takes the socket out of this driver (to hand it to another worker); `None` if
-    /// `conn` is gone.
-    fn detach(&mut self, conn: ConnId) -> Option<std::net::TcpStream>;
+    /// `conn` is gone. Bytes already read from the socket that the sink has not seen are
+    /// appended to `unread`, in order, for the new owner to take first.
+    fn detach(&mut self, conn: ConnId, unread: &mut Vec<u8>) -> Option<std::net::TcpStream>;
     /// Serves a socket detached by another worker's driver under `conn`, a fresh id.
     fn adopt(&mut self, conn: ConnId, stream: std::net::TcpStream) -> io::Result<()>;
     /// Stops accepting and closes the listener (graceful shutdown).

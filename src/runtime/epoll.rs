@@ -91,8 +91,8 @@ impl Epoll {
     }
 
     /// A handle other threads use to wake this worker (`Sink::woken`).
-    pub fn waker(&self) -> Arc<Waker> {
-        Arc::clone(&self.waker)
+    pub fn waker(&self) -> super::WorkerWaker {
+        super::WorkerWaker::Mio(Arc::clone(&self.waker))
     }
 
     fn stream(&mut self, id: ConnId) -> Option<&mut TcpStream> {
@@ -393,7 +393,8 @@ impl Driver for Epoll {
         }
     }
 
-    fn detach(&mut self, conn: ConnId) -> Option<std::net::TcpStream> {
+    fn detach(&mut self, conn: ConnId, _unread: &mut Vec<u8>) -> Option<std::net::TcpStream> {
+        // Nothing is read ahead: unread bytes stay in the socket for the new owner.
         let slot = self.slots.get_mut(conn.slot as usize)?;
         if slot.generation != conn.generation {
             return None;

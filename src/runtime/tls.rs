@@ -433,14 +433,21 @@ impl<D: Driver> Driver for Tls<D> {
         self.inner.resume_read(conn);
     }
 
-    fn detach(&mut self, conn: ConnId) -> Option<std::net::TcpStream> {
+    fn detach(&mut self, conn: ConnId, unread: &mut Vec<u8>) -> Option<std::net::TcpStream> {
         let session = self
             .sessions
             .get_mut(conn.slot as usize)
             .and_then(|s| s.take_if(|s| s.generation == conn.generation));
-        let stream = self.inner.detach(conn)?;
-        if let Some(session) = session {
-            self.shared.park(stream.as_raw_fd(), session);
+        // What the inner driver read ahead is ciphertext: it travels in the session,
+        // as does plaintext the worker has not seen.
+        let mut ahead = Vec::new();
+        let stream = self.inner.detach(conn, &mut ahead)?;
+        match session {
+            Some(mut session) => {
+                session.unread.extend_from_slice(&ahead);
+                self.shared.park(stream.as_raw_fd(), session);
+            }
+            None => unread.extend_from_slice(&ahead),
         }
         Some(stream)
     }

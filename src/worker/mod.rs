@@ -1009,11 +1009,17 @@ impl<A: App> Core<A> {
     }
 
     /// Gives a connection whose session lives on `owner` to that worker.
-    fn hand_over<D: Driver>(&mut self, driver: &mut D, id: ConnId, owner: usize, bytes: Vec<u8>) {
+    fn hand_over<D: Driver>(
+        &mut self,
+        driver: &mut D,
+        id: ConnId,
+        owner: usize,
+        mut bytes: Vec<u8>,
+    ) {
         if self.conn_mut(id).is_none() {
             return;
         }
-        let stream = driver.detach(id);
+        let stream = driver.detach(id, &mut bytes);
         self.hub.outgoing.forget(id);
         self.hub.conns.remove(id.slot as usize);
         self.hub.metrics.handed_over.inc();

@@ -16,6 +16,36 @@ pub struct Server {
     pub child: Child,
 }
 
+/// The driver end-to-end tests run the server with: `THRONG_TEST_DRIVER` (`epoll`, the
+/// default, or `uring`). With `uring` on a kernel that cannot run it, the test binary
+/// panics at its first server with the probe's reason: a skip must be said, not silent.
+pub fn test_driver() -> String {
+    static PROBED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let driver = std::env::var("THRONG_TEST_DRIVER").unwrap_or_else(|_| "epoll".into());
+    if driver == "uring" {
+        // On a thread of its own: a thread that has used io_uring gets task work from the
+        // kernel when its ring goes, which interrupts its blocking reads (EINTR under
+        // SO_RCVTIMEO) - and the test threads read sockets with timeouts.
+        let probed = PROBED.get_or_init(|| {
+            std::thread::spawn(|| throng::runtime::uring::probe().map_err(|e| e.to_string()))
+                .join()
+                .unwrap_or_else(|_| Err("the probe panicked".into()))
+        });
+        if let Err(e) = probed {
+            panic!("THRONG_TEST_DRIVER=uring but this kernel cannot run it: {e}");
+        }
+    }
+    driver
+}
+
+/// `test_driver()` as a config value, for servers run inside the test process.
+pub fn driver_kind() -> throng::config::DriverKind {
+    match test_driver().as_str() {
+        "uring" => throng::config::DriverKind::Uring,
+        _ => throng::config::DriverKind::Epoll,
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -27,6 +57,11 @@ impl Server {
     /// `throng serve` (`--app echo --workers 2` unless `extra` says otherwise) with
     /// `extra` flags; waits until it accepts TCP.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_env(extra, &[])
+    }
+
+    /// `start`, with `env` set for the server.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let port_s = port.to_string();
         let mut args = vec!["serve", "--host", "127.0.0.1", "--port", &port_s];
@@ -36,12 +71,26 @@ impl Server {
         if !extra.contains(&"--workers") {
             args.extend(["--workers", "2"]);
         }
+        let driver = test_driver();
+        if !extra.contains(&"--driver") {
+            args.extend(["--driver", driver.as_str()]);
+        }
         args.extend_from_slice(extra);
+        // THRONG_TEST_SERVER_LOG=DIR keeps each server's log in DIR/PORT.log, at the level
+        // THRONG_TEST_RUST_LOG says (default warn).
+        let log = std::env::var_os("THRONG_TEST_SERVER_LOG").map(|dir| {
+            let path = std::path::Path::new(&dir).join(format!("{port}.log"));
+            Stdio::from(std::fs::File::create(path).expect("server log file"))
+        });
         let child = Command::new(env!("CARGO_BIN_EXE_throng"))
             .args(&args)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("THRONG_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.unwrap_or_else(Stdio::null))
             .spawn()
             .expect("spawn throng");
         let server = Server { port, child };
