@@ -96,7 +96,8 @@ fn a_burst_of_connections_sending_at_once_loses_nothing() {
 
 #[test]
 fn shutdown_with_operations_in_flight_exits_cleanly() {
-    let mut s = Server::start(&["--drain-timeout", "2"]);
+    // No drain window: the clients are told at once, and the process has 2 s after.
+    let mut s = Server::start(&["--drain-window", "0", "--drain-timeout", "2"]);
     let big = vec![7u8; 4 << 20];
     // Clients that send and never read: their echoes fill the socket buffers and the
     // server's sends wait in the kernel. Others sit idle with a receive armed.
