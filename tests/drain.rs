@@ -192,3 +192,126 @@ fn a_drain_ends_as_soon_as_every_client_is_gone() {
     assert_eq!(status.code(), Some(0));
     assert!(t0.elapsed() < Duration::from_secs(10));
 }
+
+/// One HTTP/1.1 exchange on a kept-alive connection: (status, body); the body is read
+/// by its Content-Length. `None` when the connection ends first.
+fn exchange(s: &mut std::net::TcpStream, request: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    s.write_all(request.as_bytes()).ok()?;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let status = head.split(' ').nth(1)?.parse().ok()?;
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while got.len() < end + 4 + len {
+                let n = s.read(&mut chunk).ok().filter(|&n| n > 0)?;
+                got.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&got[end + 4..end + 4 + len]).into_owned();
+            return Some((status, body));
+        }
+        let n = s.read(&mut chunk).ok().filter(|&n| n > 0)?;
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn a_polling_session_is_told_when_the_drain_starts_and_its_late_post_gets_ok() {
+    let admin = free_port();
+    let admin_s = admin.to_string();
+    let mut server = Server::start(&[
+        "--app",
+        "conformance",
+        "--workers",
+        "1",
+        "--admin-port",
+        &admin_s,
+        "--drain-window",
+        "20",
+        "--drain-timeout",
+        "3",
+    ]);
+    let port = server.port;
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s
+    };
+    let path = "/socket.io/?EIO=4&transport=polling";
+    let request = |method: &str, query: &str, body: &str| {
+        format!(
+            "{method} {path}{query} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Opened before the drain closes the listener: a GET and a POST connection.
+    let mut get = connect();
+    let mut post = connect();
+    let (status, open) = exchange(&mut get, &request("GET", "", "")).expect("handshake");
+    assert_eq!(status, 200, "{open}");
+    let sid = open
+        .split("\"sid\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a sid")
+        .to_string();
+    let sid_query = format!("&sid={sid}");
+    // Two WebSockets keep the window's schedule (and so the process) going: the
+    // second is told at 10 s.
+    let _ws: Vec<Peer> = (0..2)
+        .map(|_| {
+            let mut p = Peer::connect(port);
+            p.send(util::upgrade_request(port, "/socket.io/?EIO=4&transport=websocket").as_bytes());
+            assert_eq!(p.read_http().map(|(s, _)| s), Some(101));
+            p
+        })
+        .collect();
+
+    let t0 = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).expect("admin");
+    assert_eq!(
+        exchange(
+            &mut s,
+            "POST /admin/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        )
+        .map(|(status, _)| status),
+        Some(202)
+    );
+    // The close packet comes at once (after a ping the conformance app may have sent
+    // meanwhile), not at its turn in the 20 s window.
+    let mut last = String::new();
+    for _ in 0..3 {
+        let (status, body) = exchange(&mut get, &request("GET", &sid_query, "")).expect("a GET");
+        assert_eq!(status, 200, "{body}");
+        last = body;
+        if last.ends_with('1') {
+            break;
+        }
+    }
+    assert_eq!(last, "1", "the close packet, alone");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // The pong the client had on its way before it read the `1`: dropped with `ok`.
+    assert_eq!(
+        exchange(&mut post, &request("POST", &sid_query, "3")),
+        Some((200, "ok".to_string()))
+    );
+    // A sid this server never ended is still unknown.
+    let (status, body) = exchange(
+        &mut post,
+        &request("POST", "&sid=AAAAAAAAAAAAAAAAAAAA", "3"),
+    )
+    .expect("an answer");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Session ID unknown"), "{body}");
+    // The window would hold the process 10 s more: this test is done with it.
+    server.child.kill().expect("kill");
+    let _ = server.child.wait();
+}

@@ -22,6 +22,7 @@
 mod conn;
 pub mod cors;
 mod cx;
+mod farewell;
 mod forward;
 pub mod io;
 mod polling;
@@ -119,6 +120,8 @@ pub struct Server {
     posting: HashMap<ConnId, ConnId>,
     /// Polling requests forwarded to the process owning their session.
     forwarded: HashMap<ConnId, forward::Waiting>,
+    /// Polling sessions lately ended with a close packet (their late POSTs get `ok`).
+    farewells: farewell::Farewells,
     cors: Arc<Cors>,
     /// Sessions on polling now (bounded by `max_polling_sessions`).
     polling_sessions: usize,
@@ -137,6 +140,7 @@ impl Server {
             probes: HashMap::new(),
             posting: HashMap::new(),
             forwarded: HashMap::new(),
+            farewells: farewell::Farewells::default(),
             cors: Arc::new(Cors::default()),
             polling_sessions: 0,
             random: Vec::new(),
@@ -530,6 +534,7 @@ impl App for Server {
             if let Some(state) = self.state(id) {
                 state.close_reason.get_or_insert("server shutting down");
             }
+            self.say_farewell(id);
             self.end_session(conns, id, b"1");
         } else {
             self.close_session(conns, id, "server shutting down");
@@ -576,6 +581,7 @@ impl App for Server {
 
     fn on_sweep(&mut self, conns: &mut Conns<'_>, now: Instant) {
         self.expire_forwarded(conns, now);
+        self.farewells.expire(now);
         let registry = Arc::clone(&self.registry);
         let max_acks = self.config.max_pending_acks;
         for slot in 0..self.conns.len() {

@@ -10,7 +10,9 @@
 //! Per session at most one GET is held; a second one while it is held gets 400 and
 //! ends the session (the first gets `1`). A POST answers `ok` once its packets ran. A
 //! server-side close sends `1` after what was sent, in a response of its own, and waits
-//! (`CLOSE_WAIT`) for a GET to take it; a client `1` ends a held GET with `6`.
+//! (`CLOSE_WAIT`) for a GET to take it; a client `1` ends a held GET with `6`. A POST
+//! for a session lately told `1` gets `ok` (`farewell`): the client sent it before it
+//! read the close, and a 400 would make it report a transport error.
 //!
 //! Upgrade: a WebSocket with the sid is a probe (`probes`); `2probe` → `3probe` and the
 //! held GET is released with `6` (then again every sweep while probing); `5` moves the
@@ -108,7 +110,15 @@ impl Server {
         if let Some(sid) = Sid::parse(sid_text).filter(|sid| self.is_foreign(sid)) {
             return self.forward_polling(conns, id, req, body, &sid, cors);
         }
-        let Some(key) = Sid::parse(sid_text).and_then(|sid| self.sids.get(&sid).copied()) else {
+        let sid = Sid::parse(sid_text);
+        let Some(key) = sid.and_then(|sid| self.sids.get(&sid).copied()) else {
+            if req.method == "POST"
+                && sid.is_some_and(|sid| self.farewells.knows(&sid, Instant::now()))
+            {
+                // Sent before the client read the close packet: dropped, not refused.
+                conns.respond(id, 200, "text/html", &cors, b"ok");
+                return;
+            }
             return self.refuse(conns, id, &cors, ErrorCode::UnknownSid);
         };
         let Some(state) = self.state(key) else {
@@ -467,6 +477,7 @@ impl Server {
         self.held.remove(&held.conn);
         self.answer_get(conns, held.conn, held.jsonp, &held.cors, &body);
         if done {
+            self.say_farewell(key);
             self.drop_session(conns, key);
         }
     }
@@ -502,6 +513,26 @@ impl Server {
     pub(crate) fn end_session(&mut self, conns: &mut Conns<'_>, key: ConnId, last: &[u8]) {
         self.release_get(conns, key, last);
         self.drop_session(conns, key);
+    }
+
+    /// Remembers that polling session `key` is told `1` by a deliberate server-side
+    /// close (a drain, a forced close): its late POSTs get `ok`. After an error they
+    /// get 400, as in Node.
+    pub(crate) fn say_farewell(&mut self, key: ConnId) {
+        let sid = self
+            .state(key)
+            .filter(|s| {
+                matches!(
+                    s.close_reason,
+                    Some("server shutting down" | "forced close")
+                )
+            })
+            .and_then(|s| s.polling.as_ref())
+            .filter(|p| !p.upgraded)
+            .map(|p| p.sid);
+        if let Some(sid) = sid {
+            self.farewells.remember(sid, Instant::now());
+        }
     }
 
     /// Forgets session `key` and closes its mailbox (and a probe).

@@ -10,8 +10,12 @@
 //!   (a Socket.IO client reconnects after it too: a transport close);
 //! - a mailbox the app leaves to the worker is closed.
 //!
-//! The connections open when the drain starts are told in slab order, connection `k`
-//! of `n` at `window * k / n`. Once the last is told, a last pass ends everything left:
+//! Polling sessions are told at once, when the drain starts: the listener is closed,
+//! so every request a polling client makes on a new TCP connection (the official Node
+//! client makes one per request) reaches the next server, which knows no such session
+//! and answers 400 (without a Redis bridge to forward it); the sooner the close packet
+//! is out, the fewer such requests there are. The WebSockets open when the drain starts
+//! are told in slab order, connection `k` of `n` at `window * k / n`. Once the last is told, a last pass ends everything left:
 //! sessions made since, idle kept-alive connections and held requests.
 //!
 //! Invariant: each connection is told at most once per pass; the drain never allocates
@@ -30,6 +34,9 @@ use super::{App, Conns, Core};
 pub(super) struct Drain {
     queue: Vec<ConnId>,
     told: usize,
+    /// The polling sessions told at the start: the last pass waits for them (each ends
+    /// when a GET takes its close packet) until the window is over.
+    polling: Vec<ConnId>,
     started: Instant,
     window: Duration,
     last_pass_done: bool,
@@ -50,19 +57,31 @@ impl<A: App> Core<A> {
     /// Starts a drain over `window`: takes the list of connections to tell.
     pub(super) fn begin_drain(&mut self, window: Duration, now: Instant) {
         self.draining = true;
+        let id = |(slot, c): (usize, &super::conn::Conn)| ConnId {
+            slot: slot as u32,
+            generation: c.generation,
+        };
+        let mailboxes: Vec<ConnId> = self
+            .hub
+            .conns
+            .iter()
+            .filter(|(_, c)| c.has(MAILBOX))
+            .map(id)
+            .collect();
         let queue = self
             .hub
             .conns
             .iter()
-            .filter(|(_, c)| c.has(MAILBOX) || matches!(c.phase, Phase::Open(_)))
-            .map(|(slot, c)| ConnId {
-                slot: slot as u32,
-                generation: c.generation,
-            })
+            .filter(|(_, c)| !c.has(MAILBOX) && matches!(c.phase, Phase::Open(_)))
+            .map(id)
             .collect();
+        for &mailbox in &mailboxes {
+            self.send_away(mailbox, false);
+        }
         self.drain = Some(Drain {
             queue,
             told: 0,
+            polling: mailboxes,
             started: now,
             window,
             last_pass_done: false,
@@ -74,14 +93,23 @@ impl<A: App> Core<A> {
         let Some(drain) = self.drain.as_mut() else {
             return;
         };
-        let due = Drain::due(
-            drain.queue.len(),
-            now.saturating_duration_since(drain.started),
-            drain.window,
-        );
+        let elapsed = now.saturating_duration_since(drain.started);
+        let due = Drain::due(drain.queue.len(), elapsed, drain.window);
         let told = std::mem::replace(&mut drain.told, due);
         let batch: Vec<ConnId> = drain.queue[told..due].to_vec();
-        let last = due == drain.queue.len() && !drain.last_pass_done;
+        let mut polling = std::mem::take(&mut drain.polling);
+        let conns = &self.hub.conns;
+        polling.retain(|id| {
+            conns
+                .get(id.slot as usize)
+                .is_some_and(|c| c.generation == id.generation)
+        });
+        let Some(drain) = self.drain.as_mut() else {
+            return;
+        };
+        let polling_done = polling.is_empty() || elapsed >= drain.window;
+        drain.polling = polling;
+        let last = due == drain.queue.len() && polling_done && !drain.last_pass_done;
         if last {
             drain.last_pass_done = true;
             drain.queue = Vec::new();
