@@ -8,8 +8,11 @@
 #   fan-out   `throng bench fanout --mode shootout` against `--app shootout`: SUBSCRIBERS
 #             (default 1,000) subscribers (deliveries/s, p99);
 #   connect   `throng bench connect`: CONNS (default 10,000) upgraded idle connections from 4
-#             source addresses (connects/s; the server's RSS growth per connection; the
-#             machine's slab growth per connection, both ends of each loopback connection).
+#             source addresses (connects/s; the server's RSS growth per connection, overall
+#             and past the first tenth (what one more connection costs, with fixed costs
+#             the first connections touch, such as io_uring's provided buffers, counted
+#             once); the machine's slab growth per connection, both ends of each loopback
+#             connection).
 # The drivers alternate, ROUNDS times (default 2), so that other work on the machine hits
 # both alike; the table shows each figure's mean over the rounds, and uring/epoll ratios
 # (for latency and memory, lower is better). Per server-CPU-second figures (throughput over
@@ -124,6 +127,7 @@ fields = {
                ("deliv/server-CPU-s", per_cpu("deliveries_per_sec"))],
     "connect": [("connects/s", "connects_per_sec"),
                 ("server RSS B/conn", "rss_per_conn_bytes"),
+                ("RSS B/conn past 1/10", "rss_marginal_per_conn_bytes"),
                 ("server RSS KiB before", "server_rss_before_kb"),
                 ("kernel slab B/conn", "kernel_slab_per_conn_bytes")],
 }

@@ -151,6 +151,10 @@ struct Pool<C> {
     held: usize,
     failed: usize,
     first_error: Option<String>,
+    /// The server's RSS (KiB) when a tenth of the connections were held, and how many
+    /// were: the base of the marginal figure, past the fixed costs the first
+    /// connections touch (allocator arenas, an io_uring worker's provided buffers).
+    warm: Option<(usize, u64)>,
 }
 
 impl<C: Held> Pool<C> {
@@ -294,6 +298,7 @@ fn measure<C: Held>(
         held: 0,
         failed: 0,
         first_error: None,
+        warm: None,
     };
     let rss_before = args.server_pid.and_then(rss_kb);
     let slab_before = slab_kb();
@@ -307,6 +312,11 @@ fn measure<C: Held>(
     let slab_after = slab_kb();
     let held = pool.held;
     let rss_per_conn = per_conn_bytes(rss_before, rss_after, held);
+    // Per connection past the first tenth: what one more connection costs, with the
+    // fixed costs touched early counted once.
+    let rss_marginal = pool.warm.and_then(|(warm_held, warm_rss)| {
+        per_conn_bytes(Some(warm_rss), rss_after, held.saturating_sub(warm_held))
+    });
     let slab_per_conn = per_conn_bytes(slab_before, slab_after, held);
     let rate = held as f64 / connect_secs.max(1e-6);
     let kb = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
@@ -315,7 +325,7 @@ fn measure<C: Held>(
     let unit = if polling { "session" } else { "conn" };
     eprintln!(
         "connect {}{}: {held} of {} held ({} failed) from {} source address(es) in {connect_secs:.2} s \
-         = {rate:.0} connects/s; server RSS {} -> {} KiB = {} B/{unit}; kernel slab {} -> {} KiB \
+         = {rate:.0} connects/s; server RSS {} -> {} KiB = {} B/{unit} ({} B/{unit} past the first tenth); kernel slab {} -> {} KiB \
          = {} B/{unit} (both ends, machine-wide); generator CPU {cpu_percent:.0}%",
         args.url,
         match (args.proto, polling) {
@@ -329,6 +339,7 @@ fn measure<C: Held>(
         kb(rss_before),
         kb(rss_after),
         bytes(rss_per_conn),
+        bytes(rss_marginal),
         kb(slab_before),
         kb(slab_after),
         bytes(slab_per_conn),
@@ -353,6 +364,7 @@ fn measure<C: Held>(
             "connects_per_sec": rate.round(), "sources": args.sources,
             "server_rss_before_kb": rss_before, "server_rss_after_kb": rss_after,
             "rss_per_conn_bytes": rss_per_conn.map(f64::round),
+            "rss_marginal_per_conn_bytes": rss_marginal.map(f64::round),
             "slab_before_kb": slab_before, "slab_after_kb": slab_after,
             "kernel_slab_per_conn_bytes": slab_per_conn.map(f64::round),
             "cpu_percent": cpu_percent.round(),
@@ -424,6 +436,12 @@ fn open_all<C: Held>(
         }
         let settled = pool.turn(wait)?;
         dialer.in_progress -= settled;
+        if pool.warm.is_none()
+            && pool.held >= (args.conns / 10).max(1)
+            && let Some(rss) = args.server_pid.and_then(rss_kb)
+        {
+            pool.warm = Some((pool.held, rss));
+        }
         let now = Instant::now();
         if now >= next_sweep {
             next_sweep = now + Duration::from_millis(250);

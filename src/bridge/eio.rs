@@ -4,6 +4,12 @@
 //! sender's channel: `acc` when it has taken the request, then `ans` with the HTTP
 //! answer, or `fail`.
 //!
+//! A WebSocket upgrade for such a session is relayed as a tunnel: the landing process
+//! sends `wso` (the upgrade's target and origin), then the client's messages as `wsu`
+//! and `wsue` when the client is gone; the owner sends the server's messages as `wsd`
+//! and `wsde` when its side ends (or it could not open the tunnel). Up messages carry
+//! the sender's tag (tunnel ids are the sender's); down ones only the id.
+//!
 //! Invariants: decoding never panics; a message that is not one of these shapes, or
 //! whose tag is not six sid characters, decodes to `None`.
 
@@ -32,6 +38,35 @@ pub enum EioMessage {
         answer: RelayedAnswer,
     },
     Failed {
+        id: u64,
+    },
+    /// Open a tunnel for a WebSocket upgrade that landed on `from`.
+    TunnelOpen {
+        id: u64,
+        from: ProcessTag,
+        target: String,
+        origin: Option<String>,
+    },
+    /// A client's message, landing process → owner.
+    TunnelUp {
+        id: u64,
+        from: ProcessTag,
+        text: bool,
+        data: Vec<u8>,
+    },
+    /// The client is gone.
+    TunnelUpEnd {
+        id: u64,
+        from: ProcessTag,
+    },
+    /// A server's message, owner → landing process.
+    TunnelDown {
+        id: u64,
+        text: bool,
+        data: Vec<u8>,
+    },
+    /// The owner's side ended (or never opened).
+    TunnelDownEnd {
         id: u64,
     },
 }
@@ -70,6 +105,48 @@ pub fn encode(message: &EioMessage) -> Vec<u8> {
         EioMessage::Failed { id } => {
             vec![(text("t"), text("fail")), (text("id"), Value::from(*id))]
         }
+        EioMessage::TunnelOpen {
+            id,
+            from,
+            target,
+            origin,
+        } => vec![
+            (text("t"), text("wso")),
+            (text("id"), Value::from(*id)),
+            (text("from"), Value::Binary(from.to_vec())),
+            (text("target"), text(target)),
+            (text("origin"), optional(origin)),
+        ],
+        EioMessage::TunnelUp {
+            id,
+            from,
+            text: is_text,
+            data,
+        } => vec![
+            (text("t"), text("wsu")),
+            (text("id"), Value::from(*id)),
+            (text("from"), Value::Binary(from.to_vec())),
+            (text("text"), Value::from(*is_text)),
+            (text("data"), Value::Binary(data.clone())),
+        ],
+        EioMessage::TunnelUpEnd { id, from } => vec![
+            (text("t"), text("wsue")),
+            (text("id"), Value::from(*id)),
+            (text("from"), Value::Binary(from.to_vec())),
+        ],
+        EioMessage::TunnelDown {
+            id,
+            text: is_text,
+            data,
+        } => vec![
+            (text("t"), text("wsd")),
+            (text("id"), Value::from(*id)),
+            (text("text"), Value::from(*is_text)),
+            (text("data"), Value::Binary(data.clone())),
+        ],
+        EioMessage::TunnelDownEnd { id } => {
+            vec![(text("t"), text("wsde")), (text("id"), Value::from(*id))]
+        }
     };
     let mut out = Vec::new();
     let _ = rmpv::encode::write_value(&mut out, &Value::Map(map));
@@ -91,23 +168,25 @@ pub fn decode(bytes: &[u8]) -> Option<EioMessage> {
         _ => None,
     };
     let id = field("id")?.as_u64()?;
+    let from = || {
+        let from = bytes_of("from").filter(|f| is_tag(f))?;
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&from);
+        Some(tag)
+    };
+    let is_text = || field("text")?.as_bool();
     Some(match field("t")?.as_str()? {
-        "req" => {
-            let from = bytes_of("from").filter(|f| is_tag(f))?;
-            let mut tag = [0u8; TAG_LEN];
-            tag.copy_from_slice(&from);
-            EioMessage::Request {
-                id,
-                from: tag,
-                request: ForwardedRequest {
-                    method: string("method")?,
-                    target: string("target")?,
-                    origin: string("origin"),
-                    content_type: string("ctype"),
-                    body: bytes_of("body")?,
-                },
-            }
-        }
+        "req" => EioMessage::Request {
+            id,
+            from: from()?,
+            request: ForwardedRequest {
+                method: string("method")?,
+                target: string("target")?,
+                origin: string("origin"),
+                content_type: string("ctype"),
+                body: bytes_of("body")?,
+            },
+        },
         "acc" => EioMessage::Accepted { id },
         "ans" => EioMessage::Answer {
             id,
@@ -119,6 +198,25 @@ pub fn decode(bytes: &[u8]) -> Option<EioMessage> {
             },
         },
         "fail" => EioMessage::Failed { id },
+        "wso" => EioMessage::TunnelOpen {
+            id,
+            from: from()?,
+            target: string("target")?,
+            origin: string("origin"),
+        },
+        "wsu" => EioMessage::TunnelUp {
+            id,
+            from: from()?,
+            text: is_text()?,
+            data: bytes_of("data")?,
+        },
+        "wsue" => EioMessage::TunnelUpEnd { id, from: from()? },
+        "wsd" => EioMessage::TunnelDown {
+            id,
+            text: is_text()?,
+            data: bytes_of("data")?,
+        },
+        "wsde" => EioMessage::TunnelDownEnd { id },
         _ => return None,
     })
 }
@@ -151,6 +249,28 @@ mod tests {
             EioMessage::Accepted { id: 7 },
             EioMessage::Answer { id: 7, answer },
             EioMessage::Failed { id: u64::MAX },
+            EioMessage::TunnelOpen {
+                id: 8,
+                from: *b"Ab-_09",
+                target: "/socket.io/?EIO=4&transport=websocket&sid=x".into(),
+                origin: None,
+            },
+            EioMessage::TunnelUp {
+                id: 8,
+                from: *b"Ab-_09",
+                text: true,
+                data: b"2probe".to_vec(),
+            },
+            EioMessage::TunnelUpEnd {
+                id: 8,
+                from: *b"Ab-_09",
+            },
+            EioMessage::TunnelDown {
+                id: 8,
+                text: false,
+                data: vec![0, 1, 2],
+            },
+            EioMessage::TunnelDownEnd { id: 8 },
         ] {
             assert_eq!(decode(&encode(&message)), Some(message));
         }

@@ -151,6 +151,7 @@ pub(super) fn on_message(bridge: &Arc<Bridge>, registry: &Registry, bytes: &[u8]
         EioMessage::Accepted { id } => (id, ForwardEvent::Accepted),
         EioMessage::Answer { id, answer } => (id, ForwardEvent::Answered(answer)),
         EioMessage::Failed { id } => (id, ForwardEvent::Failed),
+        tunneled => return super::tunnel::on_message(bridge, registry, tunneled),
     };
     if matches!(event, ForwardEvent::Failed) {
         bridge

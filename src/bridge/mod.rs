@@ -41,6 +41,7 @@ mod forward;
 mod requests;
 pub mod sharded;
 mod sharded_link;
+mod tunnel;
 mod wire;
 
 pub use wire::Mode;
@@ -114,6 +115,12 @@ pub struct Counters {
     pub forwarded_in: AtomicU64,
     /// Forwarded polling requests that failed (owner unknown, gone, or overloaded).
     pub forward_failures: AtomicU64,
+    /// WebSocket upgrades relayed from here to their session's process.
+    pub tunnels_out: AtomicU64,
+    /// WebSocket upgrades relayed here by other processes.
+    pub tunnels_in: AtomicU64,
+    /// Relayed upgrades this process could not serve (full, or not an upgrade).
+    pub tunnel_failures: AtomicU64,
 }
 
 /// What the publisher thread takes from the queue, in order.
@@ -134,6 +141,8 @@ pub struct Bridge {
     tag: ProcessTag,
     /// Polling requests forwarded from here, and those served here for others.
     outbound: forward::Outbound,
+    /// WebSocket upgrades relayed from here, and those served here for others.
+    tunnels: tunnel::Tunnels,
     /// The longest a long-poll GET is held here.
     long_poll: Duration,
     /// When a subscriber last settled late questions.
@@ -223,6 +232,28 @@ impl Relay for Bridge {
 
     fn cancel_forward(&self, id: u64) {
         self.outbound.cancel(id);
+    }
+
+    fn can_tunnel(&self) -> bool {
+        self.links_up() && self.tunnels.has_room()
+    }
+
+    fn open_tunnel(
+        &self,
+        owner: &ProcessTag,
+        target: &str,
+        origin: Option<&str>,
+        reply_to: (usize, crate::runtime::ConnId),
+    ) -> Option<u64> {
+        tunnel::open(self, owner, target, origin, reply_to)
+    }
+
+    fn tunnel_up(&self, owner: &ProcessTag, id: u64, text: bool, data: &[u8]) -> bool {
+        tunnel::up(self, owner, id, text, data)
+    }
+
+    fn end_tunnel(&self, owner: &ProcessTag, id: u64) {
+        tunnel::end(self, owner, id);
     }
 
     fn ask(&self, namespace: &str, question: Question, reply: Reply) {
@@ -336,6 +367,31 @@ impl Bridge {
             ],
         );
         family(
+            "throng_redis_websocket_relayed_total",
+            "counter",
+            "WebSocket upgrades of sessions owned by another process, relayed over the bus, by direction.",
+            &[
+                ("{direction=\"out\"}", get(&c.tunnels_out)),
+                ("{direction=\"in\"}", get(&c.tunnels_in)),
+            ],
+        );
+        let (tunnels_out, tunnels_in) = self.tunnels.counts();
+        family(
+            "throng_redis_websocket_relays_open",
+            "gauge",
+            "Relayed WebSockets open now, by direction (out: clients here, in: sessions here).",
+            &[
+                ("{direction=\"out\"}", tunnels_out as u64),
+                ("{direction=\"in\"}", tunnels_in as u64),
+            ],
+        );
+        family(
+            "throng_redis_websocket_relay_failures_total",
+            "counter",
+            "Relayed WebSocket upgrades this process could not serve (too many, or not an upgrade).",
+            &[("", get(&c.tunnel_failures))],
+        );
+        family(
             "throng_redis_polling_forward_failures_total",
             "counter",
             "Forwarded long-polling requests that failed (owner unknown, gone or busy).",
@@ -436,6 +492,7 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
         census,
         tag,
         outbound: forward::Outbound::default(),
+        tunnels: tunnel::Tunnels::default(),
         long_poll: config.long_poll,
         last_housekeeping: std::sync::Mutex::new(Instant::now()),
         held_counted: std::sync::Mutex::new(std::collections::HashSet::new()),

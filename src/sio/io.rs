@@ -94,6 +94,28 @@ pub trait Relay: Send + Sync {
     /// Forgets forwarded request `id` (its connection was answered or went away): a
     /// late answer is dropped.
     fn cancel_forward(&self, _id: u64) {}
+    /// Whether a WebSocket upgrade of another process's session can be relayed now.
+    fn can_tunnel(&self) -> bool {
+        false
+    }
+    /// Relays the WebSocket upgrade of `target` that connection `reply_to.1` of worker
+    /// `reply_to.0` made for a session of process `owner`: the owner's messages come
+    /// back there as `Tunneled`, under the id returned. `None`: it cannot be relayed.
+    fn open_tunnel(
+        &self,
+        _owner: &ProcessTag,
+        _target: &str,
+        _origin: Option<&str>,
+        _reply_to: (usize, crate::runtime::ConnId),
+    ) -> Option<u64> {
+        None
+    }
+    /// The client's message on tunnel `id`. `false`: the tunnel is over.
+    fn tunnel_up(&self, _owner: &ProcessTag, _id: u64, _text: bool, _data: &[u8]) -> bool {
+        false
+    }
+    /// The client of tunnel `id` is gone.
+    fn end_tunnel(&self, _owner: &ProcessTag, _id: u64) {}
     /// A question for the other hosts: `reply` gets their answers, once, with
     /// `servers` set to the number of servers on the bus, this one included. Must not
     /// block; fails fast (an error in the reply) while the bus is unreachable.
@@ -141,6 +163,21 @@ pub enum ForwardEvent {
     Answered(RelayedAnswer),
     /// The owner could not serve it (unknown, gone, overloaded).
     Failed,
+}
+
+/// The owner's side of a relayed WebSocket, posted to the worker holding the client.
+pub struct Tunneled {
+    pub conn: crate::runtime::ConnId,
+    /// The id `Relay::open_tunnel` gave it.
+    pub id: u64,
+    pub event: TunnelEvent,
+}
+
+pub enum TunnelEvent {
+    /// A message for the client.
+    Message { text: bool, data: Vec<u8> },
+    /// The owner's side ended (or never opened): the connection closes.
+    End,
 }
 
 /// A request leaving this process for the other hosts.

@@ -28,6 +28,7 @@ pub mod io;
 mod polling;
 pub mod query;
 pub mod registry;
+mod tunnel;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +49,7 @@ pub use cors::Cors;
 pub use cx::{AckReply, Bin, Cx, Event};
 pub use io::{
     Ack, ForwardEvent, Forwarded, ForwardedRequest, Io, IoError, PendingConnect, Relay, Relayed,
-    RelayedAnswer, RelayedRequest, SocketsAction, SocketsOp,
+    RelayedAnswer, RelayedRequest, SocketsAction, SocketsOp, TunnelEvent, Tunneled,
 };
 pub use query::{
     Answered, FetchedHandshake, FetchedSocket, Gathered, OnClientAck, Question, Reply, ServerAck,
@@ -122,6 +123,8 @@ pub struct Server {
     forwarded: HashMap<ConnId, forward::Waiting>,
     /// Polling sessions lately ended with a close packet (their late POSTs get `ok`).
     farewells: farewell::Farewells,
+    /// WebSockets relayed to the process owning their session → their tunnel.
+    tunnels: HashMap<ConnId, tunnel::Tunnel>,
     cors: Arc<Cors>,
     /// Sessions on polling now (bounded by `max_polling_sessions`).
     polling_sessions: usize,
@@ -141,6 +144,7 @@ impl Server {
             posting: HashMap::new(),
             forwarded: HashMap::new(),
             farewells: farewell::Farewells::default(),
+            tunnels: HashMap::new(),
             cors: Arc::new(Cors::default()),
             polling_sessions: 0,
             random: Vec::new(),
@@ -427,6 +431,14 @@ impl App for Server {
             return Err(refusal(ErrorCode::BadRequest));
         }
         if query.sid.is_some() {
+            if self.foreign_owner(&query).is_some() {
+                // Another process's session: relayed there, which checks the rest.
+                return if self.can_tunnel() && query.eio4 {
+                    Ok(())
+                } else {
+                    Err(refusal(ErrorCode::UnknownSid))
+                };
+            }
             // An upgrade of a polling session: it must be here, on polling, and not
             // already probed by another WebSocket.
             let Some(key) = self.session_of(&query) else {
@@ -451,6 +463,9 @@ impl App for Server {
         if let Ok(query) = parse_query(req.target)
             && query.sid.is_some()
         {
+            if let Some(owner) = self.foreign_owner(&query) {
+                return self.open_tunnel(out, req, owner);
+            }
             let Some(key) = self.session_of(&query) else {
                 return out.close(CloseCode::NORMAL, "session gone");
             };
@@ -486,6 +501,9 @@ impl App for Server {
         if let Some(&key) = self.probes.get(&id) {
             return self.on_probe_message(out, key, text, payload.as_slice());
         }
+        if self.tunnel_up(out, text, payload.as_slice()) {
+            return;
+        }
         let config = self.config;
         let registry = Arc::clone(&self.registry);
         let mut fresh_ids = Vec::new();
@@ -513,6 +531,7 @@ impl App for Server {
 
     fn on_close(&mut self, conns: &mut Conns<'_>, id: ConnId) {
         self.forget_forwarded(id);
+        self.forget_tunnel(id);
         self.forget_conn(conns, id);
         if let Some(state) = self.take_state(id) {
             self.release_state(conns, id, state);
@@ -557,6 +576,10 @@ impl App for Server {
         };
         let msg = match msg.downcast::<io::Forwarded>() {
             Ok(forwarded) => return self.on_forwarded(conns, *forwarded),
+            Err(msg) => msg,
+        };
+        let msg = match msg.downcast::<io::Tunneled>() {
+            Ok(tunneled) => return self.on_tunneled(conns, *tunneled),
             Err(msg) => msg,
         };
         let Ok(verdict) = msg.downcast::<io::Verdict>() else {

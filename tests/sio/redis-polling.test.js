@@ -18,8 +18,16 @@ if (!A_PID) throw new Error("A_PID must be set");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const upstream = (url) => ({ host: new URL(url).hostname, port: Number(new URL(url).port) });
 
-/// The proxy: its pool (a health check would take a dead node out), and what it sent where.
-const proxy = { pool: [upstream(SERVERS.A), upstream(SERVERS.B)], next: 0, sent: [0, 0] };
+/// The proxy: its pool (a health check would take a dead node out), what it sent where,
+/// and, with `upgradesElsewhere`, WebSocket upgrades sent to the node that does not own
+/// their session (known by the process tag in the sid, `tags`).
+const proxy = {
+  pool: [upstream(SERVERS.A), upstream(SERVERS.B)],
+  next: 0,
+  sent: [0, 0],
+  upgradesElsewhere: false,
+  tags: {},
+};
 let proxyServer;
 let PROXY;
 
@@ -52,7 +60,11 @@ before(async () => {
   });
   // WebSocket upgrades go round-robin too, as raw bytes.
   proxyServer.on("upgrade", (req, socket, head) => {
-    const target = pick();
+    const sid = new URL(req.url, "http://x").searchParams.get("sid") ?? "";
+    const owner = proxy.tags[sid.slice(1, 7)];
+    const target = proxy.upgradesElsewhere && owner
+      ? upstream(owner === "A" ? SERVERS.B : SERVERS.A)
+      : pick();
     const up = net.connect(target, () => {
       const lines = [`${req.method} ${req.url} HTTP/1.1`];
       for (let i = 0; i < req.rawHeaders.length; i += 2) {
@@ -68,6 +80,11 @@ before(async () => {
     up.on("error", () => socket.destroy());
     socket.on("error", () => up.destroy());
   });
+  // Each node's process tag: characters 1-6 of any sid it makes.
+  for (const name of ["A", "B"]) {
+    const res = await fetch(`${SERVERS[name]}/socket.io/?EIO=4&transport=polling`);
+    proxy.tags[JSON.parse((await res.text()).slice(1)).sid.slice(1, 7)] = name;
+  }
   await new Promise((r) => proxyServer.listen(0, "127.0.0.1", r));
   PROXY = `http://127.0.0.1:${proxyServer.address().port}`;
 });
@@ -105,13 +122,78 @@ test("a polling client with no cookies works across both nodes, over several pin
   assert.deepEqual(await heard, [1]);
 });
 
-test("a client whose upgrade lands on the other node keeps working", async () => {
+/// `name`'s counter `metric` with `labels`, from its /metrics.
+async function counter(name, metric, labels = "") {
+  const text = await (await fetch(`${SERVERS[name]}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${metric}${labels} `));
+  return Number(line?.split(" ")[1] ?? NaN);
+}
+
+async function relayed(direction) {
+  const label = `{direction="${direction}"}`;
+  const metric = "throng_redis_websocket_relayed_total";
+  return (await counter("A", metric, label)) + (await counter("B", metric, label));
+}
+
+test("an upgrade that lands on the other node is relayed to the owner: the client is on WebSocket", async () => {
+  proxy.upgradesElsewhere = true;
+  try {
+    const before = await relayed("out");
+    const listener = viaProxy();
+    await once(listener, "connect");
+    await ack(listener, "join", "relayed-room");
+    for (let i = 0; i < 3; i++) {
+      const client = viaProxy({ transports: ["polling", "websocket"] });
+      await once(client, "connect");
+      if (client.io.engine.transport.name !== "websocket") {
+        await once(client.io.engine, "upgrade", 5000);
+      }
+      assert.equal(client.io.engine.transport.name, "websocket");
+      const lost = [];
+      client.on("disconnect", (why) => lost.push(why));
+      assert.deepEqual(await ack(client, "echo", i, Buffer.from([i, 1, 2])), [i, Buffer.from([i, 1, 2])]);
+      // Broadcasts both ways: from the relayed client to a room, and to it.
+      const heard = once(listener, "from-relayed");
+      assert.deepEqual(await ack(client, "to-room", "relayed-room", "from-relayed", i), []);
+      assert.deepEqual(await heard, [i]);
+      await ack(client, "join", "relayed-room");
+      const back = once(client, "to-relayed");
+      await ack(listener, "to-room", "relayed-room", "to-relayed", i);
+      assert.deepEqual(await back, [i]);
+      await ack(client, "leave", "relayed-room");
+      // Over a ping interval (1 s on the conformance app): the pings cross the tunnel.
+      await sleep(1300);
+      assert.deepEqual(await ack(client, "echo", "still"), ["still"]);
+      assert.deepEqual(lost, []);
+    }
+    assert.equal((await relayed("out")) - before, 3, "every upgrade was relayed");
+    const open = async () => {
+      const metric = "throng_redis_websocket_relays_open";
+      let sum = 0;
+      for (const name of ["A", "B"]) {
+        for (const d of ["out", "in"]) sum += await counter(name, metric, `{direction="${d}"}`);
+      }
+      return sum;
+    };
+    assert.equal(await open(), 6, "3 tunnels, each open on both ends");
+    // Clients leaving end their tunnels on both nodes.
+    closeAll();
+    const deadline = Date.now() + 5000;
+    while ((await open()) > 0 && Date.now() < deadline) await sleep(50);
+    assert.equal(await open(), 0, "tunnels left open");
+  } finally {
+    proxy.upgradesElsewhere = false;
+  }
+});
+
+test("a client whose upgrade goes round-robin keeps working", async () => {
   for (let i = 0; i < 4; i++) {
     const client = viaProxy({ transports: ["polling", "websocket"] });
     await once(client, "connect");
     const lost = [];
     client.on("disconnect", (why) => lost.push(why));
     await sleep(700);
+    assert.equal(client.io.engine.transport.name, "websocket");
     assert.deepEqual(await ack(client, "echo", i), [i]);
     assert.deepEqual(lost, []);
   }
