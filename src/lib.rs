@@ -8,6 +8,9 @@
 //!  bench                 the load generator (client side of `ws`)
 //!  app                   what a server does: echo, shootout, pubsub,
 //!                        conformance (L5)
+//!  bridge                the Redis bus: the Socket.IO adapter's and
+//!                        emitter's formats, forwarded polling, relayed
+//!                        WebSockets (L5; its own thread)
 //!  sio                   Socket.IO over Engine.IO as a worker App:
 //!                        namespaces, handlers, sockets, acks    (L4.5)
 //!  worker                one per core: connections, phases, timers (L4)

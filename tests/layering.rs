@@ -28,7 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("app", &["worker", "ws", "fabric", "sio"]),
     (
         "bridge",
-        &["sio", "fabric", "engineio", "runtime", "config"],
+        &["sio", "fabric", "engineio", "ws", "runtime", "config"],
     ),
     ("bench", &["ws", "http", "runtime"]),
     ("admin", &["fabric", "http", "worker"]),
