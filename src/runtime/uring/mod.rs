@@ -27,8 +27,11 @@
 //! - **Detach**: the socket is taken out of the ring before it is handed over: the send
 //!   in flight is waited for, the receive is cancelled synchronously
 //!   (`IORING_REGISTER_SYNC_CANCEL`), and bytes it had read are given to the caller.
-//! - `user_data` is an index into `ops` (receives and sends), or one of three constants.
-//!   Each op ends with a CQE without `IORING_CQE_F_MORE`; only then is its entry freed.
+//! - `user_data` is a receive's own name (`RECV` set: the connection's slot, the low bits
+//!   of its generation and the arm's sequence number, so an idle connection needs no
+//!   entry anywhere but its `Slot`), an index into `ops` (sends), or one of three
+//!   constants (bit 63 set). Each op ends with a CQE without `IORING_CQE_F_MORE`; only
+//!   then is a send's entry freed, and a receive counted out of `recvs_in_flight`.
 //!
 //! The ring is set up `SINGLE_ISSUER | DEFER_TASKRUN` and disabled until the first
 //! `turn`, which runs on the worker thread that then owns it.
@@ -63,6 +66,14 @@ const RING_ENTRIES: u32 = 4096;
 const ACCEPT: u64 = u64::MAX;
 const WAKE: u64 = u64::MAX - 1;
 const CANCEL: u64 = u64::MAX - 2;
+/// Marks a receive's `user_data` (`recv_key`); the constants above have bit 63 set and
+/// send keys are small slab indices, so neither has it alone.
+const RECV: u64 = 1 << 62;
+/// Low bits of a generation in a receive's `user_data`.
+const RECV_GENERATION_MASK: u32 = 0xFF_FFFF;
+/// Sequence numbers of a connection's receive arms wrap at this (a cancelled receive's
+/// last CQE arrives long before 64 more arms).
+const RECV_SEQ_MASK: u8 = 63;
 /// The buffer group of the worker's ring (one ring per io_uring, so any id does).
 const GROUP: u16 = 0;
 /// Pause after EMFILE/ENFILE before accepting again.
@@ -74,10 +85,20 @@ const SEND_POOL: usize = 1024;
 /// CQEs copied out of the ring per batch.
 const BATCH: usize = 1024;
 
-enum Op {
-    /// A multishot receive of this connection.
-    Recv(ConnId),
-    Send(Box<SendBuf>),
+/// The `user_data` of `id`'s receive number `seq`.
+fn recv_key(id: ConnId, seq: u8) -> u64 {
+    RECV | (u64::from(seq & RECV_SEQ_MASK) << 56)
+        | (u64::from(id.generation & RECV_GENERATION_MASK) << 32)
+        | u64::from(id.slot)
+}
+
+/// A receive's (slot, generation low bits, sequence number), if `user_data` names one.
+fn recv_of(user_data: u64) -> Option<(u32, u32, u8)> {
+    (user_data & (1 << 63) == 0 && user_data & RECV != 0).then_some((
+        user_data as u32,
+        (user_data >> 32) as u32 & RECV_GENERATION_MASK,
+        (user_data >> 56) as u8 & RECV_SEQ_MASK,
+    ))
 }
 
 /// A CQE copied out of the ring.
@@ -92,8 +113,10 @@ struct Cqe {
 struct Slot {
     stream: Option<TcpStream>,
     generation: u32,
-    /// The armed multishot receive, if any (its key in `ops`).
-    recv: Option<u32>,
+    /// The armed multishot receive, if any: its sequence number (`recv_key`).
+    recv: Option<u8>,
+    /// The last receive's sequence number.
+    recv_seq: u8,
     /// The send in flight, if any.
     send: Option<u32>,
     /// `Sink::data` said stop; reads wait for `resume_read`.
@@ -110,8 +133,8 @@ struct Slot {
     held: Held,
 }
 
-// An idle connection costs its `Conn` in the worker, this, and one `Op` in `ops`.
-const _: () = assert!(size_of::<Slot>() <= 40);
+// An idle connection costs its `Conn` in the worker and this, nothing else here.
+const _: () = assert!(size_of::<Slot>() <= 32);
 
 /// Bytes received while paused: nothing (a null pointer) for almost every connection.
 /// Boxed on purpose: 8 bytes in every slot instead of a `Vec`'s 24.
@@ -142,7 +165,10 @@ pub struct Uring {
     enabled: bool,
     /// Dropped by hand in `Drop`, after the kernel is done with it (or leaked).
     bufs: ManuallyDrop<BufRing>,
-    ops: Slab<Op>,
+    /// Sends in flight.
+    ops: Slab<Box<SendBuf>>,
+    /// Receives armed whose last CQE has not come yet (the buffer ring must outlive them).
+    recvs_in_flight: usize,
     slots: Vec<Slot>,
     listener: Option<TcpListener>,
     accept_armed: bool,
@@ -188,6 +214,7 @@ impl Uring {
             enabled: false,
             bufs: ManuallyDrop::new(bufs),
             ops: Slab::new(),
+            recvs_in_flight: 0,
             slots: Vec::new(),
             listener: Some(listener),
             accept_armed: false,
@@ -295,7 +322,6 @@ impl Uring {
     }
 
     fn arm_recv(&mut self, id: ConnId) {
-        let key = self.ops.vacant_key();
         let group = self.bufs.group();
         let Some(slot) = self.live(id) else {
             return;
@@ -306,11 +332,13 @@ impl Uring {
         let Some(fd) = slot.stream.as_ref().map(|s| s.as_raw_fd()) else {
             return;
         };
-        slot.recv = Some(key as u32);
-        self.ops.insert(Op::Recv(id));
+        let seq = slot.recv_seq.wrapping_add(1) & RECV_SEQ_MASK;
+        slot.recv_seq = seq;
+        slot.recv = Some(seq);
+        self.recvs_in_flight += 1;
         let sqe = opcode::RecvMulti::new(Fd(fd), group)
             .build()
-            .user_data(key as u64);
+            .user_data(recv_key(id, seq));
         self.push(sqe);
     }
 
@@ -423,12 +451,9 @@ impl Uring {
                 self.arm_wake();
             }
             CANCEL => {}
-            key => match self.ops.get(key as usize) {
-                Some(Op::Recv(id)) => {
-                    let id = *id;
-                    self.received(key as usize, id, cqe, sink)
-                }
-                Some(Op::Send(_)) => self.sent(key as usize, cqe, sink),
+            key => match recv_of(key) {
+                Some(recv) => self.received(recv, cqe, sink),
+                None if self.ops.contains(key as usize) => self.sent(key as usize, cqe, sink),
                 None => tracing::error!(key, "io_uring completion for an unknown operation"),
             },
         }
@@ -460,18 +485,31 @@ impl Uring {
         }
     }
 
-    fn received(&mut self, key: usize, id: ConnId, cqe: Cqe, sink: &mut impl Sink) {
+    /// The connection a receive's CQE is for, if that receive is still its armed one.
+    fn receiver(&self, (slot, generation, seq): (u32, u32, u8)) -> Option<ConnId> {
+        let s = self.slots.get(slot as usize)?;
+        (s.generation & RECV_GENERATION_MASK == generation && s.recv == Some(seq)).then_some(
+            ConnId {
+                slot,
+                generation: s.generation,
+            },
+        )
+    }
+
+    fn received(&mut self, recv: (u32, u32, u8), cqe: Cqe, sink: &mut impl Sink) {
         let more = cqueue::more(cqe.flags);
+        let current = self.receiver(recv);
+        if !more {
+            self.recvs_in_flight = self.recvs_in_flight.saturating_sub(1);
+        }
         if cqe.res > 0
             && let Some(bid) = cqueue::buffer_select(cqe.flags)
         {
             // SAFETY: the CQE lends us `bid`; the slice is dropped before `give_back`.
             let data = unsafe { self.bufs.lend(bid, cqe.res as usize) };
-            let current = self
-                .slots
-                .get_mut(id.slot as usize)
-                .filter(|s| s.generation == id.generation && s.recv == Some(key as u32));
-            if let Some(slot) = current {
+            if let Some(id) = current
+                && let Some(slot) = self.slots.get_mut(id.slot as usize)
+            {
                 if slot.paused || !slot.held.is_empty() {
                     slot.held.extend(data);
                 } else if !sink.data(id, data) {
@@ -483,9 +521,11 @@ impl Uring {
         if more {
             return;
         }
-        self.ops.remove(key);
-        let Some(slot) = self.live(id).filter(|s| s.recv == Some(key as u32)) else {
-            return; // closed or detached meanwhile
+        let Some(id) = current else {
+            return; // closed, detached or re-armed meanwhile
+        };
+        let Some(slot) = self.live(id) else {
+            return;
         };
         slot.recv = None;
         match cqe.res {
@@ -513,13 +553,13 @@ impl Uring {
             return;
         };
         slot.paused = true;
-        if let Some(key) = slot.recv {
-            self.cancel(key as u64);
+        if let Some(seq) = slot.recv {
+            self.cancel(recv_key(id, seq));
         }
     }
 
     fn sent(&mut self, key: usize, cqe: Cqe, sink: &mut impl Sink) {
-        let Some(Op::Send(buf)) = self.ops.get_mut(key) else {
+        let Some(buf) = self.ops.get_mut(key) else {
             return;
         };
         let id = buf.conn;
@@ -544,11 +584,10 @@ impl Uring {
             return;
         }
         let all_sent = cqe.res >= 0 && cqe.res as usize == buf.left();
-        if let Op::Send(mut buf) = self.ops.remove(key) {
-            buf.clear();
-            if self.send_pool.len() < SEND_POOL {
-                self.send_pool.push(buf);
-            }
+        let mut buf = self.ops.remove(key);
+        buf.clear();
+        if self.send_pool.len() < SEND_POOL {
+            self.send_pool.push(buf);
         }
         if !current {
             return; // closed meanwhile: the frames were the driver's to drop
@@ -661,7 +700,7 @@ impl Driver for Uring {
         slot.send = Some(key as u32);
         let sqe = buf.sqe(fd).user_data(key as u64);
         // The box moves into `ops`; its heap address (what the SQE points at) does not.
-        self.ops.insert(Op::Send(buf));
+        self.ops.insert(buf);
         self.push(sqe);
         Ok(taken)
     }
@@ -689,11 +728,14 @@ impl Driver for Uring {
             send = slot.send.is_some(),
             "close"
         );
-        let ops = [slot.recv.take(), slot.send.take()];
+        let ops = [
+            slot.recv.take().map(|seq| recv_key(conn, seq)),
+            slot.send.take().map(u64::from),
+        ];
         let stream = slot.stream.take();
         slot.held = Held::default();
         for key in ops.into_iter().flatten() {
-            self.cancel(key as u64);
+            self.cancel(key);
         }
         self.closing.extend(stream);
     }
@@ -730,5 +772,29 @@ impl Driver for Uring {
         // The fd closes once every SQE naming it has been submitted.
         self.closing
             .push(TcpStream::from(std::os::fd::OwnedFd::from(listener)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receive_names_its_connection_and_arm_and_nothing_else() {
+        let id = ConnId {
+            slot: 12_345,
+            generation: 0x0123_4567,
+        };
+        for seq in [0, 1, RECV_SEQ_MASK] {
+            let key = recv_key(id, seq);
+            assert_eq!(
+                recv_of(key),
+                Some((id.slot, id.generation & RECV_GENERATION_MASK, seq))
+            );
+        }
+        assert_ne!(recv_key(id, 1), recv_key(id, 2), "arms differ");
+        for other in [ACCEPT, WAKE, CANCEL, 0, 1, 4095, u64::from(u32::MAX)] {
+            assert_eq!(recv_of(other), None, "{other:#x}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use io_uring::cqueue;
 use io_uring::types::{CancelBuilder, Timespec};
 
-use super::{ACCEPT, CANCEL, Cqe, GROUP, Op, SETTLE, Uring, WAKE};
+use super::{ACCEPT, CANCEL, Cqe, GROUP, SETTLE, Uring, WAKE, recv_key, recv_of};
 use crate::runtime::conn_id::ConnId;
 use crate::runtime::driver::Driver;
 
@@ -78,7 +78,7 @@ impl Uring {
             return true;
         };
         self.settle(key as u64, |this, cqe| {
-            let Some(Op::Send(buf)) = this.ops.get_mut(key) else {
+            let Some(buf) = this.ops.get_mut(key) else {
                 return true;
             };
             let fd = this.slots[id.slot as usize]
@@ -95,10 +95,9 @@ impl Uring {
                 return false;
             }
             let ok = cqe.res >= 0 && cqe.res as usize == buf.left();
-            if let Op::Send(mut buf) = this.ops.remove(key) {
-                buf.clear();
-                this.send_pool.push(buf);
-            }
+            let mut buf = this.ops.remove(key);
+            buf.clear();
+            this.send_pool.push(buf);
             let slot = &mut this.slots[id.slot as usize];
             slot.send = None;
             slot.broken |= !ok;
@@ -108,16 +107,20 @@ impl Uring {
 
     /// Ends `id`'s receive now and appends the bytes it had read to `unread`.
     fn settle_recv(&mut self, id: ConnId, unread: &mut Vec<u8>) -> bool {
-        let Some(key) = self.live(id).and_then(|s| s.recv).map(|k| k as usize) else {
+        let Some(key) = self
+            .live(id)
+            .and_then(|s| s.recv)
+            .map(|seq| recv_key(id, seq))
+        else {
             return true;
         };
         // Only submitted requests can be cancelled synchronously.
         let _ = self.ring.submit();
-        let _ = self.ring.submitter().register_sync_cancel(
-            Some(Timespec::from(SETTLE)),
-            CancelBuilder::user_data(key as u64),
-        );
-        self.settle(key as u64, |this, cqe| {
+        let _ = self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(Timespec::from(SETTLE)), CancelBuilder::user_data(key));
+        self.settle(key, |this, cqe| {
             if cqe.res > 0
                 && let Some(bid) = cqueue::buffer_select(cqe.flags)
             {
@@ -128,7 +131,7 @@ impl Uring {
             if cqueue::more(cqe.flags) {
                 return false;
             }
-            this.ops.remove(key);
+            this.recvs_in_flight = this.recvs_in_flight.saturating_sub(1);
             this.slots[id.slot as usize].recv = None;
             true
         })
@@ -154,6 +157,13 @@ impl Uring {
     }
 }
 
+impl Uring {
+    /// Whether the kernel may still use memory of this ring's operations.
+    fn in_flight(&self) -> bool {
+        !self.ops.is_empty() || self.recvs_in_flight > 0 || self.accept_armed || self.wake_armed
+    }
+}
+
 impl Drop for Uring {
     /// The kernel may still write into the buffer ring or read send buffers: cancel every
     /// operation and wait for its last CQE before any of that memory is freed. If the
@@ -167,9 +177,7 @@ impl Drop for Uring {
                 .submitter()
                 .register_sync_cancel(Some(Timespec::from(SETTLE)), CancelBuilder::any());
             let deadline = Instant::now() + SETTLE;
-            while (!self.ops.is_empty() || self.accept_armed || self.wake_armed)
-                && Instant::now() < deadline
-            {
+            while self.in_flight() && Instant::now() < deadline {
                 let _ = self.enter(Some(Duration::from_millis(10)));
                 self.fill_batch();
                 for i in 0..self.batch.len() {
@@ -190,15 +198,18 @@ impl Drop for Uring {
                         }
                         WAKE => self.wake_armed = false,
                         CANCEL => {}
+                        key if recv_of(key).is_some() => {
+                            self.recvs_in_flight = self.recvs_in_flight.saturating_sub(1);
+                        }
                         key => {
                             self.ops.try_remove(key as usize);
                         }
                     }
                 }
             }
-            if !self.ops.is_empty() || self.accept_armed || self.wake_armed {
+            if self.in_flight() {
                 tracing::warn!(
-                    left = self.ops.len(),
+                    left = self.ops.len() + self.recvs_in_flight,
                     "io_uring operations still in flight at exit: leaking their buffers"
                 );
                 // `bufs` is ManuallyDrop and is not dropped here: the kernel may use it.
