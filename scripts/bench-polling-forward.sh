@@ -5,8 +5,10 @@
 # load (scripts/lib/polling-forward.js: CLIENTS official socket.io-clients on polling,
 # `echo` with an ack back to back) on core 1 (CLIENT_CORE), through a proxy that sends
 # every handshake to A and every later request to A (local) or to B (forwarded: B relays
-# it to A over Redis, A replays it on loopback). One JSON line per case goes to
-# target/bench/polling-forward-<time>.jsonl; the ratios last.
+# it to A over Redis, A replays it on loopback). Then the same with the clients upgraded
+# to WebSocket: the upgrade sent to A (a local WebSocket) or to B (relayed: B holds the
+# client's WebSocket, A a loopback one, messages cross Redis both ways). One JSON line per
+# case goes to target/bench/polling-forward-<time>.jsonl; the ratios last.
 # Env: CLIENTS (50), SECS (10), WARMUP (2), SERVER_CORE (0), CLIENT_CORE (1), NO_BUILD=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,22 +45,25 @@ for node in A B; do
   wait_listening "$!" "${port[$node]}" "throng $node" "$log"
 done
 sleep 0.5
-for case in local forwarded; do
+for case in local forwarded ws-local ws-relayed; do
   via=${port[A]}
-  [ "$case" = forwarded ] && via=${port[B]}
-  say "$case: $CLIENTS polling clients, echo with ack, ${WARMUP}s + ${SECS}s"
-  line=$(OWNER="http://127.0.0.1:${port[A]}" VIA="http://127.0.0.1:$via" \
+  case $case in forwarded | ws-relayed) via=${port[B]} ;; esac
+  transport=polling
+  case $case in ws-*) transport=websocket ;; esac
+  say "$case: $CLIENTS clients on $transport, echo with ack, ${WARMUP}s + ${SECS}s"
+  line=$(OWNER="http://127.0.0.1:${port[A]}" VIA="http://127.0.0.1:$via" TRANSPORT=$transport \
     NODE_PATH=tests/sio/node_modules taskset -c "$CLIENT_CORE" node scripts/lib/polling-forward.js)
   echo "{\"case\":\"$case\",${line#\{}" | tee -a "$out"
 done
 python3 - "$out" <<'PY'
 import json, sys
 rows = {r["case"]: r for r in map(json.loads, open(sys.argv[1]))}
-l, f = rows["local"], rows["forwarded"]
-print(f"{'case':10} {'acks/s':>8} {'HTTP req/s':>11} {'p50 us':>8} {'p99 us':>8}")
+print(f"{'case':11} {'acks/s':>8} {'HTTP req/s':>11} {'p50 us':>8} {'p99 us':>8}")
 for name, r in rows.items():
-    print(f"{name:10} {r['acks_per_s']:>8} {r['http_requests_per_s']:>11} {r['p50_us']:>8} {r['p99_us']:>8}")
-print(f"forwarded / local: acks/s {f['acks_per_s'] / max(l['acks_per_s'], 1):.2f}x, "
-      f"p50 {f['p50_us'] / max(l['p50_us'], 1):.2f}x, p99 {f['p99_us'] / max(l['p99_us'], 1):.2f}x")
+    print(f"{name:11} {r['acks_per_s']:>8} {r['http_requests_per_s']:>11} {r['p50_us']:>8} {r['p99_us']:>8}")
+for far, near in (("forwarded", "local"), ("ws-relayed", "ws-local")):
+    f, l = rows[far], rows[near]
+    print(f"{far} / {near}: acks/s {f['acks_per_s'] / max(l['acks_per_s'], 1):.2f}x, "
+          f"p50 {f['p50_us'] / max(l['p50_us'], 1):.2f}x, p99 {f['p99_us'] / max(l['p99_us'], 1):.2f}x")
 PY
 echo "raw: $out"

@@ -3,16 +3,21 @@
 // a small proxy made here that sends every handshake to OWNER and every later request
 // to VIA. VIA = OWNER: every request is served where its session lives (local); VIA =
 // another node: every request after the handshake is forwarded over Redis to OWNER.
+// TRANSPORT=websocket: the clients upgrade, and the proxy sends the upgrade to VIA too
+// (VIA = OWNER: a local WebSocket; another node: relayed to OWNER over Redis), so that
+// the acks run over the WebSocket.
 // Prints one JSON line: acks/s, HTTP requests/s through the proxy, ack latency p50/p99.
 "use strict";
 
 const http = require("node:http");
+const net = require("node:net");
 const { io } = require("socket.io-client");
 
 const [owner, via] = [process.env.OWNER, process.env.VIA].map((u) => new URL(u));
 const CLIENTS = Number(process.env.CLIENTS || 50);
 const SECS = Number(process.env.SECS || 10);
 const WARMUP = Number(process.env.WARMUP || 2);
+const UPGRADE = process.env.TRANSPORT === "websocket";
 
 let requests = 0;
 const proxy = http.createServer((req, res) => {
@@ -32,13 +37,37 @@ const proxy = http.createServer((req, res) => {
   req.pipe(out);
 });
 
+// Upgrades go to VIA as raw bytes.
+proxy.on("upgrade", (req, socket, head) => {
+  const up = net.connect({ host: via.hostname, port: Number(via.port) }, () => {
+    const lines = [`${req.method} ${req.url} HTTP/1.1`];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+    }
+    up.write(lines.join("\r\n") + "\r\n\r\n");
+    up.write(head);
+    up.pipe(socket);
+    socket.pipe(up);
+  });
+  up.on("error", () => socket.destroy());
+  socket.on("error", () => up.destroy());
+});
+
 proxy.listen(0, "127.0.0.1", async () => {
   const url = `http://127.0.0.1:${proxy.address().port}/`;
+  const transports = UPGRADE ? ["polling", "websocket"] : ["polling"];
   const clients = await Promise.all(
     Array.from({ length: CLIENTS }, () => new Promise((resolve, reject) => {
-      const c = io(url, { transports: ["polling"], forceNew: true, reconnection: false });
-      c.once("connect", () => resolve(c));
+      const c = io(url, { transports, forceNew: true, reconnection: false });
       c.once("connect_error", reject);
+      c.once("connect", () => {
+        if (!UPGRADE || c.io.engine.transport.name === "websocket") return resolve(c);
+        const timer = setTimeout(() => reject(new Error("no upgrade within 10 s")), 10000);
+        c.io.engine.once("upgrade", () => {
+          clearTimeout(timer);
+          resolve(c);
+        });
+      });
     })),
   );
   const latencies = [];
