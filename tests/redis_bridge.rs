@@ -513,3 +513,61 @@ fn readyz_follows_the_redis_link_only_in_strict_mode() {
     assert_eq!(util::http_get(strict.port, "/healthz").0, 200);
     assert_eq!(util::http_get(lax.port, "/readyz").0, 200);
 }
+
+/// Many long-polls forwarded at once: each is held on the owner for up to a ping
+/// interval, all on one replay loop (once a thread each, capped at 256).
+#[test]
+fn six_hundred_forwarded_long_polls_are_held_at_once() {
+    use std::io::{Read, Write};
+    const N: usize = 600;
+    let redis_port = util::free_port();
+    let _redis = redis_on(redis_port);
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let a = throng_on_bus(&url);
+    let b = throng_on_bus(&url);
+    std::thread::sleep(Duration::from_millis(500));
+    let path = "/socket.io/?EIO=4&transport=polling";
+    let sids: Vec<String> = (0..N)
+        .map(|_| {
+            let (status, _, body) = util::http_get(a.port, path);
+            assert_eq!(status, 200, "{body}");
+            body.split("\"sid\":\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .expect("a sid")
+                .to_string()
+        })
+        .collect();
+    // Every GET at once, on B: forwarded to A, held there until A's next ping (1 s).
+    let t0 = Instant::now();
+    let mut polls: Vec<std::net::TcpStream> = sids
+        .iter()
+        .map(|sid| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(15)))
+                .expect("timeout");
+            let request =
+                format!("GET {path}&sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(request.as_bytes()).expect("send");
+            s
+        })
+        .collect();
+    let mut pings = 0;
+    let mut others = Vec::new();
+    for s in &mut polls {
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        if answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("\r\n\r\n2") {
+            pings += 1;
+        } else if others.len() < 3 {
+            others.push(answer);
+        }
+    }
+    assert_eq!(pings, N, "{:?} after {:?}", others, t0.elapsed());
+    let text = metrics(b.port);
+    let forwarded = text
+        .lines()
+        .find_map(|l| l.strip_prefix("throng_redis_polling_forwarded_total{direction=\"out\"} "))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    assert!(forwarded >= Some(N), "{text}");
+}

@@ -38,6 +38,7 @@ mod census;
 pub mod classic;
 pub mod eio;
 mod forward;
+mod replay;
 mod requests;
 pub mod sharded;
 mod sharded_link;
@@ -143,6 +144,8 @@ pub struct Bridge {
     outbound: forward::Outbound,
     /// WebSocket upgrades relayed from here, and those served here for others.
     tunnels: tunnel::Tunnels,
+    /// The loop serving forwarded requests and tunnels here (started on first use).
+    replayer: std::sync::OnceLock<Option<replay::Replayer>>,
     /// The longest a long-poll GET is held here.
     long_poll: Duration,
     /// When a subscriber last settled late questions.
@@ -493,6 +496,7 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
         tag,
         outbound: forward::Outbound::default(),
         tunnels: tunnel::Tunnels::default(),
+        replayer: std::sync::OnceLock::new(),
         long_poll: config.long_poll,
         last_housekeeping: std::sync::Mutex::new(Instant::now()),
         held_counted: std::sync::Mutex::new(std::collections::HashSet::new()),
@@ -545,6 +549,20 @@ fn count_at_start(client: &redis::Client, wire: &wire::Wire, channel: &str) -> O
 }
 
 /// Six bytes from the kernel's generator (the clock if it fails).
+/// The replay loop of `bridge`, started on first use; `None` if it could not start.
+fn replayer(bridge: &Arc<Bridge>) -> Option<&replay::Replayer> {
+    bridge
+        .replayer
+        .get_or_init(|| match replay::Replayer::start(Arc::clone(bridge)) {
+            Ok(replayer) => Some(replayer),
+            Err(e) => {
+                tracing::error!(error = %e, "the replay loop did not start: nothing forwarded here is served");
+                None
+            }
+        })
+        .as_ref()
+}
+
 fn random6() -> [u8; 6] {
     let mut bytes = [0u8; 6];
     if crate::runtime::system::random_bytes(&mut bytes).is_err() {
