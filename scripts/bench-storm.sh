@@ -15,7 +15,15 @@
 # Server on SERVER_CORE (default 0), generators on CLIENT_CORE (default 1): on a 2-core
 # machine the generators share one core, so the latency includes their contention.
 #
-# Env: ECHO_CONNS (1000), STORM (20000), STORM_GENS (2), ACCEPT_RATE (per worker and
+# ECHO_RATE=R paces each echo client at R messages a second (`bench echo --rate`): the
+# server then has headroom, and the p99 says how long the storm stalls it, not how deep
+# the queue of a saturated server grows. Unset: as fast as replies come (saturated).
+#
+# STORM_CORE (default CLIENT_CORE) puts the storm generators elsewhere, e.g. on the
+# server's core; STORM_NICE (default 0; 19: they get only what the echo generator leaves
+# of a shared core) tells the server's stall from the echo generator's own starvation.
+#
+# Env: ECHO_CONNS (1000), ECHO_RATE (unset), STORM_CORE, STORM (20000), STORM_GENS (2), ACCEPT_RATE (per worker and
 #      second, 2000), MAX_CONNS (6000), WORKERS (1), SECS (measured echo seconds, 4; the
 #      storm starts about 1 s into them and lasts about 1 s),
 #      P99_TARGET_US, RSS_TARGET_MB, NO_BUILD=1.
@@ -23,6 +31,9 @@ set -Eeuo pipefail
 source "$(dirname "$0")/lib/bench-common.sh"
 
 ECHO_CONNS=${ECHO_CONNS:-1000}
+ECHO_RATE=${ECHO_RATE:-}
+STORM_CORE=${STORM_CORE:-$CLIENT_CORE}
+STORM_NICE=${STORM_NICE:-0}
 STORM=${STORM:-20000}
 STORM_GENS=${STORM_GENS:-2}
 ACCEPT_RATE=${ACCEPT_RATE:-2000}
@@ -70,7 +81,7 @@ PY
 }
 echo_run() {
   taskset -c "$CLIENT_CORE" "$THRONG" bench echo --url "ws://127.0.0.1:$port/" \
-    --conns "$ECHO_CONNS" --secs "$SECS" --warmup 1 --open-first
+    --conns "$ECHO_CONNS" --secs "$SECS" --warmup 1 --open-first ${ECHO_RATE:+--rate "$ECHO_RATE"}
 }
 p99_of() { python3 -c 'import json,sys; print(json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1])["p99_us"])' "$1"; }
 
@@ -96,7 +107,7 @@ for _ in $(seq 1 "$STORM_GENS"); do
   g=$(mktemp)
   TMP_FILES+=("$g")
   gen_outs+=("$g")
-  taskset -c "$CLIENT_CORE" "$THRONG" bench connect --url "ws://127.0.0.1:$port/" \
+  nice -n "$STORM_NICE" taskset -c "$STORM_CORE" "$THRONG" bench connect --url "ws://127.0.0.1:$port/" \
     --conns "$per_gen" --rate "$per_gen" --concurrency 1024 --hold 1 --sources 4 >"$g" 2>/dev/null &
   gen_pids+=($!)
 done
@@ -121,10 +132,13 @@ refused=$(metric throng_connections_refused_total)
 growth_mb=$(((peak - rss_before) / 1024))
 
 {
-  echo "storm: $STORM attempts ($STORM_GENS x $per_gen at $per_gen/s each) while $ECHO_CONNS clients echo"
+  echo "storm: $STORM attempts ($STORM_GENS x $per_gen at $per_gen/s each) while $ECHO_CONNS clients echo${ECHO_RATE:+ at $ECHO_RATE msgs/s each}"
   echo "server: workers $WORKERS, --accept-rate $ACCEPT_RATE/s per worker, --max-connections $MAX_CONNS"
   echo "echo p99: baseline $base_p99 us, under the storm $storm_p99 us (target <= $P99_TARGET_US us)"
   echo "attempts: $held held, $failed failed at the generator; $refused refused (503) by the server"
+  for g in "${gen_outs[@]}"; do
+    python3 -c 'import json,sys; d=json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1]); print("storm generator: %d attempts in %.2f s" % (d["conns_requested"], d["connect_secs"]))' "$g"
+  done
   echo "server RSS: $((rss_before / 1024)) MiB before the storm, peak $((peak / 1024)) MiB (growth $growth_mb MiB, target <= $RSS_TARGET_MB MiB)"
   echo "echo JSON, baseline: $(grep '^{' "$base" | tail -n 1)"
   echo "echo JSON, storm:    $(grep '^{' "$storm_echo" | tail -n 1)"

@@ -140,6 +140,28 @@ fn connect_holds_connections_from_several_sources() {
 }
 
 #[test]
+fn a_paced_echo_sends_at_its_rate() {
+    let server = Server::start(&[]);
+    let url = server.url();
+    // 10 connections at 40 messages a second each: 400 a second, far below what the
+    // server does unpaced.
+    let out = bench(&[
+        "echo", "--url", &url, "--conns", "10", "--rate", "40", "--secs", "2", "--warmup", "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["rate"], 40.0);
+    let per_sec = v["msgs_per_sec"].as_f64().expect("msgs_per_sec");
+    assert!((300.0..=420.0).contains(&per_sec), "{v}");
+    let refused = bench(&["echo", "--url", &url, "--rate", "0"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+}
+
+#[test]
 fn socketio_echo_and_connect_run_clean_against_sio_shootout() {
     let server = Server::start(&["--app", "sio-shootout"]);
     let url = server.url();

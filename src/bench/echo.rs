@@ -94,6 +94,12 @@ pub struct EchoArgs {
     /// a server slow to accept while it echoes is measured on all its connections.
     #[arg(long)]
     pub open_first: bool,
+    /// Messages per second per connection, paced: a connection sends its next message
+    /// when a reply frees a slot *and* its turn has come (1/RATE after its last send;
+    /// first turns spread over one interval). Default: as fast as replies come, which
+    /// saturates the server; a rate below that measures latency at a given load.
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 /// The payload of message `seq`: its sequence number as (up to) 16 lowercase hex digits,
@@ -224,6 +230,12 @@ pub fn run(args: &EchoArgs) -> Result<bool, String> {
     if args.conns == 0 || args.inflight == 0 || args.secs == 0 {
         return Err("--conns, --inflight and --secs must be > 0".into());
     }
+    if args
+        .rate
+        .is_some_and(|r| !(r.is_finite() && (0.001..=1_000_000.0).contains(&r)))
+    {
+        return Err("--rate must be 0.001..=1000000 messages per second per connection".into());
+    }
     if args.size > MAX_SIZE {
         return Err(format!("--size must be at most {MAX_SIZE}"));
     }
@@ -336,7 +348,7 @@ pub fn run(args: &EchoArgs) -> Result<bool, String> {
         "{}",
         serde_json::json!({
             "mode": "echo", "url": args.url, "conns": args.conns, "size": args.size,
-            "inflight": args.inflight, "secs": args.secs, "binary": args.binary,
+            "inflight": args.inflight, "rate": args.rate, "secs": args.secs, "binary": args.binary,
             "wire": args.proto.name(), "ack": args.ack, "open_first": args.open_first,
             "warmup": args.warmup, "threads": threads,
             "messages": total.messages, "msgs_per_sec": rate.round(),
@@ -359,6 +371,10 @@ struct Conn {
     next_send: u64,
     /// Sequence number the next reply must carry.
     next_reply: u64,
+    /// With `--rate`: sends whose slot is free but whose turn has not come.
+    owed: usize,
+    /// With `--rate`: when the next send may go.
+    next_due: Instant,
 }
 
 /// Checks one read's replies against the expected sequence.
@@ -409,6 +425,8 @@ struct Setup<'a> {
     window: Window,
     /// Hold the first messages until every connection of the thread is open or failed.
     open_first: bool,
+    /// With `--rate`: the time between two sends of a connection.
+    interval: Option<Duration>,
 }
 
 fn run_thread(
@@ -433,6 +451,7 @@ fn run_thread(
         inflight: args.inflight,
         window,
         open_first: args.open_first,
+        interval: args.rate.map(|r| Duration::from_secs_f64(1.0 / r)),
     };
     let mut out = Outcome::new();
     let mut dialer = Dialer::new(target, args.sources, CONCURRENCY, None);
@@ -454,6 +473,12 @@ fn run_thread(
                         sent: VecDeque::with_capacity(args.inflight),
                         next_send: 0,
                         next_reply: 0,
+                        owed: 0,
+                        // First turns spread over one interval, not all at once.
+                        next_due: now
+                            + setup.interval.map_or(Duration::ZERO, |i| {
+                                i.mul_f64((rng.next() % 1024) as f64 / 1024.0)
+                            }),
                     };
                     let token = Token(entry.key());
                     let interest = Interest::READABLE | Interest::WRITABLE;
@@ -480,10 +505,15 @@ fn run_thread(
         if dialer.started == conns && live.is_empty() {
             break; // every connection failed or was closed
         }
-        let timeout = window
-            .until
-            .saturating_duration_since(now)
-            .min(Duration::from_millis(50));
+        let timeout =
+            window
+                .until
+                .saturating_duration_since(now)
+                .min(if setup.interval.is_some() {
+                    Duration::from_millis(1)
+                } else {
+                    Duration::from_millis(50)
+                });
         match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -509,6 +539,17 @@ fn run_thread(
             }
         }
         let now = Instant::now();
+        if setup.interval.is_some() && now < window.until {
+            for (_, conn) in live.iter_mut() {
+                if conn.owed > 0 && conn.next_due <= now {
+                    conn.owed -= 1;
+                    send_or_owe(conn, &setup, now, &mut rng);
+                    if let Err(e) = conn.client.flush() {
+                        tracing::debug!(error = %e, "write failed; the read will report it");
+                    }
+                }
+            }
+        }
         if now >= next_sweep {
             next_sweep = now + Duration::from_millis(250);
             sweep(&mut live, &mut dialer, &mut out, now);
@@ -517,8 +558,12 @@ fn run_thread(
             // Every connection is open or gone: now they all start at once.
             held_back = false;
             for (_, conn) in live.iter_mut() {
+                if let Some(interval) = setup.interval {
+                    // First turns spread over one interval from now, not all at once.
+                    conn.next_due = now + interval.mul_f64((rng.next() % 1024) as f64 / 1024.0);
+                }
                 for _ in 0..setup.inflight {
-                    send(conn, &setup, now, &mut rng);
+                    send_or_owe(conn, &setup, now, &mut rng);
                 }
                 if let Err(e) = conn.client.flush() {
                     tracing::debug!(error = %e, "write failed; the read will report it");
@@ -590,7 +635,7 @@ fn turn(
         out.connected += 1;
         if !setup.open_first {
             for _ in 0..setup.inflight {
-                send(conn, setup, now, rng);
+                send_or_owe(conn, setup, now, rng);
             }
         }
     }
@@ -608,7 +653,7 @@ fn turn(
                 .record(now.duration_since(sent).as_micros().max(1) as u64);
         }
         if now < setup.window.until {
-            send(conn, setup, now, rng);
+            send_or_owe(conn, setup, now, rng);
         }
     }
     let flushed = conn.client.flush();
@@ -619,6 +664,18 @@ fn turn(
         Err(e) => return Err(e.to_string()),
     }
     flushed.map_err(|e| format!("write: {e}"))
+}
+
+/// Sends now, or (with `--rate`, before this connection's turn) owes the send.
+fn send_or_owe(conn: &mut Conn, setup: &Setup<'_>, now: Instant, rng: &mut XorShift) {
+    match setup.interval {
+        Some(_) if now < conn.next_due => conn.owed += 1,
+        Some(interval) => {
+            conn.next_due = now + interval;
+            send(conn, setup, now, rng);
+        }
+        None => send(conn, setup, now, rng),
+    }
 }
 
 fn send(conn: &mut Conn, setup: &Setup<'_>, now: Instant, rng: &mut XorShift) {
