@@ -8,6 +8,9 @@
 #   3. the end-to-end tests that exercise the kernel seam (URING_TESTS) and Autobahn again,
 #      with the servers on the io_uring driver (THRONG_TEST_DRIVER=uring). A kernel that
 #      cannot run it is reported as a skip with the probe's reason, not counted as passed.
+#   4. `docker build` of deploy/Dockerfile (and the image's `--version`) where a Docker
+#      daemon answers and the base images can be pulled; otherwise reported as a skip
+#      with the reason, not counted as passed.
 # Ends with one line `N passed, N failed` summing all; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -97,13 +100,46 @@ else
   uring_ab_passed=$ab_passed
   uring_ab_failed=$ab_failed
 fi
-passed=$((cargo_passed + epoll_ab_passed + uring_passed + uring_ab_passed))
-failed=$((cargo_failed + epoll_ab_failed + uring_failed + uring_ab_failed))
+# deploy/Dockerfile, built where a Docker daemon answers and its base images can be
+# pulled; otherwise a stated skip (no daemon runs on the machines this was written on).
+docker_passed=0
+docker_failed=0
+docker_skip=""
+if ! command -v docker >/dev/null 2>&1; then
+  docker_skip="docker is not installed"
+elif ! docker info >/dev/null 2>&1; then
+  docker_skip="no Docker daemon answers (docker info failed)"
+else
+  for image in $(awk '/^FROM/ { print $2 }' deploy/Dockerfile); do
+    if ! docker pull -q "$image" >/dev/null 2>&1; then
+      docker_skip="the base image $image cannot be pulled from here"
+      break
+    fi
+  done
+fi
+if [ -n "$docker_skip" ]; then
+  echo "== docker build: SKIPPED, $docker_skip"
+else
+  echo "== docker build -f deploy/Dockerfile"
+  if docker build -q -f deploy/Dockerfile -t throng-test-build . &&
+    docker run --rm throng-test-build --version; then
+    docker_passed=1
+  else
+    docker_failed=1
+  fi
+fi
+passed=$((cargo_passed + epoll_ab_passed + uring_passed + uring_ab_passed + docker_passed))
+failed=$((cargo_failed + epoll_ab_failed + uring_failed + uring_ab_failed + docker_failed))
 echo "cargo test: $cargo_passed passed, $cargo_failed failed; autobahn+handshake: $epoll_ab_passed passed, $epoll_ab_failed failed"
 if [ -n "$uring_skip" ]; then
   echo "io_uring: skipped (the kernel's $uring_skip)"
 else
   echo "io_uring: cargo test $uring_passed passed, $uring_failed failed; autobahn+handshake: $uring_ab_passed passed, $uring_ab_failed failed"
+fi
+if [ -n "$docker_skip" ]; then
+  echo "docker build: skipped ($docker_skip)"
+else
+  echo "docker build: $docker_passed passed, $docker_failed failed"
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
