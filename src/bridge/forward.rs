@@ -95,10 +95,6 @@ fn random_tag() -> ProcessTag {
 }
 
 /// Publishes `message` on the channel of process `to`.
-fn send(bridge: &Bridge, to: &ProcessTag, message: &EioMessage) -> bool {
-    bridge.enqueue(eio::channel(&bridge.wire.key, to), eio::encode(message))
-}
-
 /// Forwards `request` to process `owner` for the connection `reply_to`; its id.
 pub(super) fn forward(
     bridge: &Bridge,
@@ -111,7 +107,7 @@ pub(super) fn forward(
     }
     let id = bridge.outbound.register(reply_to)?;
     let from = bridge.tag;
-    if !send(bridge, owner, &EioMessage::Request { id, from, request }) {
+    if !bridge.send_eio(owner, &EioMessage::Request { id, from, request }) {
         bridge.outbound.cancel(id);
         return None;
     }
@@ -153,7 +149,7 @@ fn serve(bridge: &Arc<Bridge>, id: u64, from: ProcessTag, request: ForwardedRequ
     bridge.counters.forwarded_in.fetch_add(1, Ordering::Relaxed);
     let command = Command::Request { id, from, request };
     if !super::replayer(bridge).is_some_and(|r| r.send(command)) {
-        send(bridge, &from, &EioMessage::Failed { id });
+        bridge.send_eio(&from, &EioMessage::Failed { id });
     }
 }
 

@@ -279,6 +279,11 @@ impl Relay for Bridge {
 impl Bridge {
     /// Queues a publish, or drops and counts it past the byte bound (never waits).
     /// `false`: dropped.
+    /// Publishes `message` on the forwarding channel of process `to`.
+    fn send_eio(&self, to: &ProcessTag, message: &eio::EioMessage) -> bool {
+        self.enqueue(eio::channel(&self.wire.key, to), eio::encode(message))
+    }
+
     fn enqueue(&self, channel: String, bytes: Vec<u8>) -> bool {
         let len = bytes.len();
         if self.queued_bytes.load(Ordering::Relaxed) + len > self.max_bytes {

@@ -28,7 +28,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::Bridge;
-use super::eio::{self, EioMessage};
+use super::eio::EioMessage;
 use crate::engineio::sid::ProcessTag;
 use crate::sio::{ForwardedRequest, RelayedAnswer};
 use crate::ws::close::ClosePayload;
@@ -104,10 +104,6 @@ impl Replayer {
     }
 }
 
-fn publish(bridge: &Bridge, to: &ProcessTag, message: &EioMessage) -> bool {
-    bridge.enqueue(eio::channel(&bridge.wire.key, to), eio::encode(message))
-}
-
 /// Whether `request` is a polling request this process would take from a client: GET
 /// or POST on the Socket.IO path, and nothing in its fields that could end a header
 /// line (a message on the bus must not be able to write its own request).
@@ -175,10 +171,46 @@ pub(super) fn parse_answer(raw: &[u8]) -> Option<RelayedAnswer> {
     Some(answer)
 }
 
+/// The WebSocket upgrade of `target` as a client sends it to `local`.
+fn upgrade_request(local: std::net::SocketAddr, target: &str, origin: Option<&str>) -> Vec<u8> {
+    let mut nonce = [0u8; 16];
+    // Any 16 bytes do: the answer's accept key is not checked on loopback.
+    let _ = crate::runtime::system::random_bytes(&mut nonce);
+    let mut out = format!(
+        "GET {target} HTTP/1.1\r\nHost: {local}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {}\r\n",
+        base64::engine::general_purpose::STANDARD.encode(nonce)
+    );
+    if let Some(origin) = origin {
+        out.push_str(&format!("Origin: {origin}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// A fresh masking key per frame, from a xorshift seeded once per thread (the frames
+/// go to our own listener on loopback: RFC 6455's unpredictability guards proxies,
+/// and a getrandom call per relayed message would be a syscall on the hot path).
+fn next_mask() -> [u8; 4] {
+    thread_local! {
+        static STATE: std::cell::Cell<u32> = std::cell::Cell::new({
+            let seed = super::random6();
+            u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]) | 1
+        });
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        state.set(x);
+        x.to_le_bytes()
+    })
+}
+
 /// A masked client frame carrying `data`.
 fn client_frame(opcode: OpCode, data: &[u8], out: &mut Vec<u8>) {
-    let bytes = super::random6();
-    let mask = [bytes[0], bytes[1], bytes[2], bytes[3]];
+    let mask = next_mask();
     let head = FrameHead::new(true, opcode, data.len(), Some(mask));
     out.extend_from_slice(head.as_bytes());
     let start = out.len();
@@ -320,7 +352,7 @@ impl Loop {
     fn start_request(&mut self, id: u64, from: ProcessTag, request: &ForwardedRequest) {
         let bridge = Arc::clone(&self.bridge);
         if !replayable(request) {
-            publish(&bridge, &from, &EioMessage::Failed { id });
+            bridge.send_eio(&from, &EioMessage::Failed { id });
             return;
         }
         let mut out = format!(
@@ -341,10 +373,10 @@ impl Loop {
         out.extend_from_slice(&request.body);
         match self.connect(Kind::Request { id, from }, out) {
             Some(_) => {
-                publish(&bridge, &from, &EioMessage::Accepted { id });
+                bridge.send_eio(&from, &EioMessage::Accepted { id });
             }
             None => {
-                publish(&bridge, &from, &EioMessage::Failed { id });
+                bridge.send_eio(&from, &EioMessage::Failed { id });
             }
         }
     }
@@ -353,19 +385,6 @@ impl Loop {
         let bridge = Arc::clone(&self.bridge);
         let (from, id) = key;
         let admitted = !self.tunnels.contains_key(&key) && tunnelable(target, origin);
-        let mut nonce = [0u8; 16];
-        // Any 16 bytes do: the answer's accept key is not checked on loopback.
-        let _ = crate::runtime::system::random_bytes(&mut nonce);
-        let mut out = format!(
-            "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {}\r\n",
-            bridge.local,
-            base64::engine::general_purpose::STANDARD.encode(nonce)
-        );
-        if let Some(origin) = origin {
-            out.push_str(&format!("Origin: {origin}\r\n"));
-        }
-        out.push_str("\r\n");
         let kind = Kind::Tunnel {
             key,
             reader: None,
@@ -373,7 +392,7 @@ impl Loop {
             ended_there: false,
         };
         let job = admitted
-            .then(|| self.connect(kind, out.into_bytes()))
+            .then(|| self.connect(kind, upgrade_request(bridge.local, target, origin)))
             .flatten();
         match job {
             Some(job) => {
@@ -386,7 +405,7 @@ impl Loop {
                     .counters
                     .tunnel_failures
                     .fetch_add(1, Ordering::Relaxed);
-                publish(&bridge, &from, &EioMessage::TunnelDownEnd { id });
+                bridge.send_eio(&from, &EioMessage::TunnelDownEnd { id });
             }
         }
     }
@@ -551,7 +570,7 @@ impl Loop {
                         EioMessage::Failed { id }
                     }
                 };
-                publish(&bridge, &from, &message);
+                bridge.send_eio(&from, &message);
             }
             Kind::Tunnel {
                 key, ended_there, ..
@@ -562,7 +581,7 @@ impl Loop {
                 bridge.tunnels.set_serving(self.tunnels.len());
                 if !ended_there {
                     let (from, id) = key;
-                    publish(&bridge, &from, &EioMessage::TunnelDownEnd { id });
+                    bridge.send_eio(&from, &EioMessage::TunnelDownEnd { id });
                 }
             }
         }
@@ -606,7 +625,7 @@ impl Visitor for Downstream<'_> {
             data: payload.as_slice().to_vec(),
         };
         // A message the bus cannot take ends the tunnel: none is lost silently.
-        self.over = !publish(self.bridge, &from, &message);
+        self.over = !self.bridge.send_eio(&from, &message);
     }
 
     fn ping(&mut self, payload: &[u8]) {

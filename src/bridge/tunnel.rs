@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::Bridge;
-use super::eio::{self, EioMessage};
+use super::eio::EioMessage;
 use super::replay::Command;
 use crate::engineio::sid::ProcessTag;
 use crate::runtime::ConnId;
@@ -56,10 +56,6 @@ impl Tunnels {
     }
 }
 
-fn send(bridge: &Bridge, to: &ProcessTag, message: &EioMessage) -> bool {
-    bridge.enqueue(eio::channel(&bridge.wire.key, to), eio::encode(message))
-}
-
 /// Landing side: opens a tunnel to `owner` for the upgrade of `target` that connection
 /// `reply_to` made here; its id. `None`: the bus is down or too many are open.
 pub(super) fn open(
@@ -86,7 +82,7 @@ pub(super) fn open(
         target: target.to_string(),
         origin: origin.map(str::to_string),
     };
-    if !send(bridge, owner, &message) {
+    if !bridge.send_eio(owner, &message) {
         forget(bridge, id);
         return None;
     }
@@ -103,7 +99,7 @@ pub(super) fn up(bridge: &Bridge, owner: &ProcessTag, id: u64, text: bool, data:
         text,
         data: data.to_vec(),
     };
-    if send(bridge, owner, &message) {
+    if bridge.send_eio(owner, &message) {
         return true;
     }
     end(bridge, owner, id);
@@ -114,7 +110,7 @@ pub(super) fn up(bridge: &Bridge, owner: &ProcessTag, id: u64, text: bool, data:
 pub(super) fn end(bridge: &Bridge, owner: &ProcessTag, id: u64) {
     if forget(bridge, id).is_some() {
         let from = bridge.tag;
-        send(bridge, owner, &EioMessage::TunnelUpEnd { id, from });
+        bridge.send_eio(owner, &EioMessage::TunnelUpEnd { id, from });
     }
 }
 
@@ -178,6 +174,6 @@ pub(super) fn on_message(bridge: &Arc<Bridge>, registry: &Registry, message: Eio
     };
     let taken = super::replayer(bridge).is_some_and(|r| r.send(command));
     if !taken && let Some((from, id)) = opening {
-        send(bridge, &from, &EioMessage::TunnelDownEnd { id });
+        bridge.send_eio(&from, &EioMessage::TunnelDownEnd { id });
     }
 }

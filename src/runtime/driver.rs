@@ -65,3 +65,32 @@ pub trait Sink {
     /// Another thread woke this worker.
     fn woken(&mut self);
 }
+
+/// How long a backend stops accepting after the process ran out of file descriptors.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The warning a backend gives when it pauses accepting for lack of file descriptors:
+/// at most one every 5 s, however often the pause recurs.
+#[derive(Default)]
+pub struct OutOfFdsWarning {
+    last: Option<std::time::Instant>,
+}
+
+impl OutOfFdsWarning {
+    /// Accepting pauses for `ACCEPT_BACKOFF` after `e`; warns unless it did lately.
+    pub fn warn(&mut self, e: &io::Error, now: std::time::Instant) {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(5))
+        {
+            return;
+        }
+        self.last = Some(now);
+        tracing::warn!(
+            error = %e,
+            "out of file descriptors: accepting paused for {} ms (raise the open-file \
+             limit or lower --max-connections)",
+            ACCEPT_BACKOFF.as_millis()
+        );
+    }
+}

@@ -25,7 +25,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn_id::ConnId;
-use super::driver::{Driver, Sink};
+use super::driver::{ACCEPT_BACKOFF, Driver, OutOfFdsWarning, Sink};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
@@ -36,8 +36,6 @@ const READ_BUDGET: usize = 4;
 /// scripts/bench-storm.sh saw their p99 at about 100 ms, with 64 at 30-66 ms.
 const ACCEPT_BUDGET: usize = 64;
 const MAX_IOVECS: usize = 64;
-/// Pause after EMFILE/ENFILE before accepting again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const EVENTS_PER_TURN: usize = 1024;
 /// Refused sockets kept for their request at most; past it they are closed at once.
 const MAX_REFUSED: usize = 1024;
@@ -58,7 +56,7 @@ pub struct Epoll {
     listener: Option<TcpListener>,
     /// Set after EMFILE/ENFILE: accepts wait until then.
     accept_backoff_until: Option<Instant>,
-    last_accept_warning: Option<Instant>,
+    out_of_fds: OutOfFdsWarning,
     slots: Vec<Slot>,
     scratch: Box<[u8]>,
     /// Connections with input left over from an earlier turn, or resumed after a pause.
@@ -81,7 +79,7 @@ impl Epoll {
             waker,
             listener: Some(listener),
             accept_backoff_until: None,
-            last_accept_warning: None,
+            out_of_fds: OutOfFdsWarning::default(),
             slots: Vec::new(),
             scratch: vec![0u8; SCRATCH_BYTES].into_boxed_slice(),
             ready: Vec::new(),
@@ -132,18 +130,7 @@ impl Epoll {
     fn back_off_accepting(&mut self, e: &io::Error) {
         let now = Instant::now();
         self.accept_backoff_until = Some(now + ACCEPT_BACKOFF);
-        let quiet = self
-            .last_accept_warning
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(5));
-        if !quiet {
-            self.last_accept_warning = Some(now);
-            tracing::warn!(
-                error = %e,
-                "out of file descriptors: accepting paused for {} ms (raise the open-file \
-                 limit or lower --max-connections)",
-                ACCEPT_BACKOFF.as_millis()
-            );
-        }
+        self.out_of_fds.warn(e, now);
     }
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, sink: &mut impl Sink) {

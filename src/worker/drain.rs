@@ -97,18 +97,13 @@ impl<A: App> Core<A> {
         let due = Drain::due(drain.queue.len(), elapsed, drain.window);
         let told = std::mem::replace(&mut drain.told, due);
         let batch: Vec<ConnId> = drain.queue[told..due].to_vec();
-        let mut polling = std::mem::take(&mut drain.polling);
         let conns = &self.hub.conns;
-        polling.retain(|id| {
+        drain.polling.retain(|id| {
             conns
                 .get(id.slot as usize)
                 .is_some_and(|c| c.generation == id.generation)
         });
-        let Some(drain) = self.drain.as_mut() else {
-            return;
-        };
-        let polling_done = polling.is_empty() || elapsed >= drain.window;
-        drain.polling = polling;
+        let polling_done = drain.polling.is_empty() || elapsed >= drain.window;
         let last = due == drain.queue.len() && polling_done && !drain.last_pass_done;
         if last {
             drain.last_pass_done = true;

@@ -56,7 +56,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue};
 use slab::Slab;
 
 use super::conn_id::ConnId;
-use super::driver::{Driver, Sink};
+use super::driver::{ACCEPT_BACKOFF, Driver, OutOfFdsWarning, Sink};
 use super::waker::{EventFd, WorkerWaker};
 use bufring::BufRing;
 pub use probe::{Unsupported, probe};
@@ -76,8 +76,6 @@ const RECV_GENERATION_MASK: u32 = 0xFF_FFFF;
 const RECV_SEQ_MASK: u8 = 63;
 /// The buffer group of the worker's ring (one ring per io_uring, so any id does).
 const GROUP: u16 = 0;
-/// Pause after EMFILE/ENFILE before accepting again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long `detach` and `Drop` wait for the kernel to finish with a socket's operations.
 const SETTLE: Duration = Duration::from_secs(1);
 /// Send buffers kept for reuse.
@@ -173,7 +171,7 @@ pub struct Uring {
     listener: Option<TcpListener>,
     accept_armed: bool,
     accept_backoff_until: Option<Instant>,
-    last_accept_warning: Option<Instant>,
+    out_of_fds: OutOfFdsWarning,
     waker: Arc<EventFd>,
     /// The eventfd read's target: boxed so its address is stable while the read is armed.
     wake_buf: Box<u64>,
@@ -219,7 +217,7 @@ impl Uring {
             listener: Some(listener),
             accept_armed: false,
             accept_backoff_until: None,
-            last_accept_warning: None,
+            out_of_fds: OutOfFdsWarning::default(),
             waker: Arc::new(EventFd::new()?),
             wake_buf: Box::new(0),
             wake_armed: false,
@@ -371,18 +369,7 @@ impl Uring {
     fn back_off_accepting(&mut self, e: &io::Error) {
         let now = Instant::now();
         self.accept_backoff_until = Some(now + ACCEPT_BACKOFF);
-        let quiet = self
-            .last_accept_warning
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(5));
-        if !quiet {
-            self.last_accept_warning = Some(now);
-            tracing::warn!(
-                error = %e,
-                "out of file descriptors: accepting paused for {} ms (raise the open-file \
-                 limit or lower --max-connections)",
-                ACCEPT_BACKOFF.as_millis()
-            );
-        }
+        self.out_of_fds.warn(e, now);
     }
 
     /// Submits what is queued and waits up to `timeout` for a completion.
