@@ -4,9 +4,11 @@
 // to VIA. VIA = OWNER: every request is served where its session lives (local); VIA =
 // another node: every request after the handshake is forwarded over Redis to OWNER.
 // TRANSPORT=websocket: the clients upgrade, and the proxy sends the upgrade to VIA too
-// (VIA = OWNER: a local WebSocket; another node: relayed to OWNER over Redis), so that
-// the acks run over the WebSocket.
-// Prints one JSON line: acks/s, HTTP requests/s through the proxy, ack latency p50/p99.
+// (VIA = OWNER: a local WebSocket; another node: the session is handed over to VIA, or,
+// with UPGRADE_DELAY_MS past the owner's hold on the first CONNECT, relayed to OWNER over
+// Redis), so that the acks run over the WebSocket.
+// Prints one JSON line: acks/s, HTTP requests/s through the proxy, ack latency p50/p99,
+// time from io() to "connect" p50/p99.
 "use strict";
 
 const http = require("node:http");
@@ -18,6 +20,7 @@ const CLIENTS = Number(process.env.CLIENTS || 50);
 const SECS = Number(process.env.SECS || 10);
 const WARMUP = Number(process.env.WARMUP || 2);
 const UPGRADE = process.env.TRANSPORT === "websocket";
+const UPGRADE_DELAY_MS = Number(process.env.UPGRADE_DELAY_MS || 0);
 
 let requests = 0;
 const proxy = http.createServer((req, res) => {
@@ -38,7 +41,10 @@ const proxy = http.createServer((req, res) => {
 });
 
 // Upgrades go to VIA as raw bytes.
-proxy.on("upgrade", (req, socket, head) => {
+proxy.on("upgrade", async (req, socket, head) => {
+  socket.pause();
+  await new Promise((r) => setTimeout(r, UPGRADE_DELAY_MS));
+  socket.resume();
   const up = net.connect({ host: via.hostname, port: Number(via.port) }, () => {
     const lines = [`${req.method} ${req.url} HTTP/1.1`];
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
@@ -56,11 +62,16 @@ proxy.on("upgrade", (req, socket, head) => {
 proxy.listen(0, "127.0.0.1", async () => {
   const url = `http://127.0.0.1:${proxy.address().port}/`;
   const transports = UPGRADE ? ["polling", "websocket"] : ["polling"];
+  const connectMs = [];
   const clients = await Promise.all(
     Array.from({ length: CLIENTS }, () => new Promise((resolve, reject) => {
+      const started = process.hrtime.bigint();
       const c = io(url, { transports, forceNew: true, reconnection: false });
+      const late = setTimeout(() => reject(new Error("no connect within 10 s")), 10000);
       c.once("connect_error", reject);
+      c.once("connect", () => clearTimeout(late));
       c.once("connect", () => {
+        connectMs.push(Number(process.hrtime.bigint() - started) / 1e6);
         if (!UPGRADE || c.io.engine.transport.name === "websocket") return resolve(c);
         const timer = setTimeout(() => reject(new Error("no upgrade within 10 s")), 10000);
         c.io.engine.once("upgrade", () => {
@@ -96,13 +107,17 @@ proxy.listen(0, "127.0.0.1", async () => {
   running = false;
   await Promise.allSettled(loops);
   latencies.sort((a, b) => a - b);
-  const q = (p) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] || 0);
+  connectMs.sort((a, b) => a - b);
+  const quantile = (xs, p) => Math.round(xs[Math.min(xs.length - 1, Math.floor(p * xs.length))] || 0);
+  const q = (p) => quantile(latencies, p);
   console.log(JSON.stringify({
     clients: CLIENTS,
     acks_per_s: Math.round(acks / secs),
     http_requests_per_s: Math.round((r1 - r0) / secs),
     p50_us: q(0.5),
     p99_us: q(0.99),
+    connect_ms_p50: quantile(connectMs, 0.5),
+    connect_ms_p99: quantile(connectMs, 0.99),
   }));
   for (const c of clients) c.disconnect();
   proxy.close();

@@ -8,7 +8,11 @@
 //! sends `wso` (the upgrade's target and origin), then the client's messages as `wsu`
 //! and `wsue` when the client is gone; the owner sends the server's messages as `wsd`
 //! and `wsde` when its side ends (or it could not open the tunnel). Up messages carry
-//! the sender's tag (tunnel ids are the sender's); down ones only the id.
+//! the sender's tag (tunnel ids are the sender's); down ones only the id. The owner
+//! first answers `wso` with `wsa` (relayed: the landing process sends the client's
+//! messages only from then on) or `wsh` (handed over: the session, which has joined no
+//! namespace yet, is served where the WebSocket landed; its held client messages and
+//! queued packets come with it).
 //!
 //! Invariants: decoding never panics; a message that is not one of these shapes, or
 //! whose tag is not six sid characters, decodes to `None`.
@@ -16,7 +20,7 @@
 use rmpv::Value;
 
 use crate::engineio::sid::{ProcessTag, TAG_LEN, is_tag};
-use crate::sio::{ForwardedRequest, RelayedAnswer};
+use crate::sio::{ForwardedRequest, HandedPacket, Handover, RelayedAnswer};
 
 /// The channel of the process tagged `tag`.
 pub fn channel(key: &str, tag: &ProcessTag) -> String {
@@ -69,6 +73,38 @@ pub enum EioMessage {
     TunnelDownEnd {
         id: u64,
     },
+    /// The owner relays the upgrade: the client's messages may go up.
+    TunnelAccepted {
+        id: u64,
+    },
+    /// The owner hands the session over: the landing process serves it from now on.
+    TunnelHandover {
+        id: u64,
+        handover: Handover,
+    },
+}
+
+/// Handed packets as `[[text, data], ...]`.
+fn packets(list: &[HandedPacket]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|p| Value::Array(vec![Value::from(p.text), Value::Binary(p.data.clone())]))
+            .collect(),
+    )
+}
+
+fn packets_of(value: &Value) -> Option<Vec<HandedPacket>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|p| match p.as_array()?.as_slice() {
+            [Value::Boolean(text), Value::Binary(data)] => Some(HandedPacket {
+                text: *text,
+                data: data.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 fn text(s: &str) -> Value {
@@ -147,6 +183,16 @@ pub fn encode(message: &EioMessage) -> Vec<u8> {
         EioMessage::TunnelDownEnd { id } => {
             vec![(text("t"), text("wsde")), (text("id"), Value::from(*id))]
         }
+        EioMessage::TunnelAccepted { id } => {
+            vec![(text("t"), text("wsa")), (text("id"), Value::from(*id))]
+        }
+        EioMessage::TunnelHandover { id, handover } => vec![
+            (text("t"), text("wsh")),
+            (text("id"), Value::from(*id)),
+            (text("sid"), text(&handover.sid)),
+            (text("in"), packets(&handover.inbound)),
+            (text("out"), packets(&handover.outbound)),
+        ],
     };
     let mut out = Vec::new();
     let _ = rmpv::encode::write_value(&mut out, &Value::Map(map));
@@ -217,6 +263,15 @@ pub fn decode(bytes: &[u8]) -> Option<EioMessage> {
             data: bytes_of("data")?,
         },
         "wsde" => EioMessage::TunnelDownEnd { id },
+        "wsa" => EioMessage::TunnelAccepted { id },
+        "wsh" => EioMessage::TunnelHandover {
+            id,
+            handover: Handover {
+                sid: string("sid")?,
+                inbound: packets_of(field("in")?)?,
+                outbound: packets_of(field("out")?)?,
+            },
+        },
         _ => return None,
     })
 }
@@ -271,6 +326,27 @@ mod tests {
                 data: vec![0, 1, 2],
             },
             EioMessage::TunnelDownEnd { id: 8 },
+            EioMessage::TunnelAccepted { id: 8 },
+            EioMessage::TunnelHandover {
+                id: 9,
+                handover: Handover {
+                    sid: "xAb-_09abcdefghijklm".into(),
+                    inbound: vec![HandedPacket {
+                        text: true,
+                        data: b"0/chat,{\"token\":1}".to_vec(),
+                    }],
+                    outbound: vec![
+                        HandedPacket {
+                            text: true,
+                            data: b"2".to_vec(),
+                        },
+                        HandedPacket {
+                            text: false,
+                            data: vec![1, 2],
+                        },
+                    ],
+                },
+            },
         ] {
             assert_eq!(decode(&encode(&message)), Some(message));
         }

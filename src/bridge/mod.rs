@@ -56,7 +56,8 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::engineio::sid::ProcessTag;
 use crate::sio::{
-    ForwardedRequest, Question, Registry, Relay, Relayed, RelayedRequest, Reply, SocketsAction,
+    ForwardedRequest, Handover, HandoverAsk, Question, Registry, Relay, Relayed, RelayedRequest,
+    Reply, SocketsAction,
 };
 
 /// Broadcasts the outbound queue holds at most (besides its byte bound).
@@ -122,6 +123,10 @@ pub struct Counters {
     pub tunnels_in: AtomicU64,
     /// Relayed upgrades this process could not serve (full, or not an upgrade).
     pub tunnel_failures: AtomicU64,
+    /// Sessions handed from here to the process where their WebSocket landed.
+    pub handovers_out: AtomicU64,
+    /// Sessions handed over to this process by their owner.
+    pub handovers_in: AtomicU64,
 }
 
 /// What the publisher thread takes from the queue, in order.
@@ -259,6 +264,14 @@ impl Relay for Bridge {
         tunnel::end(self, owner, id);
     }
 
+    fn hand_over(&self, ask: &HandoverAsk, handover: &Handover) -> bool {
+        tunnel::hand_over(self, ask, handover)
+    }
+
+    fn relay_tunnel(&self, ask: HandoverAsk) {
+        tunnel::relay(self, ask.from, ask.id, ask.target, ask.origin);
+    }
+
     fn ask(&self, namespace: &str, question: Question, reply: Reply) {
         if !self.links_up() {
             return reply(requests::failed("the Redis link is down"));
@@ -391,6 +404,15 @@ impl Bridge {
             &[
                 ("{direction=\"out\"}", tunnels_out as u64),
                 ("{direction=\"in\"}", tunnels_in as u64),
+            ],
+        );
+        family(
+            "throng_redis_websocket_handovers_total",
+            "counter",
+            "Sessions that had joined no namespace, handed over to the process where their WebSocket upgrade landed, by direction (out: from here, in: to here).",
+            &[
+                ("{direction=\"out\"}", get(&c.handovers_out)),
+                ("{direction=\"in\"}", get(&c.handovers_in)),
             ],
         );
         family(

@@ -6,7 +6,10 @@
 //! WebSocket is accepted here; its messages go to the owner, and the owner's come back
 //! to the worker holding the connection as `Tunneled` messages.
 //!
-//! Owner side (`TunnelOpen`/`TunnelUp*` messages, served by `replay.rs`): the upgrade is
+//! Owner side (`TunnelOpen`/`TunnelUp*` messages): the worker owning the session is
+//! asked first (`HandoverAsk`). A session that has joined no namespace is handed over
+//! (`wsh`): the landing process serves it from then on and the WebSocket is local
+//! there. Otherwise the upgrade is relayed (`wsa`, then served by `replay.rs`): it is
 //! replayed as a WebSocket client on a loopback connection to this process's own
 //! listener, so every session rule (the probe, the upgrade, the one-transport rule, the
 //! worker owning the session) applies as for a local client.
@@ -22,9 +25,10 @@ use std::sync::{Arc, Mutex};
 use super::Bridge;
 use super::eio::EioMessage;
 use super::replay::Command;
-use crate::engineio::sid::ProcessTag;
+use crate::engineio::request::parse_query;
+use crate::engineio::sid::{ProcessTag, Sid};
 use crate::runtime::ConnId;
-use crate::sio::{Registry, TunnelEvent, Tunneled};
+use crate::sio::{Handover, HandoverAsk, Registry, TunnelEvent, Tunneled};
 
 /// Tunnels open from here at once.
 const MAX_OPEN: usize = 16_384;
@@ -86,7 +90,6 @@ pub(super) fn open(
         forget(bridge, id);
         return None;
     }
-    bridge.counters.tunnels_out.fetch_add(1, Ordering::Relaxed);
     Some(id)
 }
 
@@ -118,22 +121,86 @@ fn forget(bridge: &Bridge, id: u64) -> Option<(usize, ConnId)> {
     bridge.tunnels.open.lock().ok()?.remove(&id)
 }
 
-/// Landing side: the owner's message or end for tunnel `id`, to its connection.
+/// Landing side: the owner's decision, message or end for tunnel `id`, to its
+/// connection.
 fn down(bridge: &Bridge, registry: &Registry, id: u64, event: TunnelEvent) {
     let to = match event {
-        TunnelEvent::End => forget(bridge, id),
-        TunnelEvent::Message { .. } => bridge
+        TunnelEvent::End | TunnelEvent::HandedOver(_) => forget(bridge, id),
+        TunnelEvent::Accepted | TunnelEvent::Message { .. } => bridge
             .tunnels
             .open
             .lock()
             .ok()
             .and_then(|open| open.get(&id).copied()),
     };
-    if let Some((worker, conn)) = to {
-        let _ = registry
-            .io()
-            .post_app(worker, Box::new(Tunneled { conn, id, event }));
+    let Some((worker, conn)) = to else {
+        return;
+    };
+    let io = registry.io();
+    // A session handed over is known here before anything else is read from the bus,
+    // so that its requests forwarded back by the owner find it.
+    let adopted = match &event {
+        TunnelEvent::HandedOver(handover) => Sid::parse(&handover.sid),
+        _ => None,
+    };
+    if let Some(sid) = adopted {
+        io.adopt(sid, worker);
     }
+    if !io.post_app(worker, Box::new(Tunneled { conn, id, event }))
+        && let Some(sid) = adopted
+    {
+        io.forget_adopted(&sid);
+    }
+}
+
+/// Owner side: asks the worker owning the session of upgrade `ask` whether to hand
+/// it over (relayed at once when the worker cannot be asked).
+fn ask_owner(bridge: &Arc<Bridge>, registry: &Registry, ask: HandoverAsk) {
+    // Started now if not yet: the worker's answer may need it, and has no `Arc`.
+    let _ = super::replayer(bridge);
+    let worker = ask.sid.worker();
+    if !registry.io().post_app(worker, Box::new(ask.clone())) {
+        relay(bridge, ask.from, ask.id, ask.target, ask.origin);
+    }
+}
+
+/// Owner side: the upgrade of `target` that landed on `from` (its tunnel `id`) is
+/// relayed by the replay loop; `from` is told (`wsa`), or told the tunnel is over
+/// when the loop cannot take it.
+pub(super) fn relay(
+    bridge: &Bridge,
+    from: ProcessTag,
+    id: u64,
+    target: String,
+    origin: Option<String>,
+) {
+    let command = Command::TunnelOpen {
+        key: (from, id),
+        target,
+        origin,
+    };
+    let replayer = bridge.replayer.get().and_then(Option::as_ref);
+    if replayer.is_some_and(|r| r.send(command)) {
+        bridge.send_eio(&from, &EioMessage::TunnelAccepted { id });
+    } else {
+        bridge.send_eio(&from, &EioMessage::TunnelDownEnd { id });
+    }
+}
+
+/// Owner side: `handover` goes to the process where the upgrade `ask` landed.
+pub(super) fn hand_over(bridge: &Bridge, ask: &HandoverAsk, handover: &Handover) -> bool {
+    let message = EioMessage::TunnelHandover {
+        id: ask.id,
+        handover: handover.clone(),
+    };
+    let sent = bridge.send_eio(&ask.from, &message);
+    if sent {
+        bridge
+            .counters
+            .handovers_out
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    sent
 }
 
 /// A tunnel message on this process's own channel.
@@ -144,11 +211,28 @@ pub(super) fn on_message(bridge: &Arc<Bridge>, registry: &Registry, message: Eio
             from,
             target,
             origin,
-        } => Command::TunnelOpen {
-            key: (from, id),
-            target,
-            origin,
-        },
+        } => {
+            let sid = parse_query(&target)
+                .ok()
+                .and_then(|q| q.sid)
+                .and_then(Sid::parse)
+                .filter(|sid| sid.tag() == bridge.tag);
+            let Some(sid) = sid else {
+                // Not an upgrade of a session of ours: the replay gets its refusal.
+                return relay(bridge, from, id, target, origin);
+            };
+            return ask_owner(
+                bridge,
+                registry,
+                HandoverAsk {
+                    from,
+                    id,
+                    sid,
+                    target,
+                    origin,
+                },
+            );
+        }
         EioMessage::TunnelUp {
             id,
             from,
@@ -166,14 +250,18 @@ pub(super) fn on_message(bridge: &Arc<Bridge>, registry: &Registry, message: Eio
         EioMessage::TunnelDownEnd { id } => {
             return down(bridge, registry, id, TunnelEvent::End);
         }
+        EioMessage::TunnelAccepted { id } => {
+            bridge.counters.tunnels_out.fetch_add(1, Ordering::Relaxed);
+            return down(bridge, registry, id, TunnelEvent::Accepted);
+        }
+        EioMessage::TunnelHandover { id, handover } => {
+            bridge.counters.handovers_in.fetch_add(1, Ordering::Relaxed);
+            let event = TunnelEvent::HandedOver(Box::new(handover));
+            return down(bridge, registry, id, event);
+        }
         _ => return,
     };
-    let opening = match &command {
-        Command::TunnelOpen { key, .. } => Some(*key),
-        _ => None,
-    };
-    let taken = super::replayer(bridge).is_some_and(|r| r.send(command));
-    if !taken && let Some((from, id)) = opening {
-        bridge.send_eio(&from, &EioMessage::TunnelDownEnd { id });
+    if let Some(replayer) = super::replayer(bridge) {
+        replayer.send(command);
     }
 }

@@ -283,6 +283,11 @@ impl Session {
         Some(writer.finish())
     }
 
+    /// What is queued for the client, in order (left in the queue).
+    pub fn queued(&self) -> impl Iterator<Item = &Outbound> {
+        self.queue.iter()
+    }
+
     /// After `Action::Upgraded`: everything queued, to write on the WebSocket in order.
     pub fn take_queue(&mut self) -> Vec<Outbound> {
         self.queued_bytes = 0;

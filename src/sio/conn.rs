@@ -99,6 +99,11 @@ impl ConnState {
         }
     }
 
+    /// Whether a socket joined a namespace here, or a CONNECT waits for middleware.
+    pub fn has_joined(&self) -> bool {
+        !self.sockets.is_empty() || !self.pending.is_empty()
+    }
+
     /// One WebSocket message (one Engine.IO packet; a binary frame is a message).
     #[allow(clippy::too_many_arguments)]
     pub fn on_message(

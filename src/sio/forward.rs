@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use crate::engineio::request::ErrorCode;
-use crate::engineio::sid::Sid;
+use crate::engineio::sid::ProcessTag;
 use crate::http::Request;
 use crate::runtime::ConnId;
 use crate::worker::Conns;
@@ -72,15 +72,15 @@ fn header(value: Option<&[u8]>) -> Option<String> {
 }
 
 impl Server {
-    /// Sends polling request `req` on `id` for `sid`, a session of another process,
-    /// to its owner; the connection waits for the answer.
+    /// Sends polling request `req` on `id` for a session of process `owner` there;
+    /// the connection waits for the answer.
     pub(super) fn forward_polling(
         &mut self,
         conns: &mut Conns<'_>,
         id: ConnId,
         req: &Request<'_>,
         body: &[u8],
-        sid: &Sid,
+        owner: ProcessTag,
         cors: Vec<u8>,
     ) {
         if self.forwarded.len() >= MAX_FORWARDED {
@@ -100,7 +100,7 @@ impl Server {
         let io = self.registry.io_ref();
         let sent = io
             .relay()
-            .and_then(|relay| relay.forward(&sid.tag(), request, (self.worker, id)));
+            .and_then(|relay| relay.forward(&owner, request, (self.worker, id)));
         let Some(forward_id) = sent else {
             return self.refuse(conns, id, &cors, ErrorCode::UnknownSid);
         };

@@ -14,7 +14,8 @@
 //! worker's inbox is full, so a slow server slows its publishers instead of queueing
 //! without bound; volatile emits, and calls from handlers (on a worker), never wait.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -116,6 +117,13 @@ pub trait Relay: Send + Sync {
     }
     /// The client of tunnel `id` is gone.
     fn end_tunnel(&self, _owner: &ProcessTag, _id: u64) {}
+    /// Owner side: sends `handover` to `ask.from`, where the session's WebSocket
+    /// landed. `false`: it could not be sent (the session stays here).
+    fn hand_over(&self, _ask: &HandoverAsk, _handover: &Handover) -> bool {
+        false
+    }
+    /// Owner side: the upgrade `ask` is relayed (the session stays here).
+    fn relay_tunnel(&self, _ask: HandoverAsk) {}
     /// A question for the other hosts: `reply` gets their answers, once, with
     /// `servers` set to the number of servers on the bus, this one included. Must not
     /// block; fails fast (an error in the reply) while the bus is unreachable.
@@ -174,10 +182,56 @@ pub struct Tunneled {
 }
 
 pub enum TunnelEvent {
+    /// The owner relays the session: the client's messages may go up now.
+    Accepted,
+    /// The owner handed the session over: it is served here from now on.
+    HandedOver(Box<Handover>),
     /// A message for the client.
     Message { text: bool, data: Vec<u8> },
     /// The owner's side ended (or never opened): the connection closes.
     End,
+}
+
+/// A polling session that has joined no namespace, handed by its owner to the process
+/// where its WebSocket upgrade landed, so that the WebSocket ends up local.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handover {
+    /// The session's id, as the client knows it (it still names the first owner).
+    pub sid: String,
+    /// Messages from the client the owner held (a first CONNECT and what followed it),
+    /// in order: Engine.IO message payloads.
+    pub inbound: Vec<HandedPacket>,
+    /// Packets queued for the client and not yet fetched, in order (text ones with
+    /// their Engine.IO type digit).
+    pub outbound: Vec<HandedPacket>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandedPacket {
+    pub text: bool,
+    pub data: Vec<u8>,
+}
+
+impl HandedPacket {
+    pub fn new(text: bool, data: &[u8]) -> HandedPacket {
+        HandedPacket {
+            text,
+            data: data.to_vec(),
+        }
+    }
+}
+
+/// A WebSocket upgrade of one of this process's sessions that landed on process
+/// `from` (tunnel `id` there), posted by the bus to the worker owning the session: it
+/// hands the session over (`Relay::hand_over`) or has the upgrade relayed
+/// (`Relay::relay_tunnel`).
+#[derive(Clone, Debug)]
+pub struct HandoverAsk {
+    pub from: ProcessTag,
+    pub id: u64,
+    pub sid: Sid,
+    pub target: String,
+    pub origin: Option<String>,
 }
 
 /// A request leaving this process for the other hosts.
@@ -220,6 +274,8 @@ pub struct Io {
     relay: Arc<OnceLock<Arc<dyn Relay>>>,
     room_watch: Arc<OnceLock<RoomWatch>>,
     process_tag: Arc<OnceLock<ProcessTag>>,
+    /// Sessions of other processes handed over to this one → the worker serving them.
+    adopted: Arc<Mutex<HashMap<Sid, usize>>>,
 }
 
 impl Io {
@@ -245,6 +301,34 @@ impl Io {
     /// This process's tag on a bus, if any.
     pub fn process_tag(&self) -> Option<&ProcessTag> {
         self.process_tag.get()
+    }
+
+    /// Records that `sid`, another process's session, is served by `worker` here.
+    pub(crate) fn adopt(&self, sid: Sid, worker: usize) {
+        if let Ok(mut adopted) = self.adopted.lock() {
+            adopted.insert(sid, worker);
+        }
+    }
+
+    /// The worker serving `sid` here if it was handed over to this process.
+    pub(crate) fn adopted_worker(&self, sid: &Sid) -> Option<usize> {
+        self.adopted.lock().ok()?.get(sid).copied()
+    }
+
+    /// `sid`, handed over to this process, is gone.
+    pub(crate) fn forget_adopted(&self, sid: &Sid) {
+        if let Ok(mut adopted) = self.adopted.lock() {
+            adopted.remove(sid);
+        }
+    }
+
+    /// The worker serving session `sid` in this process.
+    pub(crate) fn worker_of(&self, sid: &Sid) -> usize {
+        let foreign = self.process_tag().is_some_and(|tag| sid.tag() != *tag);
+        foreign
+            .then(|| self.adopted_worker(sid))
+            .flatten()
+            .unwrap_or_else(|| sid.worker())
     }
 
     /// Posts an app message (`Forwarded`) to `worker` from another thread.
@@ -751,7 +835,8 @@ impl PendingConnect {
             token: self.token,
             result,
         };
-        self.io.post(self.sid.worker(), Box::new(verdict))
+        self.io
+            .post(self.io.worker_of(&self.sid), Box::new(verdict))
     }
 }
 

@@ -24,6 +24,7 @@ pub mod cors;
 mod cx;
 mod farewell;
 mod forward;
+mod handover;
 pub mod io;
 mod polling;
 pub mod query;
@@ -48,8 +49,9 @@ use bytes::Bytes;
 pub use cors::Cors;
 pub use cx::{AckReply, Bin, Cx, Event};
 pub use io::{
-    Ack, ForwardEvent, Forwarded, ForwardedRequest, Io, IoError, PendingConnect, Relay, Relayed,
-    RelayedAnswer, RelayedRequest, SocketsAction, SocketsOp, TunnelEvent, Tunneled,
+    Ack, ForwardEvent, Forwarded, ForwardedRequest, HandedPacket, Handover, HandoverAsk, Io,
+    IoError, PendingConnect, Relay, Relayed, RelayedAnswer, RelayedRequest, SocketsAction,
+    SocketsOp, TunnelEvent, Tunneled,
 };
 pub use query::{
     Answered, FetchedHandshake, FetchedSocket, Gathered, OnClientAck, Question, Reply, ServerAck,
@@ -123,6 +125,8 @@ pub struct Server {
     forwarded: HashMap<ConnId, forward::Waiting>,
     /// Polling sessions lately ended with a close packet (their late POSTs get `ok`).
     farewells: farewell::Farewells,
+    /// Sessions lately handed over to another process (their requests go there).
+    moved: farewell::Moved,
     /// WebSockets relayed to the process owning their session → their tunnel.
     tunnels: HashMap<ConnId, tunnel::Tunnel>,
     cors: Arc<Cors>,
@@ -143,7 +147,8 @@ impl Server {
             probes: HashMap::new(),
             posting: HashMap::new(),
             forwarded: HashMap::new(),
-            farewells: farewell::Farewells::default(),
+            farewells: farewell::Farewells::new(farewell::GRACE),
+            moved: farewell::Moved::new(farewell::MOVED_GRACE),
             tunnels: HashMap::new(),
             cors: Arc::new(Cors::default()),
             polling_sessions: 0,
@@ -195,6 +200,10 @@ impl Server {
         for sid in [state.ws_sid, polling_sid].into_iter().flatten() {
             if self.sids.get(&sid) == Some(&key) {
                 self.sids.remove(&sid);
+                if self.is_tagged_elsewhere(&sid) {
+                    // A session handed over to this process.
+                    self.registry.io_ref().forget_adopted(&sid);
+                }
             }
         }
         let polling = state.polling?;
@@ -237,12 +246,18 @@ impl Server {
         }
     }
 
-    /// Whether `sid` belongs to another process of the bus.
-    fn is_foreign(&self, sid: &Sid) -> bool {
+    /// Whether `sid` names another process of the bus (handed over here or not).
+    fn is_tagged_elsewhere(&self, sid: &Sid) -> bool {
         self.registry
             .io_ref()
             .process_tag()
             .is_some_and(|tag| sid.tag() != *tag)
+    }
+
+    /// Whether `sid` is served by another process of the bus: it names another
+    /// process and was not handed over to this one.
+    fn is_foreign(&self, sid: &Sid) -> bool {
+        self.is_tagged_elsewhere(sid) && self.registry.io_ref().adopted_worker(sid).is_none()
     }
 
     fn state(&mut self, id: ConnId) -> Option<&mut ConnState> {
@@ -387,8 +402,12 @@ impl App for Server {
     fn owner(&self, req: &Request<'_>) -> Option<usize> {
         let query = parse_query(req.target).ok()?;
         let sid = Sid::parse(query.sid?)?;
-        // Another process's session is forwarded from whichever worker has it.
-        (!self.is_foreign(&sid)).then(|| sid.worker())
+        if self.is_tagged_elsewhere(&sid) {
+            // Another process's session is forwarded from whichever worker has it,
+            // unless it was handed over here.
+            return self.registry.io_ref().adopted_worker(&sid);
+        }
+        Some(sid.worker())
     }
 
     fn opens_session(&self, req: &Request<'_>) -> bool {
@@ -582,6 +601,10 @@ impl App for Server {
             Ok(tunneled) => return self.on_tunneled(conns, *tunneled),
             Err(msg) => msg,
         };
+        let msg = match msg.downcast::<io::HandoverAsk>() {
+            Ok(ask) => return self.on_handover_ask(conns, *ask),
+            Err(msg) => msg,
+        };
         let Ok(verdict) = msg.downcast::<io::Verdict>() else {
             return;
         };
@@ -604,7 +627,9 @@ impl App for Server {
 
     fn on_sweep(&mut self, conns: &mut Conns<'_>, now: Instant) {
         self.expire_forwarded(conns, now);
+        self.release_expired_holds(conns, now);
         self.farewells.expire(now);
+        self.moved.expire(now);
         let registry = Arc::clone(&self.registry);
         let max_acks = self.config.max_pending_acks;
         for slot in 0..self.conns.len() {

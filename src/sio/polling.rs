@@ -57,6 +57,8 @@ pub(crate) struct Polling {
     pub closing_since: Option<Instant>,
     /// Moved onto a WebSocket.
     pub upgraded: bool,
+    /// The first CONNECT held for a handover (`handover.rs`).
+    pub hold: super::handover::Hold,
 }
 
 #[derive(Clone)]
@@ -108,13 +110,16 @@ impl Server {
             return self.refuse(conns, id, &cors, ErrorCode::BadRequest);
         }
         if let Some(sid) = Sid::parse(sid_text).filter(|sid| self.is_foreign(sid)) {
-            return self.forward_polling(conns, id, req, body, &sid, cors);
+            return self.forward_polling(conns, id, req, body, sid.tag(), cors);
         }
         let sid = Sid::parse(sid_text);
         let Some(key) = sid.and_then(|sid| self.sids.get(&sid).copied()) else {
-            if req.method == "POST"
-                && sid.is_some_and(|sid| self.farewells.knows(&sid, Instant::now()))
-            {
+            let now = Instant::now();
+            if let Some(&to) = sid.and_then(|sid| self.moved.get(&sid, now)) {
+                // Handed over lately: the request goes where the session is now.
+                return self.forward_polling(conns, id, req, body, to, cors);
+            }
+            if req.method == "POST" && sid.is_some_and(|sid| self.farewells.knows(&sid, now)) {
                 // Sent before the client read the close packet: dropped, not refused.
                 conns.respond(id, 200, "text/html", &cors, b"ok");
                 return;
@@ -180,23 +185,35 @@ impl Server {
             },
             &mut packet,
         );
+        let session = Session::new(Transport::Polling, self.session_config(), now);
+        self.add_polling_session(conns, sid, session, super::handover::Hold::Unused, now);
+        self.answer_get(conns, id, query.jsonp, cors, &packet);
+    }
+
+    /// Polling session `sid` (with `session`, its Engine.IO state) starts here, in a
+    /// new mailbox: its key.
+    pub(super) fn add_polling_session(
+        &mut self,
+        conns: &mut Conns<'_>,
+        sid: Sid,
+        session: Session,
+        hold: super::handover::Hold,
+        now: Instant,
+    ) -> ConnId {
         let key = conns.open_mailbox();
-        let mut state = ConnState::new(
-            key.generation,
-            Session::new(Transport::Polling, self.session_config(), now),
-            now + self.config.connect_timeout,
-        );
+        let mut state = ConnState::new(key.generation, session, now + self.config.connect_timeout);
         state.polling = Some(Box::new(Polling {
             sid,
             held: None,
             probe: None,
             closing_since: None,
             upgraded: false,
+            hold,
         }));
         self.put_state(key, state);
         self.sids.insert(sid, key);
         self.polling_sessions += 1;
-        self.answer_get(conns, id, query.jsonp, cors, &packet);
+        key
     }
 
     fn answer_get(
@@ -318,8 +335,6 @@ impl Server {
             // Not Engine.IO at all: the session ends now (Node).
             Err(_) => return self.end_session(conns, key, b"1"),
         };
-        let config = self.config;
-        let registry = std::sync::Arc::clone(&self.registry);
         let now = Instant::now();
         for packet in packets {
             if packet.kind == PacketType::Close {
@@ -333,23 +348,52 @@ impl Server {
                 }
                 return self.end_session(conns, key, b"1");
             }
-            let fresh = match &packet.data {
-                crate::engineio::packet::Data::Text(t) if t.first() == Some(&b'0') => {
-                    self.random(SID_RANDOM_BYTES)
-                }
-                _ => Vec::new(),
-            };
-            let Some(state) = self.state(key) else {
+            if self.hold(key, &packet, now) {
+                continue; // Until the upgrade lands, here or elsewhere (`handover.rs`).
+            }
+            if self
+                .state(key)
+                .and_then(|s| s.polling.as_ref())
+                .is_some_and(|p| p.hold.is_holding())
+            {
+                // No room for more: what was held runs first.
+                self.release_hold(conns, key);
+            }
+            if !self.run_packet(conns, key, packet, now) {
                 return;
-            };
-            let asked = conns.with(key, |out| {
-                state.on_packet(out, &config, &registry, packet, &fresh, now)
-            });
-            if let Some((_, why)) = asked {
-                return self.close_session(conns, key, why);
             }
         }
         self.try_answer(conns, key);
+    }
+
+    /// Runs one client packet on polling session `key`; `false` if the session is gone
+    /// or closing on it.
+    pub(super) fn run_packet(
+        &mut self,
+        conns: &mut Conns<'_>,
+        key: ConnId,
+        packet: crate::engineio::packet::Packet<'_>,
+        now: Instant,
+    ) -> bool {
+        let fresh = match &packet.data {
+            crate::engineio::packet::Data::Text(t) if t.first() == Some(&b'0') => {
+                self.random(SID_RANDOM_BYTES)
+            }
+            _ => Vec::new(),
+        };
+        let config = self.config;
+        let registry = std::sync::Arc::clone(&self.registry);
+        let Some(state) = self.state(key) else {
+            return false;
+        };
+        let asked = conns.with(key, |out| {
+            state.on_packet(out, &config, &registry, packet, &fresh, now)
+        });
+        if let Some((_, why)) = asked {
+            self.close_session(conns, key, why);
+            return false;
+        }
+        true
     }
 
     /// The head of a POST whose body is on its way: one POST per session at a time (a
@@ -531,7 +575,7 @@ impl Server {
             .filter(|p| !p.upgraded)
             .map(|p| p.sid);
         if let Some(sid) = sid {
-            self.farewells.remember(sid, Instant::now());
+            self.farewells.remember(sid, (), Instant::now());
         }
     }
 
@@ -571,6 +615,8 @@ impl Server {
             polling.probe = Some(probe);
         }
         self.probes.insert(probe, key);
+        // The upgrade is local: a CONNECT held for a handover runs now.
+        self.release_hold(&mut out.conns(), key);
     }
 
     /// A message on probing WebSocket `probe` for session `key`.

@@ -1,12 +1,19 @@
 //! WebSocket upgrades of sessions owned by another process (sticky-free polling over a
 //! Redis bus): the upgrade is accepted here and the connection becomes the landing end
-//! of a tunnel to the owner (`Relay::open_tunnel`), which runs the session as if the
-//! client had reached it. The client's messages go up the tunnel as they arrive; the
-//! owner's come back as `Tunneled` messages and are sent as they are.
+//! of a tunnel to the owner (`Relay::open_tunnel`). The owner answers first:
+//! - relayed (`TunnelEvent::Accepted`): it runs the session as if the client had
+//!   reached it; the client's messages go up the tunnel, the owner's come back as
+//!   `Tunneled` messages and are sent as they are;
+//! - handed over (`TunnelEvent::HandedOver`, `handover.rs`): the session is made here
+//!   and the connection is its upgrade probe, local from then on.
 //!
-//! Invariants: a connection is in `tunnels` from its upgrade until it closes or the
-//! owner's side ends, whichever comes first, and the other side is told once; a message
-//! from the owner reaches only the connection its tunnel was opened for (matched by id).
+//! Until the answer, the client's messages wait here (at most `MAX_EARLY` of them and
+//! `MAX_EARLY_BYTES`; past either, the connection closes).
+//!
+//! Invariants: a connection is in `tunnels` from its upgrade until it closes, the
+//! owner's side ends or the session is handed over, whichever comes first, and the
+//! other side is told once; a message from the owner reaches only the connection its
+//! tunnel was opened for (matched by id).
 
 use crate::engineio::request::Query;
 use crate::engineio::sid::{ProcessTag, Sid};
@@ -18,8 +25,21 @@ use crate::ws::CloseCode;
 use super::Server;
 use super::io::{TunnelEvent, Tunneled};
 
-/// A relayed connection: its tunnel's id and the owner's tag.
-pub(super) type Tunnel = (u64, ProcessTag);
+/// Client messages that wait for the owner's answer, at most.
+const MAX_EARLY: usize = 64;
+/// Bytes of them, at most.
+const MAX_EARLY_BYTES: usize = 1 << 20;
+
+/// A relayed connection.
+pub(super) struct Tunnel {
+    id: u64,
+    owner: ProcessTag,
+    /// The owner relays it: the client's messages go up as they come.
+    accepted: bool,
+    /// The client's messages before the owner's answer, in order.
+    early: Vec<(bool, Vec<u8>)>,
+    early_bytes: usize,
+}
 
 impl Server {
     /// The owner of `query`'s sid when it is another process's session.
@@ -56,7 +76,14 @@ impl Server {
         });
         match opened {
             Some(id) => {
-                self.tunnels.insert(out.id(), (id, owner));
+                let tunnel = Tunnel {
+                    id,
+                    owner,
+                    accepted: false,
+                    early: Vec::new(),
+                    early_bytes: 0,
+                };
+                self.tunnels.insert(out.id(), tunnel);
             }
             None => out.close(CloseCode::GOING_AWAY, "session unreachable"),
         }
@@ -64,9 +91,22 @@ impl Server {
 
     /// A client's message on relayed connection `out`: `false` when it is not one.
     pub(super) fn tunnel_up(&mut self, out: &mut Outbox<'_>, text: bool, data: &[u8]) -> bool {
-        let Some(&(id, owner)) = self.tunnels.get(&out.id()) else {
+        let Some(tunnel) = self.tunnels.get_mut(&out.id()) else {
             return false;
         };
+        if !tunnel.accepted {
+            let room = tunnel.early.len() < MAX_EARLY
+                && tunnel.early_bytes + data.len() <= MAX_EARLY_BYTES;
+            if room {
+                tunnel.early_bytes += data.len();
+                tunnel.early.push((text, data.to_vec()));
+            } else {
+                self.forget_tunnel(out.id());
+                out.close(CloseCode::GOING_AWAY, "session unreachable");
+            }
+            return true;
+        }
+        let (id, owner) = (tunnel.id, tunnel.owner);
         let io = self.registry.io_ref();
         let sent = io
             .relay()
@@ -80,20 +120,53 @@ impl Server {
 
     /// Relayed connection `conn` closed: the owner is told.
     pub(super) fn forget_tunnel(&mut self, conn: ConnId) {
-        if let Some((id, owner)) = self.tunnels.remove(&conn)
+        if let Some(tunnel) = self.tunnels.remove(&conn)
             && let Some(relay) = self.registry.io_ref().relay()
         {
-            relay.end_tunnel(&owner, id);
+            relay.end_tunnel(&tunnel.owner, tunnel.id);
         }
     }
 
-    /// The owner's side of a tunnel: a message for its connection, or the end.
+    /// The owner's side of a tunnel: its answer, a message for its connection, or the
+    /// end.
     pub(super) fn on_tunneled(&mut self, conns: &mut Conns<'_>, tunneled: Tunneled) {
         let Tunneled { conn, id, event } = tunneled;
-        if self.tunnels.get(&conn).is_none_or(|&(open, _)| open != id) {
+        if self.tunnels.get(&conn).is_none_or(|t| t.id != id) {
+            if let TunnelEvent::HandedOver(handover) = event
+                && let Some(sid) = Sid::parse(&handover.sid)
+            {
+                // The client left before its session came: it is gone with it.
+                self.registry.io_ref().forget_adopted(&sid);
+            }
             return; // An older tunnel's, on a slot that has moved on.
         }
         match event {
+            TunnelEvent::Accepted => {
+                let Some(tunnel) = self.tunnels.get_mut(&conn) else {
+                    return;
+                };
+                tunnel.accepted = true;
+                let (owner, early) = (tunnel.owner, std::mem::take(&mut tunnel.early));
+                tunnel.early_bytes = 0;
+                let io = self.registry.io_ref();
+                let sent = io.relay().is_some_and(|relay| {
+                    early
+                        .iter()
+                        .all(|(text, data)| relay.tunnel_up(&owner, id, *text, data))
+                });
+                if !sent {
+                    self.tunnels.remove(&conn);
+                    conns.close(conn, CloseCode::GOING_AWAY, "session unreachable");
+                }
+            }
+            TunnelEvent::HandedOver(handover) => {
+                let early = self
+                    .tunnels
+                    .remove(&conn)
+                    .map(|t| t.early)
+                    .unwrap_or_default();
+                self.adopt_session(conns, conn, *handover, early);
+            }
             TunnelEvent::Message { text, data } => {
                 conns.with(conn, |out| out.send(text, &data));
             }

@@ -1,7 +1,9 @@
 // Long-polling without sticky sessions (tests/redis_bridge.rs starts two Throng nodes A
 // and B on one Redis): a round-robin proxy made here sends each HTTP request to the
 // next node and drops cookies, as an AWS ALB does for a client that keeps none. Every
-// request that lands on the node not owning its session is forwarded over Redis.
+// request that lands on the node not owning its session is forwarded over Redis. A
+// WebSocket upgrade that lands there is handed over (the session had joined no
+// namespace yet) or relayed (it had).
 // Env: SERVERS="A=http://…,B=http://…", A_PID (the last test kills A).
 "use strict";
 
@@ -20,12 +22,13 @@ const upstream = (url) => ({ host: new URL(url).hostname, port: Number(new URL(u
 
 /// The proxy: its pool (a health check would take a dead node out), what it sent where,
 /// and, with `upgradesElsewhere`, WebSocket upgrades sent to the node that does not own
-/// their session (known by the process tag in the sid, `tags`).
+/// their session (known by the process tag in the sid, `tags`), `upgradeDelay` ms late.
 const proxy = {
   pool: [upstream(SERVERS.A), upstream(SERVERS.B)],
   next: 0,
   sent: [0, 0],
   upgradesElsewhere: false,
+  upgradeDelay: 0,
   tags: {},
 };
 let proxyServer;
@@ -59,12 +62,15 @@ before(async () => {
     req.pipe(out);
   });
   // WebSocket upgrades go round-robin too, as raw bytes.
-  proxyServer.on("upgrade", (req, socket, head) => {
+  proxyServer.on("upgrade", async (req, socket, head) => {
     const sid = new URL(req.url, "http://x").searchParams.get("sid") ?? "";
     const owner = proxy.tags[sid.slice(1, 7)];
     const target = proxy.upgradesElsewhere && owner
       ? upstream(owner === "A" ? SERVERS.B : SERVERS.A)
       : pick();
+    socket.pause();
+    await sleep(proxy.upgradeDelay);
+    socket.resume();
     const up = net.connect(target, () => {
       const lines = [`${req.method} ${req.url} HTTP/1.1`];
       for (let i = 0; i < req.rawHeaders.length; i += 2) {
@@ -129,14 +135,72 @@ async function counter(name, metric, labels = "") {
   return Number(line?.split(" ")[1] ?? NaN);
 }
 
-async function relayed(direction) {
+/// `metric` with `{direction="…"}` summed over both nodes.
+async function both(metric, direction) {
   const label = `{direction="${direction}"}`;
-  const metric = "throng_redis_websocket_relayed_total";
   return (await counter("A", metric, label)) + (await counter("B", metric, label));
 }
+const relayed = (direction) => both("throng_redis_websocket_relayed_total", direction);
+const handedOver = (direction) => both("throng_redis_websocket_handovers_total", direction);
 
-test("an upgrade that lands on the other node is relayed to the owner: the client is on WebSocket", async () => {
+async function relaysOpen() {
+  const metric = "throng_redis_websocket_relays_open";
+  let sum = 0;
+  for (const name of ["A", "B"]) {
+    for (const d of ["out", "in"]) sum += await counter(name, metric, `{direction="${d}"}`);
+  }
+  return sum;
+}
+
+/// Checks that `client`, on WebSocket, echoes binary, gets room broadcasts both ways
+/// with `listener` (in `room`) and lives over a ping interval.
+async function worksOnWebSocket(client, listener, room, i) {
+  if (client.io.engine.transport.name !== "websocket") {
+    await once(client.io.engine, "upgrade", 5000);
+  }
+  assert.equal(client.io.engine.transport.name, "websocket");
+  const lost = [];
+  client.on("disconnect", (why) => lost.push(why));
+  assert.deepEqual(await ack(client, "echo", i, Buffer.from([i, 1, 2])), [i, Buffer.from([i, 1, 2])]);
+  const heard = once(listener, "from-ws");
+  assert.deepEqual(await ack(client, "to-room", room, "from-ws", i), []);
+  assert.deepEqual(await heard, [i]);
+  await ack(client, "join", room);
+  const back = once(client, "to-ws");
+  await ack(listener, "to-room", room, "to-ws", i);
+  assert.deepEqual(await back, [i]);
+  await ack(client, "leave", room);
+  // Over a ping interval (1 s on the conformance app).
+  await sleep(1300);
+  assert.deepEqual(await ack(client, "echo", "still"), ["still"]);
+  assert.deepEqual(lost, []);
+}
+
+test("an upgrade that lands on the other node before the session joins a namespace is handed over: the WebSocket is local there", async () => {
   proxy.upgradesElsewhere = true;
+  try {
+    const before = { in: await handedOver("in"), out: await handedOver("out"), relayed: await relayed("out") };
+    const listener = viaProxy();
+    await once(listener, "connect");
+    await ack(listener, "join", "handed-room");
+    for (let i = 0; i < 3; i++) {
+      const client = viaProxy({ transports: ["polling", "websocket"] });
+      await once(client, "connect");
+      await worksOnWebSocket(client, listener, "handed-room", i);
+      assert.equal(await relaysOpen(), 0, "no tunnel: the WebSocket is where it landed");
+    }
+    assert.equal((await handedOver("in")) - before.in, 3, "every session was handed over");
+    assert.equal((await handedOver("out")) - before.out, 3);
+    assert.equal((await relayed("out")) - before.relayed, 0, "nothing was relayed");
+  } finally {
+    proxy.upgradesElsewhere = false;
+  }
+});
+
+test("an upgrade that lands on the other node after the session joined a namespace is relayed to the owner", async () => {
+  proxy.upgradesElsewhere = true;
+  // Past the owner's hold on the first CONNECT (300 ms, released by a 250 ms sweep).
+  proxy.upgradeDelay = 1000;
   try {
     const before = await relayed("out");
     const listener = viaProxy();
@@ -145,36 +209,11 @@ test("an upgrade that lands on the other node is relayed to the owner: the clien
     for (let i = 0; i < 3; i++) {
       const client = viaProxy({ transports: ["polling", "websocket"] });
       await once(client, "connect");
-      if (client.io.engine.transport.name !== "websocket") {
-        await once(client.io.engine, "upgrade", 5000);
-      }
-      assert.equal(client.io.engine.transport.name, "websocket");
-      const lost = [];
-      client.on("disconnect", (why) => lost.push(why));
-      assert.deepEqual(await ack(client, "echo", i, Buffer.from([i, 1, 2])), [i, Buffer.from([i, 1, 2])]);
-      // Broadcasts both ways: from the relayed client to a room, and to it.
-      const heard = once(listener, "from-relayed");
-      assert.deepEqual(await ack(client, "to-room", "relayed-room", "from-relayed", i), []);
-      assert.deepEqual(await heard, [i]);
-      await ack(client, "join", "relayed-room");
-      const back = once(client, "to-relayed");
-      await ack(listener, "to-room", "relayed-room", "to-relayed", i);
-      assert.deepEqual(await back, [i]);
-      await ack(client, "leave", "relayed-room");
-      // Over a ping interval (1 s on the conformance app): the pings cross the tunnel.
-      await sleep(1300);
-      assert.deepEqual(await ack(client, "echo", "still"), ["still"]);
-      assert.deepEqual(lost, []);
+      // Pings cross the tunnel here.
+      await worksOnWebSocket(client, listener, "relayed-room", i);
     }
     assert.equal((await relayed("out")) - before, 3, "every upgrade was relayed");
-    const open = async () => {
-      const metric = "throng_redis_websocket_relays_open";
-      let sum = 0;
-      for (const name of ["A", "B"]) {
-        for (const d of ["out", "in"]) sum += await counter(name, metric, `{direction="${d}"}`);
-      }
-      return sum;
-    };
+    const open = relaysOpen;
     assert.equal(await open(), 6, "3 tunnels, each open on both ends");
     // Clients leaving end their tunnels on both nodes.
     closeAll();
@@ -183,6 +222,7 @@ test("an upgrade that lands on the other node is relayed to the owner: the clien
     assert.equal(await open(), 0, "tunnels left open");
   } finally {
     proxy.upgradesElsewhere = false;
+    proxy.upgradeDelay = 0;
   }
 });
 

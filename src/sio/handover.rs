@@ -1,0 +1,280 @@
+//! Handing a polling session over to the process where its WebSocket upgrade landed
+//! (sticky-free polling over a Redis bus), so that the WebSocket ends up local there
+//! instead of relayed over the bus for its whole life.
+//!
+//! The official client sends its first CONNECT as soon as the Engine.IO session opens,
+//! before it probes the upgrade; a session that joined a namespace has sockets in this
+//! process's rooms and cannot move. So, on a bus, the owner *holds* a polling session's
+//! first CONNECT and the messages after it (`Hold`) for at most `HANDOVER_WAIT`, as
+//! `@socket.io/cluster-engine` does:
+//! - a WebSocket probe that lands here releases them (the upgrade is local);
+//! - one that lands on another process (`HandoverAsk`) takes them along: the session,
+//!   which has joined no namespace, goes there with them and with what is queued for the
+//!   client (`Handover`); requests still on their way here are forwarded there
+//!   (`moved`), and a held GET is let go with a noop so that the client polls again;
+//! - the wait running out releases them (a client that does not upgrade).
+//!
+//! A session that has joined a namespace, or is mid-POST, or is closing, is relayed
+//! instead (`Relay::relay_tunnel`), as before.
+//!
+//! Invariants: a session holds at most `MAX_HELD_PACKETS` messages and
+//! `MAX_HELD_BYTES` (past either, they run at once and the session is not handed
+//! over); held messages run in order, before anything the client sends after them,
+//! exactly once, here or where the session went; a session holds only once.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::engineio::packet::{Data, Packet, PacketType};
+use crate::engineio::request::Transport;
+use crate::engineio::session::{Outbound, Session};
+use crate::engineio::sid::Sid;
+use crate::runtime::ConnId;
+use crate::worker::Conns;
+use crate::ws::CloseCode;
+
+use super::Server;
+use super::io::{HandedPacket, Handover, HandoverAsk};
+
+/// How long a first CONNECT is held for a WebSocket to land (released by the first
+/// sweep after it: at most 250 ms more).
+pub const HANDOVER_WAIT: Duration = Duration::from_millis(300);
+/// Messages one session holds at most.
+const MAX_HELD_PACKETS: usize = 16;
+/// Bytes one session holds at most.
+const MAX_HELD_BYTES: usize = 64 << 10;
+
+/// A polling session's hold on its first messages.
+#[derive(Default)]
+pub(crate) enum Hold {
+    /// Nothing held yet; the first CONNECT may be.
+    #[default]
+    Unused,
+    Holding {
+        until: Instant,
+        packets: Vec<HandedPacket>,
+        bytes: usize,
+    },
+    /// Released (or never to be used): nothing is held again.
+    Over,
+}
+
+impl Hold {
+    pub fn is_holding(&self) -> bool {
+        matches!(self, Hold::Holding { .. })
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        matches!(self, Hold::Holding { until, .. } if *until <= now)
+    }
+}
+
+/// `packet` as it travels in a handover, if it is a message.
+fn handed(packet: &Packet<'_>) -> Option<HandedPacket> {
+    (packet.kind == PacketType::Message).then(|| match &packet.data {
+        Data::Text(t) => HandedPacket::new(true, t),
+        Data::Binary(b) => HandedPacket::new(false, b),
+    })
+}
+
+impl Server {
+    /// Whether message `packet`, which the client sent to polling session `key`, is
+    /// held for a handover (else it runs now, after what was held: see `post`).
+    pub(super) fn hold(&mut self, key: ConnId, packet: &Packet<'_>, now: Instant) -> bool {
+        let can_tunnel = self.can_tunnel();
+        let Some(state) = self.state(key) else {
+            return false;
+        };
+        let joined = state.has_joined();
+        let upgrading = state.session.is_upgrading();
+        let Some(polling) = state.polling.as_mut() else {
+            return false;
+        };
+        let Some(handed) = handed(packet) else {
+            return false;
+        };
+        match &mut polling.hold {
+            Hold::Unused => {
+                let connect = handed.text && handed.data.first() == Some(&b'0');
+                if !connect || !can_tunnel || joined || upgrading || polling.upgraded {
+                    return false;
+                }
+                polling.hold = Hold::Holding {
+                    until: now + HANDOVER_WAIT,
+                    bytes: handed.data.len(),
+                    packets: vec![handed],
+                };
+                true
+            }
+            Hold::Holding { packets, bytes, .. }
+                if packets.len() < MAX_HELD_PACKETS
+                    && *bytes + handed.data.len() <= MAX_HELD_BYTES =>
+            {
+                *bytes += handed.data.len();
+                packets.push(handed);
+                true
+            }
+            Hold::Holding { .. } | Hold::Over => false,
+        }
+    }
+
+    /// Runs what session `key` holds, in order, and holds nothing again.
+    pub(super) fn release_hold(&mut self, conns: &mut Conns<'_>, key: ConnId) {
+        let Some(polling) = self.state(key).and_then(|s| s.polling.as_mut()) else {
+            return;
+        };
+        if !polling.hold.is_holding() {
+            return;
+        }
+        let Hold::Holding { packets, .. } = std::mem::replace(&mut polling.hold, Hold::Over) else {
+            return;
+        };
+        self.run_messages(conns, key, packets);
+    }
+
+    /// Runs client messages `packets` on polling session `key` as a POST would (up to
+    /// one that closes the session).
+    fn run_messages(&mut self, conns: &mut Conns<'_>, key: ConnId, packets: Vec<HandedPacket>) {
+        let now = Instant::now();
+        for p in packets {
+            let packet = Packet {
+                kind: PacketType::Message,
+                data: if p.text {
+                    Data::Text(&p.data)
+                } else {
+                    Data::Binary(Cow::Borrowed(&p.data))
+                },
+            };
+            if self.state(key).is_none_or(|s| s.closing)
+                || !self.run_packet(conns, key, packet, now)
+            {
+                return;
+            }
+        }
+        self.try_answer(conns, key);
+    }
+
+    /// Sessions whose hold ran out: what they held runs now.
+    pub(super) fn release_expired_holds(&mut self, conns: &mut Conns<'_>, now: Instant) {
+        let expired: Vec<ConnId> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, s)| {
+                let s = s.as_ref()?;
+                s.polling.as_ref()?.hold.expired(now).then_some(ConnId {
+                    slot: slot as u32,
+                    generation: s.generation,
+                })
+            })
+            .collect();
+        for key in expired {
+            self.release_hold(conns, key);
+        }
+    }
+
+    /// Owner side: the WebSocket upgrade `ask` of one of this worker's sessions landed
+    /// on another process: the session goes there if it has joined no namespace, else
+    /// the upgrade is relayed.
+    pub(super) fn on_handover_ask(&mut self, conns: &mut Conns<'_>, ask: HandoverAsk) {
+        let Some(relay) = self.registry.io_ref().relay().cloned() else {
+            return;
+        };
+        let key = self.sids.get(&ask.sid).copied();
+        let handover = key.and_then(|key| self.handover_of(conns, key, &ask.sid));
+        match (key, handover) {
+            (Some(key), Some(handover)) if relay.hand_over(&ask, &handover) => {
+                tracing::debug!(sid = %ask.sid.as_str(), "session handed over to where its WebSocket landed");
+                self.moved.remember(ask.sid, ask.from, Instant::now());
+                if let Some(p) = self.state(key).and_then(|s| s.polling.as_mut()) {
+                    p.hold = Hold::Over; // Its messages went with it.
+                }
+                self.end_session(conns, key, b"6");
+            }
+            _ => {
+                if let Some(key) = key {
+                    self.release_hold(conns, key);
+                }
+                relay.relay_tunnel(ask);
+            }
+        }
+    }
+
+    /// Session `key` as it would be handed over, if it can be: on polling, not
+    /// upgrading or closing, in no namespace, with no POST arriving and no output on
+    /// its way to its queue.
+    fn handover_of(&mut self, conns: &Conns<'_>, key: ConnId, sid: &Sid) -> Option<Handover> {
+        let posting = self.posting.values().any(|&k| k == key);
+        let busy = posting || conns.has_output(key);
+        let state = self.state(key)?;
+        let polling = state.polling.as_ref()?;
+        let movable = !busy
+            && !state.closing
+            && !state.has_joined()
+            && state.session.transport() == Transport::Polling
+            && !state.session.is_upgrading()
+            && !polling.upgraded
+            && polling.probe.is_none()
+            && polling.closing_since.is_none();
+        if !movable {
+            return None;
+        }
+        let inbound = match &polling.hold {
+            Hold::Holding { packets, .. } => packets.clone(),
+            _ => Vec::new(),
+        };
+        let outbound = state
+            .session
+            .queued()
+            .map(|p| match p {
+                Outbound::Text(b) => HandedPacket::new(true, b),
+                Outbound::Binary(b) => HandedPacket::new(false, b),
+            })
+            .collect();
+        Some(Handover {
+            sid: sid.as_str().to_string(),
+            inbound,
+            outbound,
+        })
+    }
+
+    /// Landing side: `handover` came for relayed connection `conn`, still open (its
+    /// tunnel is forgotten already); the session is made here and `conn` becomes its
+    /// probe, with the messages the client sent on it meanwhile (`early`).
+    pub(super) fn adopt_session(
+        &mut self,
+        conns: &mut Conns<'_>,
+        conn: ConnId,
+        handover: Handover,
+        early: Vec<(bool, Vec<u8>)>,
+    ) {
+        let Some(sid) = Sid::parse(&handover.sid) else {
+            return conns.close(conn, CloseCode::GOING_AWAY, "session unreachable");
+        };
+        self.registry.io_ref().adopt(sid, self.worker);
+        let now = Instant::now();
+        let mut session = Session::new(Transport::Polling, self.session_config(), now);
+        for p in handover.outbound {
+            let bytes = Bytes::from(p.data);
+            session.send(if p.text {
+                Outbound::Text(bytes)
+            } else {
+                Outbound::Binary(bytes)
+            });
+        }
+        let key = self.add_polling_session(conns, sid, session, Hold::Over, now);
+        self.run_messages(conns, key, handover.inbound);
+        if self.state(key).is_none_or(|s| s.closing) {
+            return conns.close(conn, CloseCode::NORMAL, "session closed");
+        }
+        conns.with(conn, |out| self.start_probe(conn, key, out));
+        for (text, data) in early {
+            if !self.probes.contains_key(&conn) {
+                break;
+            }
+            conns.with(conn, |out| self.on_probe_message(out, key, text, &data));
+        }
+    }
+}
