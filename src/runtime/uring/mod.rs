@@ -10,8 +10,8 @@
 //!   multishot; it is re-armed at the end of the turn, once this turn's buffers are back.
 //! - **Backpressure** (`Sink::data` returns `false`): the receive is cancelled. Bytes that
 //!   complete before the cancel takes are *held* (copied into the connection's own
-//!   buffer, rare and small) and delivered on `resume_read`, which also re-arms.
-//!   End-of-stream seen while paused is reported after the held bytes.
+//!   buffer in `held`, rare and small) and delivered on `resume_read`, which also
+//!   re-arms. End-of-stream seen while paused is reported after the held bytes.
 //! - **Send**: `write` takes up to `send::MAX_IN_FLIGHT` bytes as one `SENDMSG` (every
 //!   queued frame in one vectored send, `MSG_WAITALL` so that the kernel finishes a short
 //!   send itself) and says how much it took; while a send is in flight it takes nothing.
@@ -20,18 +20,27 @@
 //!   offered meanwhile.
 //! - **Batching**: SQEs are pushed during the worker's flush and submitted by the next
 //!   `turn`, one `io_uring_enter` per loop turn that also waits (`EXT_ARG` timeout).
-//! - **Close**: the connection's operations are cancelled; its fd is closed only after the
-//!   SQEs that name it have been submitted (so a recycled fd number never receives an
-//!   operation meant for the old socket). Buffers stay with their operations until the
-//!   last CQE.
+//! - **Close**: the connection's operations are cancelled (one `ASYNC_CANCEL` matching
+//!   every operation on its fd); its fd is closed only after the SQEs that name it have
+//!   been submitted (so a recycled fd number never receives an operation meant for the
+//!   old socket, and the cancel finds the socket it means). Buffers stay with their
+//!   operations until the last CQE.
 //! - **Detach**: the socket is taken out of the ring before it is handed over: the send
 //!   in flight is waited for, the receive is cancelled synchronously
 //!   (`IORING_REGISTER_SYNC_CANCEL`), and bytes it had read are given to the caller.
+//! - **Per connection**: a `Slot` in `slots` (socket and generation, 8 bytes, as in
+//!   epoll) and a `State` at the same index in `states` (2 bytes: the receive's arm and
+//!   sequence number, and flags). Rare state lives in side tables keyed by slot, with an
+//!   entry only while it is needed: `held` (bytes received while paused). The send in
+//!   flight needs no table: its `ops` entry names its connection, and a connection has at
+//!   most one (`Flag::SENDING`); a `ConnId` names one connection only (the worker gives
+//!   each accept and adoption a fresh generation), so the entry naming a live connection
+//!   that is sending is its send in flight, and entries of a closed one name nobody live.
 //! - `user_data` is a receive's own name (`RECV` set: the connection's slot, the low bits
 //!   of its generation and the arm's sequence number, so an idle connection needs no
-//!   entry anywhere but its `Slot`), an index into `ops` (sends), or one of three
-//!   constants (bit 63 set). Each op ends with a CQE without `IORING_CQE_F_MORE`; only
-//!   then is a send's entry freed, and a receive counted out of `recvs_in_flight`.
+//!   entry anywhere but its `Slot` and `State`), an index into `ops` (sends), or one of
+//!   three constants (bit 63 set). Each op ends with a CQE without `IORING_CQE_F_MORE`;
+//!   only then is a send's entry freed, and a receive counted out of `recvs_in_flight`.
 //!
 //! The ring is set up `SINGLE_ISSUER | DEFER_TASKRUN` and disabled until the first
 //! `turn`, which runs on the worker thread that then owns it.
@@ -42,11 +51,11 @@ mod refuse;
 mod send;
 mod settle;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,54 +116,115 @@ struct Cqe {
     flags: u32,
 }
 
+/// A connection's socket and generation: all that `slots` holds per connection.
 #[derive(Default)]
 struct Slot {
     stream: Option<TcpStream>,
     generation: u32,
-    /// The armed multishot receive, if any: its sequence number (`recv_key`).
-    recv: Option<u8>,
-    /// The last receive's sequence number.
-    recv_seq: u8,
-    /// The send in flight, if any.
-    send: Option<u32>,
-    /// `Sink::data` said stop; reads wait for `resume_read`.
-    paused: bool,
-    /// `write` took less than offered while a send was in flight: report `writable`.
-    want_writable: bool,
-    /// `shutdown_write` waits for the send in flight.
-    shut_pending: bool,
-    /// A send failed: further writes fail.
-    broken: bool,
-    /// End of stream or an error seen while paused: reported after `held`.
-    ended: bool,
-    /// Bytes received while paused, delivered first on resume.
-    held: Held,
 }
 
-// An idle connection costs its `Conn` in the worker and this, nothing else here.
-const _: () = assert!(size_of::<Slot>() <= 32);
+/// The rest of a connection's state, at its slot's index in `states`: the sequence number
+/// of its last receive arm (bits 0-5, see `recv_key`) and the `Flag`s.
+#[derive(Clone, Copy, Default)]
+struct State(u16);
 
-/// Bytes received while paused: nothing (a null pointer) for almost every connection.
-/// Boxed on purpose: 8 bytes in every slot instead of a `Vec`'s 24.
+/// One bit of a `State`.
+#[derive(Clone, Copy)]
+struct Flag(u16);
+
+impl Flag {
+    /// The receive numbered by the sequence number is armed (its last CQE not yet seen).
+    const RECV: Flag = Flag(1 << 6);
+    /// A send is in flight: the one `ops` entry that names this connection.
+    const SENDING: Flag = Flag(1 << 7);
+    /// `Sink::data` said stop; reads wait for `resume_read`.
+    const PAUSED: Flag = Flag(1 << 8);
+    /// `write` took less than offered while a send was in flight: report `writable`.
+    const WANT_WRITABLE: Flag = Flag(1 << 9);
+    /// `shutdown_write` waits for the send in flight.
+    const SHUT_PENDING: Flag = Flag(1 << 10);
+    /// A send failed: further writes fail.
+    const BROKEN: Flag = Flag(1 << 11);
+    /// End of stream or an error seen while paused: reported after the held bytes.
+    const ENDED: Flag = Flag(1 << 12);
+    /// Bytes received while paused wait in `held`, to be delivered first on resume.
+    const HELD: Flag = Flag(1 << 13);
+}
+
+impl State {
+    /// The bits of the last arm's sequence number.
+    const SEQ: u16 = RECV_SEQ_MASK as u16;
+
+    fn get(self, flag: Flag) -> bool {
+        self.0 & flag.0 != 0
+    }
+
+    fn set(&mut self, flag: Flag, on: bool) {
+        if on {
+            self.0 |= flag.0;
+        } else {
+            self.0 &= !flag.0;
+        }
+    }
+
+    /// Clears `flag`; returns whether it was set.
+    fn take(&mut self, flag: Flag) -> bool {
+        let was = self.get(flag);
+        self.set(flag, false);
+        was
+    }
+
+    /// The armed receive's sequence number, if one is armed.
+    fn recv(self) -> Option<u8> {
+        self.get(Flag::RECV).then_some((self.0 & Self::SEQ) as u8)
+    }
+
+    /// Numbers the next receive arm and marks it armed; returns its sequence number.
+    fn arm_recv(&mut self) -> u8 {
+        let seq = ((self.0 & Self::SEQ) as u8).wrapping_add(1) & RECV_SEQ_MASK;
+        self.0 = (self.0 & !Self::SEQ) | u16::from(seq) | Flag::RECV.0;
+        seq
+    }
+
+    /// Marks the receive ended (its last CQE seen, or abandoned); returns its sequence
+    /// number if it was armed.
+    fn take_recv(&mut self) -> Option<u8> {
+        let recv = self.recv();
+        self.set(Flag::RECV, false);
+        recv
+    }
+}
+
+// An idle connection costs its `Conn` in the worker and these two, nothing else here.
+const _: () = assert!(size_of::<Slot>() <= 8);
+const _: () = assert!(size_of::<State>() <= 2);
+// The sequence number stays below the flags.
+const _: () = assert!(State::SEQ < Flag::RECV.0);
+
+/// Bytes received while paused, by slot: an entry only for a connection that has some
+/// (its `Flag::HELD` set), rare and small.
 #[derive(Default)]
-#[allow(clippy::box_collection)]
-struct Held(Option<Box<Vec<u8>>>);
+struct Held(HashMap<u32, Vec<u8>>);
 
 impl Held {
-    fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|v| v.is_empty())
+    fn extend(&mut self, slot: u32, state: &mut State, data: &[u8]) {
+        state.set(Flag::HELD, true);
+        self.0.entry(slot).or_default().extend_from_slice(data);
     }
 
-    fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |v| v.len())
+    /// The bytes `slot` holds (none if its `Flag::HELD` is clear), its entry removed.
+    fn take(&mut self, slot: u32, state: &mut State) -> Vec<u8> {
+        if !state.take(Flag::HELD) {
+            return Vec::new();
+        }
+        self.0.remove(&slot).unwrap_or_default()
     }
 
-    fn extend(&mut self, data: &[u8]) {
-        self.0.get_or_insert_default().extend_from_slice(data);
-    }
-
-    fn take(&mut self) -> Vec<u8> {
-        self.0.take().map(|b| *b).unwrap_or_default()
+    fn len(&self, slot: u32, state: State) -> usize {
+        if !state.get(Flag::HELD) {
+            return 0;
+        }
+        self.0.get(&slot).map_or(0, Vec::len)
     }
 }
 
@@ -168,6 +238,10 @@ pub struct Uring {
     /// Receives armed whose last CQE has not come yet (the buffer ring must outlive them).
     recvs_in_flight: usize,
     slots: Vec<Slot>,
+    /// One per slot, at the same index (the two grow together in `register`).
+    states: Vec<State>,
+    /// Bytes received while paused, of live connections only.
+    held: Held,
     listener: Option<TcpListener>,
     accept_armed: bool,
     accept_backoff_until: Option<Instant>,
@@ -214,6 +288,8 @@ impl Uring {
             ops: Slab::new(),
             recvs_in_flight: 0,
             slots: Vec::new(),
+            states: Vec::new(),
+            held: Held::default(),
             listener: Some(listener),
             accept_armed: false,
             accept_backoff_until: None,
@@ -313,26 +389,35 @@ impl Uring {
         self.push(sqe);
     }
 
-    /// The slot of `id` if it is live (same generation, socket still here).
-    fn live(&mut self, id: ConnId) -> Option<&mut Slot> {
-        let slot = self.slots.get_mut(id.slot as usize)?;
-        (slot.generation == id.generation && slot.stream.is_some()).then_some(slot)
+    /// Cancels every operation on `fd` (kernel 5.19, implied by `DEFER_TASKRUN`).
+    fn cancel_fd(&mut self, fd: RawFd) {
+        let sqe = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
+            .build()
+            .user_data(CANCEL);
+        self.push(sqe);
+    }
+
+    /// The index of `id`'s slot (in `slots` and `states`) and its socket's fd, if `id`
+    /// is live (same generation, socket still here).
+    fn live(&self, id: ConnId) -> Option<(usize, RawFd)> {
+        let i = id.slot as usize;
+        let slot = self.slots.get(i)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        Some((i, slot.stream.as_ref()?.as_raw_fd()))
     }
 
     fn arm_recv(&mut self, id: ConnId) {
         let group = self.bufs.group();
-        let Some(slot) = self.live(id) else {
+        let Some((i, fd)) = self.live(id) else {
             return;
         };
-        if slot.recv.is_some() || slot.paused {
+        let state = &mut self.states[i];
+        if state.recv().is_some() || state.get(Flag::PAUSED) {
             return;
         }
-        let Some(fd) = slot.stream.as_ref().map(|s| s.as_raw_fd()) else {
-            return;
-        };
-        let seq = slot.recv_seq.wrapping_add(1) & RECV_SEQ_MASK;
-        slot.recv_seq = seq;
-        slot.recv = Some(seq);
+        let seq = state.arm_recv();
         self.recvs_in_flight += 1;
         let sqe = opcode::RecvMulti::new(Fd(fd), group)
             .build()
@@ -345,12 +430,16 @@ impl Uring {
         let index = id.slot as usize;
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, Slot::default);
+            self.states.resize(index + 1, State::default());
         }
+        // A slot is reused only after `close` or `detach`, which leave nothing in `held`;
+        // this makes sure.
+        drop(self.held.take(id.slot, &mut self.states[index]));
         self.slots[index] = Slot {
             stream: Some(stream),
             generation: id.generation,
-            ..Slot::default()
         };
+        self.states[index] = State::default();
         self.arm_recv(id);
     }
 
@@ -475,7 +564,8 @@ impl Uring {
     /// The connection a receive's CQE is for, if that receive is still its armed one.
     fn receiver(&self, (slot, generation, seq): (u32, u32, u8)) -> Option<ConnId> {
         let s = self.slots.get(slot as usize)?;
-        (s.generation & RECV_GENERATION_MASK == generation && s.recv == Some(seq)).then_some(
+        let state = self.states[slot as usize];
+        (s.generation & RECV_GENERATION_MASK == generation && state.recv() == Some(seq)).then_some(
             ConnId {
                 slot,
                 generation: s.generation,
@@ -494,11 +584,10 @@ impl Uring {
         {
             // SAFETY: the CQE lends us `bid`; the slice is dropped before `give_back`.
             let data = unsafe { self.bufs.lend(bid, cqe.res as usize) };
-            if let Some(id) = current
-                && let Some(slot) = self.slots.get_mut(id.slot as usize)
-            {
-                if slot.paused || !slot.held.is_empty() {
-                    slot.held.extend(data);
+            if let Some(id) = current {
+                let state = &mut self.states[id.slot as usize];
+                if state.get(Flag::PAUSED) || state.get(Flag::HELD) {
+                    self.held.extend(id.slot, state, data);
                 } else if !sink.data(id, data) {
                     self.pause(id);
                 }
@@ -511,10 +600,11 @@ impl Uring {
         let Some(id) = current else {
             return; // closed, detached or re-armed meanwhile
         };
-        let Some(slot) = self.live(id) else {
+        let Some((i, _)) = self.live(id) else {
             return;
         };
-        slot.recv = None;
+        let state = &mut self.states[i];
+        state.take_recv();
         match cqe.res {
             r if r > 0 => self.arm_recv(id),
             r if r == -libc::ENOBUFS => {
@@ -525,8 +615,8 @@ impl Uring {
             // 0: end of stream; else an error (ECONNRESET, ...).
             r => {
                 tracing::debug!(?id, res = r, "receive ended");
-                if slot.paused {
-                    slot.ended = true;
+                if state.get(Flag::PAUSED) {
+                    state.set(Flag::ENDED, true);
                 } else {
                     sink.hangup(id);
                 }
@@ -536,33 +626,41 @@ impl Uring {
 
     /// Stops reading `id` until `resume_read`.
     fn pause(&mut self, id: ConnId) {
-        let Some(slot) = self.live(id) else {
+        let Some((i, _)) = self.live(id) else {
             return;
         };
-        slot.paused = true;
-        if let Some(seq) = slot.recv {
+        let state = &mut self.states[i];
+        state.set(Flag::PAUSED, true);
+        if let Some(seq) = state.recv() {
             self.cancel(recv_key(id, seq));
         }
     }
 
+    /// The connection whose send `user_data` names, if it names a send in flight.
+    fn send_conn(&self, user_data: u64) -> Option<ConnId> {
+        if user_data & (1 << 63 | RECV) != 0 {
+            return None;
+        }
+        self.ops.get(user_data as usize).map(|buf| buf.conn)
+    }
+
+    /// The fd of `id` if `id` is live and sending: then the send in flight is the one
+    /// `ops` entry that names `id` (see the module doc).
+    fn sending(&self, id: ConnId) -> Option<RawFd> {
+        let (i, fd) = self.live(id)?;
+        self.states[i].get(Flag::SENDING).then_some(fd)
+    }
+
     fn sent(&mut self, key: usize, cqe: Cqe, sink: &mut impl Sink) {
-        let Some(buf) = self.ops.get_mut(key) else {
+        let Some(id) = self.ops.get(key).map(|buf| buf.conn) else {
             return;
         };
-        let id = buf.conn;
-        let current = self
-            .slots
-            .get(id.slot as usize)
-            .is_some_and(|s| s.generation == id.generation && s.send == Some(key as u32));
-        let fd = self
-            .slots
-            .get(id.slot as usize)
-            .and_then(|s| s.stream.as_ref())
-            .map(|s| s.as_raw_fd());
-        if current
+        // `None`: closed (or detached) meanwhile.
+        let current = self.sending(id);
+        let buf = &mut self.ops[key];
+        if let Some(fd) = current
             && cqe.res > 0
             && (cqe.res as usize) < buf.left()
-            && let Some(fd) = fd
         {
             // Short send: the rest goes out next, still owned by this op.
             buf.advance(cqe.res as usize);
@@ -576,24 +674,23 @@ impl Uring {
         if self.send_pool.len() < SEND_POOL {
             self.send_pool.push(buf);
         }
-        if !current {
+        if current.is_none() {
             return; // closed meanwhile: the frames were the driver's to drop
         }
-        let Some(slot) = self.live(id) else {
-            return;
-        };
-        slot.send = None;
+        let i = id.slot as usize;
+        let state = &mut self.states[i];
+        state.set(Flag::SENDING, false);
         if !all_sent {
             tracing::debug!(?id, res = cqe.res, "send failed");
-            slot.broken = true;
+            state.set(Flag::BROKEN, true);
             return sink.hangup(id);
         }
-        if std::mem::take(&mut slot.shut_pending)
-            && let Some(stream) = slot.stream.as_ref()
+        if state.take(Flag::SHUT_PENDING)
+            && let Some(stream) = self.slots[i].stream.as_ref()
         {
             let _ = stream.shutdown(Shutdown::Write);
         }
-        if std::mem::take(&mut slot.want_writable) {
+        if state.take(Flag::WANT_WRITABLE) {
             sink.writable(id);
         }
     }
@@ -601,28 +698,41 @@ impl Uring {
     /// Delivers what resumed connections held, re-arms their receives, serves adoptions.
     fn serve_ready(&mut self, sink: &mut impl Sink) {
         for id in std::mem::take(&mut self.ready) {
-            let Some(slot) = self.live(id) else {
+            let Some((i, _)) = self.live(id) else {
                 continue;
             };
-            if slot.paused {
+            let state = &mut self.states[i];
+            if state.get(Flag::PAUSED) {
                 continue;
             }
-            if !slot.held.is_empty() {
-                let mut held = slot.held.take();
+            if state.get(Flag::HELD) {
+                let mut held = self.held.take(id.slot, state);
                 if !sink.data(id, &mut held) {
                     self.pause(id);
                     continue;
                 }
             }
-            let Some(slot) = self.live(id) else {
+            let Some((i, _)) = self.live(id) else {
                 continue;
             };
-            if std::mem::take(&mut slot.ended) {
+            if self.states[i].take(Flag::ENDED) {
                 sink.hangup(id);
                 continue;
             }
             self.arm_recv(id);
         }
+    }
+
+    /// Whether every entry of the side tables (`held`) belongs to a live connection whose
+    /// `State` says so (`close` and `detach` remove them). O(entries): for debug
+    /// assertions.
+    fn side_tables_hold_live_connections_only(&self) -> bool {
+        self.held.0.iter().all(|(&slot, bytes)| {
+            let i = slot as usize;
+            !bytes.is_empty()
+                && self.slots.get(i).is_some_and(|s| s.stream.is_some())
+                && self.states[i].get(Flag::HELD)
+        })
     }
 }
 
@@ -657,34 +767,30 @@ impl Driver for Uring {
     }
 
     fn write(&mut self, conn: ConnId, bufs: &[Bytes]) -> io::Result<usize> {
-        let key = self.ops.vacant_key();
-        let mut buf = self.send_pool.pop().unwrap_or_else(SendBuf::new);
-        let Some(slot) = self.live(conn) else {
-            self.send_pool.push(buf);
+        let Some((i, fd)) = self.live(conn) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if slot.broken {
-            self.send_pool.push(buf);
+        let state = &mut self.states[i];
+        if state.get(Flag::BROKEN) {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        if slot.send.is_some() {
-            slot.want_writable = true;
-            self.send_pool.push(buf);
+        if state.get(Flag::SENDING) {
+            state.set(Flag::WANT_WRITABLE, true);
             return Ok(0);
         }
+        let mut buf = self.send_pool.pop().unwrap_or_else(SendBuf::new);
         let taken = buf.fill(conn, bufs);
         if taken == 0 {
             self.send_pool.push(buf);
             return Ok(0);
         }
         let offered: usize = bufs.iter().map(|b| b.len()).sum();
+        let state = &mut self.states[i];
         if taken < offered {
-            slot.want_writable = true;
+            state.set(Flag::WANT_WRITABLE, true);
         }
-        let Some(fd) = slot.stream.as_ref().map(|s| s.as_raw_fd()) else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        slot.send = Some(key as u32);
+        state.set(Flag::SENDING, true);
+        let key = self.ops.vacant_key();
         let sqe = buf.sqe(fd).user_data(key as u64);
         // The box moves into `ops`; its heap address (what the SQE points at) does not.
         self.ops.insert(buf);
@@ -693,43 +799,43 @@ impl Driver for Uring {
     }
 
     fn shutdown_write(&mut self, conn: ConnId) {
-        let Some(slot) = self.live(conn) else {
+        let Some((i, _)) = self.live(conn) else {
             return;
         };
-        if slot.send.is_some() {
-            slot.shut_pending = true;
-        } else if let Some(stream) = slot.stream.as_ref() {
+        if self.states[i].get(Flag::SENDING) {
+            self.states[i].set(Flag::SHUT_PENDING, true);
+        } else if let Some(stream) = self.slots[i].stream.as_ref() {
             let _ = stream.shutdown(Shutdown::Write);
         }
     }
 
     fn close(&mut self, conn: ConnId) {
-        let Some(slot) = self.live(conn) else {
+        let Some((i, fd)) = self.live(conn) else {
             return;
         };
+        let state = &mut self.states[i];
         tracing::debug!(
             ?conn,
-            held = slot.held.len(),
-            paused = slot.paused,
-            recv = slot.recv.is_some(),
-            send = slot.send.is_some(),
+            held = self.held.len(conn.slot, *state),
+            paused = state.get(Flag::PAUSED),
+            recv = state.recv().is_some(),
+            send = state.get(Flag::SENDING),
             "close"
         );
-        let ops = [
-            slot.recv.take().map(|seq| recv_key(conn, seq)),
-            slot.send.take().map(u64::from),
-        ];
-        let stream = slot.stream.take();
-        slot.held = Held::default();
-        for key in ops.into_iter().flatten() {
-            self.cancel(key);
+        // The send in flight is not looked up: one cancel by fd takes it and the receive.
+        let recv = state.take_recv().is_some();
+        let send = state.take(Flag::SENDING);
+        drop(self.held.take(conn.slot, state));
+        if recv || send {
+            self.cancel_fd(fd);
         }
-        self.closing.extend(stream);
+        self.closing.extend(self.slots[i].stream.take());
+        debug_assert!(self.side_tables_hold_live_connections_only());
     }
 
     fn resume_read(&mut self, conn: ConnId) {
-        if let Some(slot) = self.live(conn) {
-            slot.paused = false;
+        if let Some((i, _)) = self.live(conn) {
+            self.states[i].set(Flag::PAUSED, false);
             self.ready.push(conn);
         }
     }
@@ -783,5 +889,139 @@ mod tests {
         for other in [ACCEPT, WAKE, CANCEL, 0, 1, 4095, u64::from(u32::MAX)] {
             assert_eq!(recv_of(other), None, "{other:#x}");
         }
+    }
+
+    const FLAGS: [Flag; 7] = [
+        Flag::SENDING,
+        Flag::PAUSED,
+        Flag::WANT_WRITABLE,
+        Flag::SHUT_PENDING,
+        Flag::BROKEN,
+        Flag::ENDED,
+        Flag::HELD,
+    ];
+
+    #[test]
+    fn a_state_numbers_its_arms_apart_from_its_flags() {
+        let mut state = State::default();
+        assert_eq!(state.recv(), None);
+        for flag in FLAGS {
+            state.set(flag, true);
+        }
+        let mut last: u8 = 0;
+        for _ in 0..2 * (usize::from(RECV_SEQ_MASK) + 1) {
+            let seq = state.arm_recv();
+            assert_eq!(seq, last.wrapping_add(1) & RECV_SEQ_MASK);
+            assert_eq!(state.recv(), Some(seq));
+            assert_eq!(state.take_recv(), Some(seq));
+            assert_eq!(state.recv(), None);
+            last = seq;
+        }
+        assert!(FLAGS.iter().all(|&f| state.get(f)), "flags kept");
+        for flag in FLAGS {
+            assert!(state.take(flag));
+            assert!(!state.take(flag));
+        }
+        assert_eq!(state.0 & !State::SEQ, 0, "only the sequence number left");
+    }
+
+    /// Admits every connection and pauses it at its first bytes.
+    #[derive(Default)]
+    struct Pausing {
+        conns: Vec<ConnId>,
+        seen: usize,
+    }
+
+    impl Sink for Pausing {
+        fn accepted(&mut self, _: std::net::SocketAddr) -> Option<ConnId> {
+            let id = ConnId {
+                slot: self.conns.len() as u32,
+                generation: 7,
+            };
+            self.conns.push(id);
+            Some(id)
+        }
+        fn data(&mut self, _: ConnId, bytes: &mut [u8]) -> bool {
+            self.seen += bytes.len();
+            false
+        }
+        fn writable(&mut self, _: ConnId) {}
+        fn hangup(&mut self, _: ConnId) {}
+        fn woken(&mut self) {}
+    }
+
+    /// The byte at offset `n` of what the client sends.
+    fn pattern(n: usize) -> u8 {
+        (n % 251) as u8
+    }
+
+    /// A ring serving one connection whose client keeps sending, run until the connection
+    /// holds bytes (received after `Sink::data` said stop); `None` where this kernel
+    /// cannot run the driver.
+    fn holding() -> Option<(Uring, Pausing, ConnId)> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut ring = match Uring::new(listener) {
+            Ok(ring) => ring,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return None;
+            }
+        };
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut client = TcpStream::connect(addr).unwrap();
+            client.set_write_timeout(Some(SETTLE * 10)).unwrap();
+            let chunk: Vec<u8> = (0..251 * 64).map(pattern).collect();
+            // Until the server closes or drops the socket.
+            while client.write_all(&chunk).is_ok() {}
+        });
+        let mut sink = Pausing::default();
+        for _ in 0..1000 {
+            ring.turn(Some(Duration::from_millis(10)), &mut sink)
+                .unwrap();
+            let Some(&id) = sink.conns.first() else {
+                continue;
+            };
+            let state = ring.states[id.slot as usize];
+            if state.get(Flag::HELD) {
+                assert!(ring.side_tables_hold_live_connections_only());
+                return Some((ring, sink, id));
+            }
+            if state.get(Flag::PAUSED) && state.recv().is_none() {
+                ring.resume_read(id);
+            }
+        }
+        panic!("no bytes held after 1,000 turns");
+    }
+
+    fn no_side_table_entries(ring: &Uring) {
+        assert!(ring.held.0.is_empty());
+        assert!(!ring.states.iter().any(|s| s.get(Flag::HELD)));
+    }
+
+    #[test]
+    fn held_bytes_go_with_a_closed_connection() {
+        let Some((mut ring, mut sink, id)) = holding() else {
+            return;
+        };
+        ring.close(id);
+        no_side_table_entries(&ring);
+        ring.turn(Some(Duration::ZERO), &mut sink).unwrap();
+        no_side_table_entries(&ring);
+    }
+
+    #[test]
+    fn held_bytes_go_with_a_detached_connection_in_order() {
+        let Some((mut ring, sink, id)) = holding() else {
+            return;
+        };
+        let mut unread = Vec::new();
+        let stream = ring.detach(id, &mut unread);
+        assert!(stream.is_some());
+        no_side_table_entries(&ring);
+        assert!(!unread.is_empty());
+        let at = |k: usize| pattern(sink.seen + k);
+        assert!(unread.iter().enumerate().all(|(k, &b)| b == at(k)));
     }
 }

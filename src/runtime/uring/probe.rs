@@ -3,8 +3,9 @@
 //! buffer ring. A missing piece is reported by name (`Unsupported`), so that
 //! `--driver uring` can refuse with a clear message and `--driver auto` fall back.
 //!
-//! Multishot accept (5.19) and multishot receive (6.0) have no opcode of their own to
-//! probe; `IORING_SETUP_DEFER_TASKRUN` (6.1) being accepted implies both.
+//! Multishot accept (5.19), multishot receive (6.0) and cancelling every operation on an
+//! fd (`IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL`, 5.19) have no opcode of their
+//! own to probe; `IORING_SETUP_DEFER_TASKRUN` (6.1) being accepted implies them.
 
 use std::fmt;
 use std::io;

@@ -5,30 +5,36 @@
 //!
 //! CQEs of other operations read meanwhile are kept in `deferred`, handled first by the
 //! next turn; a wait first takes its own operation's CQEs from there, so that none is
-//! handled after its operation's entry has been freed (and perhaps reused).
+//! handled after its operation's entry has been freed (and perhaps reused). Until then
+//! a deferred CQE's `ops` entry is its own operation's, so it still names its connection.
 
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use io_uring::cqueue;
 use io_uring::types::{CancelBuilder, Timespec};
 
-use super::{ACCEPT, CANCEL, Cqe, GROUP, SETTLE, Uring, WAKE, recv_key, recv_of};
+use super::{ACCEPT, CANCEL, Cqe, Flag, GROUP, SETTLE, Uring, WAKE, recv_key, recv_of};
 use crate::runtime::conn_id::ConnId;
 use crate::runtime::driver::Driver;
 
 impl Uring {
-    /// Waits (bounded) for the ring to finish op `key`: CQEs of other ops are kept for
-    /// the next turn; those of `key` go to `on`. Returns whether `key` ended.
-    fn settle(&mut self, key: u64, mut on: impl FnMut(&mut Self, Cqe) -> bool) -> bool {
-        // CQEs of `key` may already wait among the deferred ones (read while another
+    /// Waits (bounded) for the ring to finish one op, the one whose `user_data` is
+    /// `mine`: CQEs of other ops are kept for the next turn; the op's go to `on`, which
+    /// says when it has ended. Returns whether it ended.
+    fn settle(
+        &mut self,
+        mine: impl Fn(&Self, u64) -> bool,
+        mut on: impl FnMut(&mut Self, Cqe) -> bool,
+    ) -> bool {
+        // CQEs of the op may already wait among the deferred ones (read while another
         // socket was detached this turn): they come first, in order.
         let mut i = 0;
         while i < self.deferred.len() {
-            if self.deferred[i].user_data != key {
+            if !mine(self, self.deferred[i].user_data) {
                 i += 1;
                 continue;
             }
@@ -55,7 +61,7 @@ impl Uring {
                 let batch = std::mem::take(&mut self.batch);
                 let mut done = false;
                 for &cqe in &batch {
-                    if cqe.user_data == key && !done {
+                    if !done && mine(self, cqe.user_data) {
                         done = on(self, cqe);
                     } else {
                         self.deferred.push_back(cqe);
@@ -74,21 +80,17 @@ impl Uring {
 
     /// Waits for `id`'s send in flight to finish (a short send is continued).
     fn settle_send(&mut self, id: ConnId) -> bool {
-        let Some(key) = self.live(id).and_then(|s| s.send).map(|k| k as usize) else {
+        let Some(fd) = self.sending(id) else {
             return true;
         };
-        self.settle(key as u64, |this, cqe| {
+        // The send in flight is the `ops` entry that names `id`.
+        let mine = |this: &Self, user_data| this.send_conn(user_data) == Some(id);
+        self.settle(mine, |this, cqe| {
+            let key = cqe.user_data as usize;
             let Some(buf) = this.ops.get_mut(key) else {
                 return true;
             };
-            let fd = this.slots[id.slot as usize]
-                .stream
-                .as_ref()
-                .map(|s| s.as_raw_fd());
-            if cqe.res > 0
-                && (cqe.res as usize) < buf.left()
-                && let Some(fd) = fd
-            {
+            if cqe.res > 0 && (cqe.res as usize) < buf.left() {
                 buf.advance(cqe.res as usize);
                 let sqe = buf.sqe(fd).user_data(key as u64);
                 this.push(sqe);
@@ -98,9 +100,11 @@ impl Uring {
             let mut buf = this.ops.remove(key);
             buf.clear();
             this.send_pool.push(buf);
-            let slot = &mut this.slots[id.slot as usize];
-            slot.send = None;
-            slot.broken |= !ok;
+            let state = &mut this.states[id.slot as usize];
+            state.set(Flag::SENDING, false);
+            if !ok {
+                state.set(Flag::BROKEN, true);
+            }
             true
         })
     }
@@ -109,7 +113,7 @@ impl Uring {
     fn settle_recv(&mut self, id: ConnId, unread: &mut Vec<u8>) -> bool {
         let Some(key) = self
             .live(id)
-            .and_then(|s| s.recv)
+            .and_then(|(i, _)| self.states[i].recv())
             .map(|seq| recv_key(id, seq))
         else {
             return true;
@@ -120,21 +124,24 @@ impl Uring {
             .ring
             .submitter()
             .register_sync_cancel(Some(Timespec::from(SETTLE)), CancelBuilder::user_data(key));
-        self.settle(key, |this, cqe| {
-            if cqe.res > 0
-                && let Some(bid) = cqueue::buffer_select(cqe.flags)
-            {
-                // SAFETY: the CQE lends `bid`; the slice is dropped before `give_back`.
-                unread.extend_from_slice(unsafe { this.bufs.lend(bid, cqe.res as usize) });
-                this.bufs.give_back(bid);
-            }
-            if cqueue::more(cqe.flags) {
-                return false;
-            }
-            this.recvs_in_flight = this.recvs_in_flight.saturating_sub(1);
-            this.slots[id.slot as usize].recv = None;
-            true
-        })
+        self.settle(
+            |_, user_data| user_data == key,
+            |this, cqe| {
+                if cqe.res > 0
+                    && let Some(bid) = cqueue::buffer_select(cqe.flags)
+                {
+                    // SAFETY: the CQE lends `bid`; the slice is dropped before `give_back`.
+                    unread.extend_from_slice(unsafe { this.bufs.lend(bid, cqe.res as usize) });
+                    this.bufs.give_back(bid);
+                }
+                if cqueue::more(cqe.flags) {
+                    return false;
+                }
+                this.recvs_in_flight = this.recvs_in_flight.saturating_sub(1);
+                this.states[id.slot as usize].take_recv();
+                true
+            },
+        )
     }
 
     /// `Driver::detach`: the socket out of the ring, with the bytes read ahead of the sink.
@@ -142,18 +149,20 @@ impl Uring {
         self.live(conn)?;
         let mut late = Vec::new();
         let settled = self.settle_send(conn) && self.settle_recv(conn, &mut late);
-        let slot = self.live(conn)?;
-        if !settled || slot.broken {
+        let (i, _) = self.live(conn)?;
+        if !settled || self.states[i].get(Flag::BROKEN) {
             // The kernel still holds the socket, or it failed: close it here instead.
             tracing::debug!(?conn, settled, "connection not handed over: closing it");
             self.close(conn);
             return None;
         }
         // Held bytes came first (read while paused), then those the cancel caught.
-        unread.append(&mut slot.held.take());
+        unread.append(&mut self.held.take(conn.slot, &mut self.states[i]));
         unread.append(&mut late);
         // An end of stream seen here is seen again by the new owner (a FIN stays).
-        slot.stream.take()
+        let stream = self.slots[i].stream.take();
+        debug_assert!(self.side_tables_hold_live_connections_only());
+        stream
     }
 }
 
