@@ -8,8 +8,12 @@
 #
 # Runs twice: the echo load alone (baseline), then the same load under the storm.
 # Prints one summary and checks the targets (exit 1 if one is missed):
-#   - p99 echo latency under the storm <= P99_TARGET_US (default: twice the baseline's
-#     p99, measured in the same run, so that a machine busy with other work moves both);
+#   - p99 echo latency under the storm <= P99_TARGET_US (default 50,000: 50 ms, the
+#     bound Throng states for its existing clients during a storm of 20,000 attempts a
+#     second). The ratio to the baseline's p99 (measured in the same run, so that a
+#     machine busy with other work moves both) is printed too; it is not a target: on a
+#     2-core machine the storm's loopback TCP work (both ends' softirqs) lands on the
+#     server's and the generators' cores, which no server can avoid;
 #   - the server alive, with RSS growth <= RSS_TARGET_MB (default 256 MiB);
 #   - every attempt either held or refused (counted in /metrics, throng_refused_total).
 # Server on SERVER_CORE (default 0), generators on CLIENT_CORE (default 1): on a 2-core
@@ -91,7 +95,7 @@ say "baseline: $ECHO_CONNS echoing clients for $SECS s"
 echo_run >"$base"
 server_alive
 base_p99=$(p99_of "$base")
-[ -n "$P99_TARGET_US" ] || P99_TARGET_US=$((2 * base_p99))
+[ -n "$P99_TARGET_US" ] || P99_TARGET_US=50000
 sleep 3 # let the bucket refill: the echo clients took tokens too
 
 storm_echo=$(mktemp)
@@ -134,7 +138,7 @@ growth_mb=$(((peak - rss_before) / 1024))
 {
   echo "storm: $STORM attempts ($STORM_GENS x $per_gen at $per_gen/s each) while $ECHO_CONNS clients echo${ECHO_RATE:+ at $ECHO_RATE msgs/s each}"
   echo "server: workers $WORKERS, --accept-rate $ACCEPT_RATE/s per worker, --max-connections $MAX_CONNS"
-  echo "echo p99: baseline $base_p99 us, under the storm $storm_p99 us (target <= $P99_TARGET_US us)"
+  echo "echo p99: baseline $base_p99 us, under the storm $storm_p99 us (target <= $P99_TARGET_US us; $(python3 -c 'import sys; print("%.1fx" % (int(sys.argv[1]) / max(int(sys.argv[2]), 1)))' "$storm_p99" "$base_p99") the baseline)"
   echo "attempts: $held held, $failed failed at the generator; $refused refused (503) by the server"
   for g in "${gen_outs[@]}"; do
     python3 -c 'import json,sys; d=json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1]); print("storm generator: %d attempts in %.2f s" % (d["conns_requested"], d["connect_secs"]))' "$g"
