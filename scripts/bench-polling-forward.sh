@@ -48,7 +48,19 @@ for node in A B; do
   pids+=($!)
   wait_listening "$!" "${port[$node]}" "throng $node" "$log"
 done
-sleep 0.5
+# Each node counts the other (every 5 s) before a handover can happen.
+python3 - "${port[A]}" "${port[B]}" <<'PY'
+import sys, time, urllib.request
+deadline = time.time() + 15
+for port in sys.argv[1:]:
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        if "throng_redis_peers 1" in text.splitlines():
+            break
+        if time.time() > deadline:
+            sys.exit(f"node on port {port} does not count its peer")
+        time.sleep(0.1)
+PY
 for case in local forwarded ws-local ws-handed-over ws-relayed; do
   via=${port[A]}
   case $case in forwarded | ws-handed-over | ws-relayed) via=${port[B]} ;; esac

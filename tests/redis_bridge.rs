@@ -188,6 +188,23 @@ fn metrics(port: u16) -> String {
     text
 }
 
+/// Waits (at most 15 s: peers are counted every 5 s) until the node on `port` counts
+/// `peers` other Throng processes on its bus.
+fn wait_for_peers(port: u16, peers: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = value(&metrics(port), "throng_redis_peers");
+        if seen == Some(peers) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node on port {port} counts {seen:?} peers, not {peers}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The value of an unlabelled metric.
 fn value(text: &str, name: &str) -> Option<u64> {
     text.lines()
@@ -323,8 +340,12 @@ fn long_polling_needs_no_sticky_sessions_across_hosts() {
     let _redis = redis_on(redis_port);
     let url = format!("redis://127.0.0.1:{redis_port}");
     let a = throng_on_bus(&url);
+    // A lone node holds no first CONNECT (no upgrade can land elsewhere)...
+    wait_for_peers(a.port, 0);
     let b = throng_on_bus(&url);
-    std::thread::sleep(Duration::from_millis(300));
+    // ...and each counts the other before the handover tests need it.
+    wait_for_peers(a.port, 1);
+    wait_for_peers(b.port, 1);
     let servers = format!(
         "A=http://127.0.0.1:{},B=http://127.0.0.1:{}",
         a.port, b.port
@@ -334,6 +355,8 @@ fn long_polling_needs_no_sticky_sessions_across_hosts() {
         &sio_dir().join("redis-polling.test.js"),
         &[("SERVERS", servers.as_str()), ("A_PID", a_pid.as_str())],
     );
+    // The suite killed A: B is alone again.
+    wait_for_peers(b.port, 0);
     // B forwarded requests for A's sessions and served A's for B's.
     let text = metrics(b.port);
     let forwarded = |direction: &str| {

@@ -76,6 +76,8 @@ const PING_EVERY: Duration = Duration::from_secs(10);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
 /// How long a blocking Redis read waits before the thread looks around.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often the publisher counts the other Throng processes on the bus (`peers`).
+const PEERS_EVERY: Duration = Duration::from_secs(5);
 
 /// What the bridge is told at start.
 #[derive(Clone, Debug)]
@@ -172,6 +174,10 @@ pub struct Bridge {
     up: AtomicBool,
     /// The subscribing link is up (it notices a lost Redis at once: it always reads).
     subscribed: AtomicBool,
+    /// Other Throng processes on the bus (each listens on its own `<key>-eio#<tag>#`),
+    /// counted every `PEERS_EVERY`: none, and no WebSocket upgrade can land elsewhere,
+    /// so no first CONNECT is held for a handover. `usize::MAX` until first counted.
+    peers: AtomicUsize,
 }
 
 impl Relay for Bridge {
@@ -244,6 +250,10 @@ impl Relay for Bridge {
 
     fn can_tunnel(&self) -> bool {
         self.links_up() && self.tunnels.has_room()
+    }
+
+    fn can_hand_over(&self) -> bool {
+        self.can_tunnel() && self.peers.load(Ordering::Relaxed) > 0
     }
 
     fn open_tunnel(
@@ -406,6 +416,13 @@ impl Bridge {
                 ("{direction=\"in\"}", tunnels_in as u64),
             ],
         );
+        let peers = self.peers.load(Ordering::Relaxed);
+        family(
+            "throng_redis_peers",
+            "gauge",
+            "Other Throng processes on the bus, counted every 5 s (none: no first CONNECT is held for a handover).",
+            &[("", if peers == usize::MAX { 0 } else { peers as u64 })],
+        );
         family(
             "throng_redis_websocket_handovers_total",
             "counter",
@@ -537,6 +554,7 @@ pub fn start(config: Config, registry: Arc<Registry>) -> std::io::Result<Arc<Bri
         counters: Counters::default(),
         up: AtomicBool::new(false),
         subscribed: AtomicBool::new(false),
+        peers: AtomicUsize::new(usize::MAX),
     });
     let _ = tx.send(Arc::clone(&bridge));
     io.set_relay(Arc::clone(&bridge) as Arc<dyn Relay>);
@@ -676,8 +694,25 @@ impl<'a> Link<'a> {
     }
 }
 
+/// The other Throng processes listening on the bus now (`PUBSUB CHANNELS`, or
+/// `SHARDCHANNELS` in sharded mode, on `<key>-eio#*`, this one left out).
+fn count_peers(bridge: &Bridge, con: &mut redis::Connection) -> redis::RedisResult<usize> {
+    let subcommand = match bridge.wire.mode {
+        Mode::Classic => "CHANNELS",
+        Mode::Sharded => "SHARDCHANNELS",
+    };
+    let pattern = format!("{}-eio#*", bridge.wire.key);
+    let own = eio::channel(&bridge.wire.key, &bridge.tag);
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg(subcommand)
+        .arg(pattern)
+        .query(con)?;
+    Ok(channels.iter().filter(|c| **c != own).count())
+}
+
 fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
     let mut link = Link::new(url, "publish");
+    let mut peers_counted: Option<Instant> = None;
     loop {
         // What is queued waits (within `queue_bytes`) for the connection.
         let mut con = link.connect(client);
@@ -693,6 +728,18 @@ fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
         link.up();
         bridge.up.store(true, Ordering::Relaxed);
         loop {
+            if peers_counted.is_none_or(|at| at.elapsed() >= PEERS_EVERY) {
+                peers_counted = Some(Instant::now());
+                match count_peers(bridge, &mut con) {
+                    Ok(n) => bridge.peers.store(n, Ordering::Relaxed),
+                    Err(e) => {
+                        bridge.up.store(false, Ordering::Relaxed);
+                        bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                        link.down(&e);
+                        break;
+                    }
+                }
+            }
             let mut pipe = redis::pipe();
             let mut n = 0;
             let mut ask = None;

@@ -6,7 +6,8 @@
 //! before it probes the upgrade; a session that joined a namespace has sockets in this
 //! process's rooms and cannot move. So, on a bus, the owner *holds* a polling session's
 //! first CONNECT and the messages after it (`Hold`) for at most `HANDOVER_WAIT`, as
-//! `@socket.io/cluster-engine` does:
+//! `@socket.io/cluster-engine` does (only while other Throng processes are on the bus,
+//! counted every 5 s: a lone one holds nothing):
 //! - a WebSocket probe that lands here releases them (the upgrade is local);
 //! - one that lands on another process (`HandoverAsk`) takes them along: the session,
 //!   which has joined no namespace, goes there with them and with what is queued for the
@@ -83,7 +84,11 @@ impl Server {
     /// Whether message `packet`, which the client sent to polling session `key`, is
     /// held for a handover (else it runs now, after what was held: see `post`).
     pub(super) fn hold(&mut self, key: ConnId, packet: &Packet<'_>, now: Instant) -> bool {
-        let can_tunnel = self.can_tunnel();
+        let can_hand_over = self
+            .registry
+            .io_ref()
+            .relay()
+            .is_some_and(|relay| relay.can_hand_over());
         let Some(state) = self.state(key) else {
             return false;
         };
@@ -98,7 +103,7 @@ impl Server {
         match &mut polling.hold {
             Hold::Unused => {
                 let connect = handed.text && handed.data.first() == Some(&b'0');
-                if !connect || !can_tunnel || joined || upgrading || polling.upgraded {
+                if !connect || !can_hand_over || joined || upgrading || polling.upgraded {
                     return false;
                 }
                 polling.hold = Hold::Holding {

@@ -99,6 +99,11 @@ pub trait Relay: Send + Sync {
     fn can_tunnel(&self) -> bool {
         false
     }
+    /// Whether a session of this process could be handed over now: the bus is up and
+    /// other processes that could take it are on it.
+    fn can_hand_over(&self) -> bool {
+        false
+    }
     /// Relays the WebSocket upgrade of `target` that connection `reply_to.1` of worker
     /// `reply_to.0` made for a session of process `owner`: the owner's messages come
     /// back there as `Tunneled`, under the id returned. `None`: it cannot be relayed.
