@@ -18,6 +18,11 @@
 //! A session that has joined a namespace, or is mid-POST, or is closing, is relayed
 //! instead (`Relay::relay_tunnel`), as before.
 //!
+//! On the landing process the bus records the session as adopted by the worker holding
+//! the WebSocket as soon as the handover is read, so that requests the owner forwards
+//! back are routed there; one that reaches that worker before the session is made
+//! there waits for it (`Parked`, at most `PARK_WAIT`, then 400 code 1).
+//!
 //! Invariants: a session holds at most `MAX_HELD_PACKETS` messages and
 //! `MAX_HELD_BYTES` (past either, they run at once and the session is not handed
 //! over); held messages run in order, before anything the client sends after them,
@@ -29,9 +34,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::engineio::packet::{Data, Packet, PacketType};
+use crate::engineio::request::ErrorCode;
 use crate::engineio::request::Transport;
 use crate::engineio::session::{Outbound, Session};
 use crate::engineio::sid::Sid;
+use crate::http::Request;
 use crate::runtime::ConnId;
 use crate::worker::Conns;
 use crate::ws::CloseCode;
@@ -46,6 +53,44 @@ pub const HANDOVER_WAIT: Duration = Duration::from_millis(300);
 const MAX_HELD_PACKETS: usize = 16;
 /// Bytes one session holds at most.
 const MAX_HELD_BYTES: usize = 64 << 10;
+/// How long a request waits for a session on its way here.
+const PARK_WAIT: Duration = Duration::from_secs(1);
+/// Requests one worker keeps waiting for sessions on their way (more: 503).
+const MAX_PARKED: usize = 1024;
+
+/// A polling request for a session being handed over to this worker, waiting for it.
+pub(crate) struct Parked {
+    sid: Sid,
+    conn: ConnId,
+    method: String,
+    target: String,
+    origin: Option<Vec<u8>>,
+    content_type: Option<Vec<u8>>,
+    body: Vec<u8>,
+    deadline: Instant,
+}
+
+impl Parked {
+    /// The request as it came.
+    fn request(&self) -> Request<'_> {
+        Request {
+            method: &self.method,
+            target: &self.target,
+            minor_version: 1,
+            host: None,
+            upgrade: None,
+            connection: None,
+            sec_websocket_key: None,
+            sec_websocket_version: None,
+            origin: self.origin.as_deref(),
+            content_length: None,
+            content_type: self.content_type.as_deref(),
+            transfer_encoding: None,
+            access_control_request_headers: None,
+            head_len: 0,
+        }
+    }
+}
 
 /// A polling session's hold on its first messages.
 #[derive(Default)]
@@ -245,6 +290,79 @@ impl Server {
         })
     }
 
+    /// Whether `sid` is on its way to this worker (handed over, not made here yet).
+    pub(super) fn is_arriving(&self, sid: &Sid) -> bool {
+        !self.sids.contains_key(sid)
+            && self.registry.io_ref().adopted_worker(sid) == Some(self.worker)
+            && self
+                .registry
+                .io_ref()
+                .process_tag()
+                .is_some_and(|tag| sid.tag() != *tag)
+    }
+
+    /// Polling request `req` on `id` for `sid`, a session on its way here: it waits.
+    pub(super) fn park(
+        &mut self,
+        conns: &mut Conns<'_>,
+        id: ConnId,
+        sid: Sid,
+        req: &Request<'_>,
+        body: &[u8],
+        cors: &[u8],
+    ) {
+        if self.parked.len() >= MAX_PARKED {
+            conns.respond(id, 503, "text/plain", cors, b"too many requests waiting");
+            return;
+        }
+        tracing::debug!(sid = %sid.as_str(), "a request waits for its session, handed over to this worker");
+        self.parked.push(Parked {
+            sid,
+            conn: id,
+            method: req.method.to_string(),
+            target: req.target.to_string(),
+            origin: req.origin.map(<[u8]>::to_vec),
+            content_type: req.content_type.map(<[u8]>::to_vec),
+            body: body.to_vec(),
+            deadline: Instant::now() + PARK_WAIT,
+        });
+    }
+
+    /// Session `sid` is made here: the requests that waited for it run, in order.
+    fn unpark(&mut self, conns: &mut Conns<'_>, sid: &Sid) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let (mine, others) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.sid == *sid);
+        self.parked = others;
+        for p in mine {
+            self.on_polling_request(conns, p.conn, &p.request(), &p.body);
+        }
+    }
+
+    /// Requests whose session did not come in time: 400 code 1 (the client opens a
+    /// new session); those whose connection closed are forgotten.
+    pub(super) fn expire_parked(
+        &mut self,
+        conns: &mut Conns<'_>,
+        now: Instant,
+        gone: Option<ConnId>,
+    ) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let (late, waiting) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.deadline <= now || Some(p.conn) == gone);
+        self.parked = waiting;
+        for p in late.into_iter().filter(|p| Some(p.conn) != gone) {
+            let cors = self.cors.headers(p.origin.as_deref());
+            self.refuse(conns, p.conn, &cors, ErrorCode::UnknownSid);
+        }
+    }
+
     /// Landing side: `handover` came for relayed connection `conn`, still open (its
     /// tunnel is forgotten already); the session is made here and `conn` becomes its
     /// probe, with the messages the client sent on it meanwhile (`early`).
@@ -271,6 +389,7 @@ impl Server {
         }
         let key = self.add_polling_session(conns, sid, session, Hold::Over, now);
         self.run_messages(conns, key, handover.inbound);
+        self.unpark(conns, &sid);
         if self.state(key).is_none_or(|s| s.closing) {
             return conns.close(conn, CloseCode::NORMAL, "session closed");
         }

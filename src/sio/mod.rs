@@ -127,6 +127,8 @@ pub struct Server {
     farewells: farewell::Farewells,
     /// Sessions lately handed over to another process (their requests go there).
     moved: farewell::Moved,
+    /// Requests waiting for a session handed over to this worker.
+    parked: Vec<handover::Parked>,
     /// WebSockets relayed to the process owning their session → their tunnel.
     tunnels: HashMap<ConnId, tunnel::Tunnel>,
     cors: Arc<Cors>,
@@ -149,6 +151,7 @@ impl Server {
             forwarded: HashMap::new(),
             farewells: farewell::Farewells::new(farewell::GRACE),
             moved: farewell::Moved::new(farewell::MOVED_GRACE),
+            parked: Vec::new(),
             tunnels: HashMap::new(),
             cors: Arc::new(Cors::default()),
             polling_sessions: 0,
@@ -550,6 +553,7 @@ impl App for Server {
 
     fn on_close(&mut self, conns: &mut Conns<'_>, id: ConnId) {
         self.forget_forwarded(id);
+        self.expire_parked(conns, Instant::now(), Some(id));
         self.forget_tunnel(id);
         self.forget_conn(conns, id);
         if let Some(state) = self.take_state(id) {
@@ -627,6 +631,7 @@ impl App for Server {
 
     fn on_sweep(&mut self, conns: &mut Conns<'_>, now: Instant) {
         self.expire_forwarded(conns, now);
+        self.expire_parked(conns, now, None);
         self.release_expired_holds(conns, now);
         self.farewells.expire(now);
         self.moved.expire(now);

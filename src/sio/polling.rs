@@ -115,6 +115,10 @@ impl Server {
         let sid = Sid::parse(sid_text);
         let Some(key) = sid.and_then(|sid| self.sids.get(&sid).copied()) else {
             let now = Instant::now();
+            if let Some(sid) = sid.filter(|sid| self.is_arriving(sid)) {
+                // Handed over to this worker, not made here yet: it waits for it.
+                return self.park(conns, id, sid, req, body, &cors);
+            }
             if let Some(&to) = sid.and_then(|sid| self.moved.get(&sid, now)) {
                 // Handed over lately: the request goes where the session is now.
                 return self.forward_polling(conns, id, req, body, to, cors);
