@@ -710,6 +710,13 @@ fn count_peers(bridge: &Bridge, con: &mut redis::Connection) -> redis::RedisResu
     Ok(channels.iter().filter(|c| **c != own).count())
 }
 
+/// The publishing connection failed with `e`: it is down until `link` connects again.
+fn publish_link_lost(bridge: &Bridge, link: &mut Link<'_>, e: &redis::RedisError) {
+    bridge.up.store(false, Ordering::Relaxed);
+    bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+    link.down(e);
+}
+
 fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
     let mut link = Link::new(url, "publish");
     let mut peers_counted: Option<Instant> = None;
@@ -733,9 +740,7 @@ fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
                 match count_peers(bridge, &mut con) {
                     Ok(n) => bridge.peers.store(n, Ordering::Relaxed),
                     Err(e) => {
-                        bridge.up.store(false, Ordering::Relaxed);
-                        bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                        link.down(&e);
+                        publish_link_lost(bridge, &mut link, &e);
                         break;
                     }
                 }
@@ -780,9 +785,7 @@ fn publish_loop(bridge: &Bridge, client: &redis::Client, url: &str) {
                     .counters
                     .dropped_link_down
                     .fetch_add(n as u64, Ordering::Relaxed);
-                bridge.up.store(false, Ordering::Relaxed);
-                bridge.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                link.down(&e);
+                publish_link_lost(bridge, &mut link, &e);
                 break;
             }
             bridge

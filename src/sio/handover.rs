@@ -98,8 +98,8 @@ pub(crate) enum Hold {
     /// Nothing held yet; the first CONNECT may be.
     #[default]
     Unused,
+    /// Until the deadline kept in `Server::holding`.
     Holding {
-        until: Instant,
         packets: Vec<HandedPacket>,
         bytes: usize,
     },
@@ -110,10 +110,6 @@ pub(crate) enum Hold {
 impl Hold {
     pub fn is_holding(&self) -> bool {
         matches!(self, Hold::Holding { .. })
-    }
-
-    fn expired(&self, now: Instant) -> bool {
-        matches!(self, Hold::Holding { until, .. } if *until <= now)
     }
 }
 
@@ -127,46 +123,56 @@ fn handed(packet: &Packet<'_>) -> Option<HandedPacket> {
 
 impl Server {
     /// Whether message `packet`, which the client sent to polling session `key`, is
-    /// held for a handover (else it runs now, after what was held: see `post`).
+    /// held for a handover (else it runs now, after what was held: see `post`). A
+    /// session that will never hold costs one look at its state, nothing more.
     pub(super) fn hold(&mut self, key: ConnId, packet: &Packet<'_>, now: Instant) -> bool {
-        let can_hand_over = self
-            .registry
-            .io_ref()
-            .relay()
-            .is_some_and(|relay| relay.can_hand_over());
         let Some(state) = self.state(key) else {
             return false;
         };
-        let joined = state.has_joined();
-        let upgrading = state.session.is_upgrading();
+        let (joined, upgrading) = (state.has_joined(), state.session.is_upgrading());
         let Some(polling) = state.polling.as_mut() else {
             return false;
         };
-        let Some(handed) = handed(packet) else {
-            return false;
-        };
+        let connect = matches!(packet.data, Data::Text(t) if t.first() == Some(&b'0'));
         match &mut polling.hold {
+            Hold::Over => false,
+            Hold::Holding { packets, bytes, .. } => {
+                let Some(handed) = handed(packet) else {
+                    return false;
+                };
+                let room = packets.len() < MAX_HELD_PACKETS
+                    && *bytes + handed.data.len() <= MAX_HELD_BYTES;
+                if room {
+                    *bytes += handed.data.len();
+                    packets.push(handed);
+                }
+                room
+            }
             Hold::Unused => {
-                let connect = handed.text && handed.data.first() == Some(&b'0');
-                if !connect || !can_hand_over || joined || upgrading || polling.upgraded {
+                if !connect || joined || upgrading || polling.upgraded {
                     return false;
                 }
-                polling.hold = Hold::Holding {
-                    until: now + HANDOVER_WAIT,
-                    bytes: handed.data.len(),
-                    packets: vec![handed],
+                let Some(handed) = handed(packet) else {
+                    return false;
                 };
+                let can_hand_over = self
+                    .registry
+                    .io_ref()
+                    .relay()
+                    .is_some_and(|relay| relay.can_hand_over());
+                if !can_hand_over {
+                    return false;
+                }
+                let until = now + HANDOVER_WAIT;
+                if let Some(p) = self.state(key).and_then(|s| s.polling.as_mut()) {
+                    p.hold = Hold::Holding {
+                        bytes: handed.data.len(),
+                        packets: vec![handed],
+                    };
+                }
+                self.holding.push((key, until));
                 true
             }
-            Hold::Holding { packets, bytes, .. }
-                if packets.len() < MAX_HELD_PACKETS
-                    && *bytes + handed.data.len() <= MAX_HELD_BYTES =>
-            {
-                *bytes += handed.data.len();
-                packets.push(handed);
-                true
-            }
-            Hold::Holding { .. } | Hold::Over => false,
         }
     }
 
@@ -206,21 +212,17 @@ impl Server {
         self.try_answer(conns, key);
     }
 
-    /// Sessions whose hold ran out: what they held runs now.
+    /// Sessions whose hold ran out: what they held runs now (a session released
+    /// earlier, or gone, is skipped).
     pub(super) fn release_expired_holds(&mut self, conns: &mut Conns<'_>, now: Instant) {
-        let expired: Vec<ConnId> = self
-            .conns
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, s)| {
-                let s = s.as_ref()?;
-                s.polling.as_ref()?.hold.expired(now).then_some(ConnId {
-                    slot: slot as u32,
-                    generation: s.generation,
-                })
-            })
-            .collect();
-        for key in expired {
+        if self.holding.iter().all(|&(_, until)| until > now) {
+            return;
+        }
+        let (expired, waiting) = std::mem::take(&mut self.holding)
+            .into_iter()
+            .partition::<Vec<_>, _>(|&(_, until)| until <= now);
+        self.holding = waiting;
+        for (key, _) in expired {
             self.release_hold(conns, key);
         }
     }
@@ -293,12 +295,8 @@ impl Server {
     /// Whether `sid` is on its way to this worker (handed over, not made here yet).
     pub(super) fn is_arriving(&self, sid: &Sid) -> bool {
         !self.sids.contains_key(sid)
+            && self.is_tagged_elsewhere(sid)
             && self.registry.io_ref().adopted_worker(sid) == Some(self.worker)
-            && self
-                .registry
-                .io_ref()
-                .process_tag()
-                .is_some_and(|tag| sid.tag() != *tag)
     }
 
     /// Polling request `req` on `id` for `sid`, a session on its way here: it waits.

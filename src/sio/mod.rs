@@ -129,6 +129,8 @@ pub struct Server {
     moved: farewell::Moved,
     /// Requests waiting for a session handed over to this worker.
     parked: Vec<handover::Parked>,
+    /// Sessions that started holding their first CONNECT, and until when.
+    holding: Vec<(ConnId, Instant)>,
     /// WebSockets relayed to the process owning their session → their tunnel.
     tunnels: HashMap<ConnId, tunnel::Tunnel>,
     cors: Arc<Cors>,
@@ -152,6 +154,7 @@ impl Server {
             farewells: farewell::Farewells::new(farewell::GRACE),
             moved: farewell::Moved::new(farewell::MOVED_GRACE),
             parked: Vec::new(),
+            holding: Vec::new(),
             tunnels: HashMap::new(),
             cors: Arc::new(Cors::default()),
             polling_sessions: 0,
