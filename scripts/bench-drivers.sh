@@ -44,30 +44,16 @@ raise_fd_limit
 # which start_server shows.
 build_all throng
 out="$BENCH_OUT/drivers-$(date +%Y%m%dT%H%M%S).jsonl"
-run_out=$(mktemp)
-TMP_FILES+=("$run_out")
-tck=$(getconf CLK_TCK)
 tcp_baseline=$(tcp_inuse)
 
 say "kernel $(uname -r), $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg) (other work on these cores skews the figures); server on core $SERVER_CORE, generator on core $CLIENT_CORE"
 
-# measure DRIVER CMD...: runs the generator with the server's CPU time around it, tags the
-# JSON line with the driver and the server's CPU share, appends it to $out.
+# measure DRIVER CMD...: the generator's JSON line, tagged with the driver and the
+# server's CPU share, appended to $out.
 measure() {
   local driver=$1
   shift
-  local before after t0 t1 cpu
-  before=$(cpu_ticks "$SERVER_PID")
-  t0=$(date +%s.%N)
-  run_generator "$run_out" "$THRONG" "$@"
-  t1=$(date +%s.%N)
-  server_alive
-  after=$(cpu_ticks "$SERVER_PID")
-  grep -q '^{' "$run_out" || die "throng $1 $2 against $driver printed no result (exit $GEN_RC)"
-  [ "$GEN_RC" -eq 0 ] || echo "warning: throng $1 $2 exited $GEN_RC against $driver" >&2
-  cpu=$(python3 -c "print(round(($after - $before) / $tck / ($t1 - $t0) * 100))")
-  tag "throng-$driver" "{\"driver\": \"$driver\", \"server_cpu_percent\": $cpu, \"generator_exit\": $GEN_RC}" \
-    <"$run_out" >>"$out"
+  measure_cpu "$out" "throng-$driver" driver "$driver" "$@"
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -85,22 +71,7 @@ for driver in $DRIVERS; do
   stop_server
   wait_sockets_gone "before the connect run"
 
-  port=$(free_port)
-  start_server throng "$port"
-  say "$driver: connect $CONNS idle connections"
-  measure "$driver" bench connect --url "ws://127.0.0.1:$port/" --conns "$CONNS" --sources 4 \
-    --server-pid "$SERVER_PID" --hold 1
-  stop_server
-  wait_sockets_gone "before the fan-out run"
-
-  THRONG_APP=shootout
-  port=$(free_port)
-  start_server throng "$port"
-  say "$driver: fan-out to $SUBSCRIBERS subscribers"
-  measure "$driver" bench fanout --url "ws://127.0.0.1:$port/" --mode shootout \
-    --subscribers "$SUBSCRIBERS" --secs "$SECS" --warmup "$WARMUP" --sources 4
-  stop_server
-  wait_sockets_gone "before the next driver"
+  connect_then_fanout "$driver"
 done
 done
 

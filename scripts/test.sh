@@ -6,8 +6,10 @@
 #      `throng serve --app echo` (../shared/autobahn/run.sh; 12.*/13.* are
 #      permessage-deflate, which Throng does not negotiate);
 #   3. the end-to-end tests that exercise the kernel seam (URING_TESTS) and Autobahn again,
-#      with the servers on the io_uring driver (THRONG_TEST_DRIVER=uring). A kernel that
-#      cannot run it is reported as a skip with the probe's reason, not counted as passed.
+#      with the servers on the io_uring driver (THRONG_TEST_DRIVER=uring), then a part of
+#      them (URING_OPTION_TESTS) with every opt-in option of that driver at once (SQPOLL,
+#      registered files, every send zero-copy). A kernel that cannot run it is reported as
+#      a skip with the probe's reason, not counted as passed.
 #   4. `docker build` of deploy/Dockerfile (and the image's `--version`) where a Docker
 #      daemon answers and the base images can be pulled; otherwise reported as a skip
 #      with the reason, not counted as passed.
@@ -73,6 +75,22 @@ autobahn epoll
 epoll_ab_passed=$ab_passed
 epoll_ab_failed=$ab_failed
 
+# test_targets "TARGETS" [VAR=VALUE...]: cargo test on each test target of TARGETS with
+# the variables set; sets targets_passed and targets_failed (a failing run that counted no
+# failed test, such as a build error, counts one).
+test_targets() {
+  local targets=$1 t rc
+  shift
+  local -a args=()
+  for t in $targets; do args+=(--test "$t"); done
+  env "$@" cargo test --no-fail-fast "${args[@]}" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  read -r targets_passed targets_failed < <(sum_results "$log")
+  if [ "$rc" -ne 0 ] && [ "$targets_failed" -eq 0 ]; then
+    targets_failed=1
+  fi
+}
+
 # The end-to-end tests that go through the driver (not the unit tests, the benches' own
 # tests or the layering check), again on io_uring.
 URING_TESTS=${URING_TESTS:-"rfc6455 robustness driver_faults fabric limits sio interop engineio polling_bounds admission drain tls"}
@@ -87,18 +105,32 @@ if [ -n "$uring_skip" ]; then
   echo "== io_uring: SKIPPED, the kernel's $uring_skip"
 else
   echo "== cargo test on io_uring: $URING_TESTS"
-  args=()
-  for t in $URING_TESTS; do args+=(--test "$t"); done
-  THRONG_TEST_DRIVER=uring cargo test --no-fail-fast "${args[@]}" 2>&1 | tee "$log"
-  uring_rc=${PIPESTATUS[0]}
-  read -r uring_passed uring_failed < <(sum_results "$log")
-  if [ "$uring_rc" -ne 0 ] && [ "$uring_failed" -eq 0 ]; then
-    uring_failed=1
-  fi
+  test_targets "$URING_TESTS" THRONG_TEST_DRIVER=uring
+  uring_passed=$targets_passed
+  uring_failed=$targets_failed
   echo "== Autobahn|Testsuite 1.*-11.* + handshake checks (io_uring)"
   autobahn uring
   uring_ab_passed=$ab_passed
   uring_ab_failed=$ab_failed
+fi
+# The options stay off by default (they do not pay here, scripts/bench-uring-options.sh),
+# so they are tested on purpose, together.
+URING_OPTION_TESTS=${URING_OPTION_TESTS:-"rfc6455 robustness driver_faults fabric drain"}
+options_passed=0
+options_failed=0
+options=(THRONG_URING_SQPOLL=50 THRONG_URING_FIXED_FILES=1 THRONG_URING_SEND_ZC=1)
+options_skip=$uring_skip
+if [ -z "$options_skip" ]; then
+  options_skip=$(env "${options[@]}" ./target/debug/throng serve --driver uring \
+    --host 127.0.0.1 --port 0 --max-connections 4000000000 2>&1 | grep -o 'io_uring lacks.*' || true)
+fi
+if [ -n "$options_skip" ]; then
+  echo "== io_uring options: SKIPPED, the kernel's $options_skip"
+else
+  echo "== cargo test on io_uring with ${options[*]}: $URING_OPTION_TESTS"
+  test_targets "$URING_OPTION_TESTS" THRONG_TEST_DRIVER=uring "${options[@]}"
+  options_passed=$targets_passed
+  options_failed=$targets_failed
 fi
 # deploy/Dockerfile, built where a Docker daemon answers and its base images can be
 # pulled; otherwise a stated skip (no daemon runs on the machines this was written on).
@@ -128,13 +160,18 @@ else
     docker_failed=1
   fi
 fi
-passed=$((cargo_passed + epoll_ab_passed + uring_passed + uring_ab_passed + docker_passed))
-failed=$((cargo_failed + epoll_ab_failed + uring_failed + uring_ab_failed + docker_failed))
+passed=$((cargo_passed + epoll_ab_passed + uring_passed + uring_ab_passed + options_passed + docker_passed))
+failed=$((cargo_failed + epoll_ab_failed + uring_failed + uring_ab_failed + options_failed + docker_failed))
 echo "cargo test: $cargo_passed passed, $cargo_failed failed; autobahn+handshake: $epoll_ab_passed passed, $epoll_ab_failed failed"
 if [ -n "$uring_skip" ]; then
   echo "io_uring: skipped (the kernel's $uring_skip)"
 else
   echo "io_uring: cargo test $uring_passed passed, $uring_failed failed; autobahn+handshake: $uring_ab_passed passed, $uring_ab_failed failed"
+fi
+if [ -n "$options_skip" ]; then
+  echo "io_uring options: skipped (the kernel's $options_skip)"
+else
+  echo "io_uring options: cargo test $options_passed passed, $options_failed failed"
 fi
 if [ -n "$docker_skip" ]; then
   echo "docker build: skipped ($docker_skip)"

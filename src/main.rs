@@ -218,11 +218,21 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    let tuning = match args.driver {
+        DriverArg::Epoll => Default::default(),
+        DriverArg::Auto | DriverArg::Uring => match throng::runtime::uring::Tuning::from_env() {
+            Ok(tuning) => tuning,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let driver = match args.driver {
         DriverArg::Epoll => DriverKind::Epoll,
-        DriverArg::Auto => match throng::runtime::uring::probe() {
+        DriverArg::Auto => match throng::runtime::uring::probe(&tuning) {
             Ok(()) => {
-                tracing::info!("--driver auto: using io_uring");
+                tracing::info!("--driver auto: using io_uring ({})", tuning.describe());
                 DriverKind::Uring
             }
             Err(e) => {
@@ -230,8 +240,11 @@ fn serve(args: ServeArgs) -> ExitCode {
                 DriverKind::Epoll
             }
         },
-        DriverArg::Uring => match throng::runtime::uring::probe() {
-            Ok(()) => DriverKind::Uring,
+        DriverArg::Uring => match throng::runtime::uring::probe(&tuning) {
+            Ok(()) => {
+                tracing::info!("io_uring driver: {}", tuning.describe());
+                DriverKind::Uring
+            }
             Err(e) => {
                 eprintln!("error: --driver uring: {e}; use --driver epoll");
                 return ExitCode::from(2);

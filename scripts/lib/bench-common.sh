@@ -237,8 +237,6 @@ cpu_ticks() {
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-# tag NAME EXTRA_JSON: adds "server": NAME and the fields of EXTRA_JSON to each JSON line
-# on stdin; other lines are dropped.
 # run_generator OUT CMD...: runs the generator pinned to CLIENT_CORE, stdout to OUT, in the
 # background so that a signal to the script interrupts `wait` at once and the EXIT trap
 # stops both the generator and the server. Sets GEN_RC to its exit status.
@@ -252,6 +250,8 @@ run_generator() {
   GEN_PID=
 }
 
+# tag NAME EXTRA_JSON: adds "server": NAME and the fields of EXTRA_JSON to each JSON line
+# on stdin; other lines are dropped.
 tag() {
   python3 -c '
 import json, sys
@@ -261,4 +261,53 @@ for line in sys.stdin:
     if line.startswith("{"):
         print(json.dumps({**json.loads(line), "server": name, **extra}))
 ' "$1" "$2"
+}
+
+# measure_cpu OUT NAME FIELD VALUE CMD...: runs the generator CMD (`throng` arguments)
+# against the running server, with the server's CPU time (every thread) around it; tags its
+# JSON line with "server": NAME, FIELD: VALUE, the server's CPU share ("server_cpu_percent")
+# and the generator's exit status, and appends it to OUT. Dies if it printed no result.
+measure_cpu() {
+  local out=$1 name=$2 field=$3 value=$4
+  shift 4
+  local run_out before after t0 t1 cpu tck
+  run_out=$(mktemp)
+  TMP_FILES+=("$run_out")
+  tck=$(getconf CLK_TCK)
+  before=$(cpu_ticks "$SERVER_PID")
+  t0=$(date +%s.%N)
+  run_generator "$run_out" "$THRONG" "$@"
+  t1=$(date +%s.%N)
+  server_alive
+  after=$(cpu_ticks "$SERVER_PID")
+  grep -q '^{' "$run_out" || die "throng $1 $2 against $value printed no result (exit $GEN_RC)"
+  [ "$GEN_RC" -eq 0 ] || echo "warning: throng $1 $2 exited $GEN_RC against $value" >&2
+  cpu=$(python3 -c "print(round(($after - $before) / $tck / ($t1 - $t0) * 100))")
+  tag "$name" "{\"$field\": \"$value\", \"server_cpu_percent\": $cpu, \"generator_exit\": $GEN_RC}" \
+    <"$run_out" >>"$out"
+}
+
+# connect_then_fanout LABEL: two fresh throng servers, each measured with the caller's
+# `measure LABEL CMD...`: CONNS idle upgraded connections from 4 source addresses
+# (connects/s, RSS and slab per connection), then a fan-out to SUBSCRIBERS subscribers
+# (`--app shootout`, which it leaves set in THRONG_APP). Waits for the sockets to go
+# after each.
+connect_then_fanout() {
+  local label=$1 port
+  port=$(free_port)
+  start_server throng "$port"
+  say "$label: connect $CONNS idle connections"
+  measure "$label" bench connect --url "ws://127.0.0.1:$port/" --conns "$CONNS" --sources 4 \
+    --server-pid "$SERVER_PID" --hold 1
+  stop_server
+  wait_sockets_gone "before the fan-out run"
+
+  THRONG_APP=shootout
+  port=$(free_port)
+  start_server throng "$port"
+  say "$label: fan-out to $SUBSCRIBERS subscribers"
+  measure "$label" bench fanout --url "ws://127.0.0.1:$port/" --mode shootout \
+    --subscribers "$SUBSCRIBERS" --secs "$SECS" --warmup "$WARMUP" --sources 4
+  stop_server
+  wait_sockets_gone "before the next run"
 }

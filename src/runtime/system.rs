@@ -2,8 +2,8 @@
 
 use std::io;
 
-/// Raises the soft open-file limit to the hard one; returns the resulting soft limit.
-pub fn raise_fd_limit() -> io::Result<u64> {
+/// The open-file limit (soft and hard).
+fn nofile() -> io::Result<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -12,6 +12,17 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(lim)
+}
+
+/// The soft open-file limit: no fd of this process is at or above it.
+pub fn fd_limit() -> io::Result<u64> {
+    Ok(nofile()?.rlim_cur)
+}
+
+/// Raises the soft open-file limit to the hard one; returns the resulting soft limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = nofile()?;
     if lim.rlim_cur < lim.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: lim.rlim_max,

@@ -27,9 +27,13 @@ pub fn test_driver() -> String {
         // kernel when its ring goes, which interrupts its blocking reads (EINTR under
         // SO_RCVTIMEO) - and the test threads read sockets with timeouts.
         let probed = PROBED.get_or_init(|| {
-            std::thread::spawn(|| throng::runtime::uring::probe().map_err(|e| e.to_string()))
-                .join()
-                .unwrap_or_else(|_| Err("the probe panicked".into()))
+            std::thread::spawn(|| {
+                use throng::runtime::uring::{Tuning, probe};
+                let tuning = Tuning::from_env().map_err(|e| e.to_string())?;
+                probe(&tuning).map_err(|e| e.to_string())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the probe panicked".into()))
         });
         if let Err(e) = probed {
             panic!("THRONG_TEST_DRIVER=uring but this kernel cannot run it: {e}");

@@ -64,15 +64,6 @@ impl BufRing {
         count as usize * SIZE
     }
 
-    /// The ring size: `THRONG_URING_BUFFERS` if it is a power of two up to 32,768.
-    pub fn count_from_env() -> u16 {
-        std::env::var("THRONG_URING_BUFFERS")
-            .ok()
-            .and_then(|v| v.parse::<u16>().ok())
-            .filter(|n| n.is_power_of_two() && *n <= 1 << 15)
-            .unwrap_or(COUNT)
-    }
-
     /// Allocates a ring of `count` buffers (a power of two), every buffer in it, and
     /// registers it as buffer group `group`.
     pub fn new(ring: &IoUring, group: u16, count: u16) -> io::Result<BufRing> {

@@ -50,6 +50,7 @@ mod probe;
 mod refuse;
 mod send;
 mod settle;
+mod tuning;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -60,7 +61,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use slab::Slab;
 
@@ -70,6 +71,7 @@ use super::waker::{EventFd, WorkerWaker};
 use bufring::BufRing;
 pub use probe::{Unsupported, probe};
 use send::SendBuf;
+pub use tuning::{BadTuning, Tuning};
 
 const RING_ENTRIES: u32 = 4096;
 const ACCEPT: u64 = u64::MAX;
@@ -106,6 +108,17 @@ fn recv_of(user_data: u64) -> Option<(u32, u32, u8)> {
         (user_data >> 32) as u32 & RECV_GENERATION_MASK,
         (user_data >> 56) as u8 & RECV_SEQ_MASK,
     ))
+}
+
+/// Where a send stands after one of its CQEs.
+enum SendStep {
+    /// More CQEs will come: a short send continued.
+    Waiting,
+    /// The send has ended for its connection. Its entry is freed, or, for a zero-copy
+    /// send, released (waiting for the kernel's notification).
+    Ended { all_sent: bool },
+    /// A released zero-copy send's notification: nothing for the connection.
+    Released,
 }
 
 /// A CQE copied out of the ring.
@@ -149,6 +162,16 @@ impl Flag {
     const ENDED: Flag = Flag(1 << 12);
     /// Bytes received while paused wait in `held`, to be delivered first on resume.
     const HELD: Flag = Flag(1 << 13);
+    /// The socket is in the registered file table, at its fd (`THRONG_URING_FIXED_FILES`).
+    const FIXED: Flag = Flag(1 << 14);
+}
+
+/// Where an SQE finds a connection's socket: its fd, or its entry in the registered file
+/// table.
+#[derive(Clone, Copy)]
+pub(crate) enum Sock {
+    Fd(RawFd),
+    Fixed(u32),
 }
 
 impl State {
@@ -231,6 +254,13 @@ impl Held {
 pub struct Uring {
     ring: IoUring,
     enabled: bool,
+    tuning: Tuning,
+    /// Entries of the registered file table (0: none); a socket whose fd is below this
+    /// is registered at its fd.
+    fixed_files: u32,
+    /// Zero-copy sends the kernel notified, and those it copied after all.
+    zc_sends: u64,
+    zc_copied: u64,
     /// Dropped by hand in `Drop`, after the kernel is done with it (or leaked).
     bufs: ManuallyDrop<BufRing>,
     /// Sends in flight.
@@ -272,18 +302,41 @@ impl Uring {
     /// A driver for `listener`, or `Unsupported` (as an `io::Error`) naming what the
     /// kernel lacks.
     pub fn new(listener: TcpListener) -> io::Result<Uring> {
-        let ring = probe::build(RING_ENTRIES)?;
-        let bufs = BufRing::new(&ring, GROUP, BufRing::count_from_env()).map_err(|e| {
+        Uring::with_tuning(listener, Tuning::from_env()?)
+    }
+
+    /// A driver for `listener` tuned by `tuning`.
+    pub fn with_tuning(listener: TcpListener, tuning: Tuning) -> io::Result<Uring> {
+        let ring = probe::build(RING_ENTRIES, &tuning)?;
+        let bufs = BufRing::new(&ring, GROUP, tuning.buffers).map_err(|e| {
             io::Error::from(Unsupported {
                 what: "IORING_REGISTER_PBUF_RING (Linux 5.19)",
                 error: Some(e),
             })
         })?;
+        let mut fixed_files = 0;
+        if tuning.fixed_files {
+            // The kernel refuses a table larger than the open-file limit.
+            let limit = crate::runtime::system::fd_limit().unwrap_or(1024);
+            fixed_files = tuning::FIXED_FILES_MAX.min(limit.min(u64::from(u32::MAX)) as u32);
+            ring.submitter()
+                .register_files_sparse(fixed_files)
+                .map_err(|e| {
+                    io::Error::from(Unsupported {
+                        what: probe::FIXED_FILES,
+                        error: Some(e),
+                    })
+                })?;
+        }
         // The accept waits in the kernel; the socket itself may block.
         listener.set_nonblocking(false)?;
         Ok(Uring {
             ring,
             enabled: false,
+            tuning,
+            fixed_files,
+            zc_sends: 0,
+            zc_copied: 0,
             bufs: ManuallyDrop::new(bufs),
             ops: Slab::new(),
             recvs_in_flight: 0,
@@ -408,21 +461,66 @@ impl Uring {
         Some((i, slot.stream.as_ref()?.as_raw_fd()))
     }
 
+    /// How SQEs name the socket of the connection at index `i`, whose fd is `fd`.
+    fn sock(&self, i: usize, fd: RawFd) -> Sock {
+        if self.states[i].get(Flag::FIXED) {
+            Sock::Fixed(fd as u32)
+        } else {
+            Sock::Fd(fd)
+        }
+    }
+
     fn arm_recv(&mut self, id: ConnId) {
         let group = self.bufs.group();
         let Some((i, fd)) = self.live(id) else {
             return;
         };
+        let sock = self.sock(i, fd);
         let state = &mut self.states[i];
         if state.recv().is_some() || state.get(Flag::PAUSED) {
             return;
         }
         let seq = state.arm_recv();
         self.recvs_in_flight += 1;
-        let sqe = opcode::RecvMulti::new(Fd(fd), group)
-            .build()
-            .user_data(recv_key(id, seq));
-        self.push(sqe);
+        let sqe = match sock {
+            Sock::Fd(fd) => opcode::RecvMulti::new(Fd(fd), group).build(),
+            Sock::Fixed(index) => opcode::RecvMulti::new(Fixed(index), group).build(),
+        };
+        self.push(sqe.user_data(recv_key(id, seq)));
+    }
+
+    /// Puts the socket at index `i` into the registered file table, at its fd, if there
+    /// is a table and the fd fits in it.
+    fn fix(&mut self, i: usize) {
+        let Some(fd) = self.slots[i].stream.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        if (fd as u32) >= self.fixed_files {
+            return;
+        }
+        match self
+            .ring
+            .submitter()
+            .register_files_update(fd as u32, &[fd])
+        {
+            Ok(_) => self.states[i].set(Flag::FIXED, true),
+            Err(e) => tracing::debug!(fd, error = %e, "socket not registered: using its fd"),
+        }
+    }
+
+    /// Takes the socket at index `i` out of the registered file table. Operations in
+    /// flight keep the file until they end; SQEs not yet submitted that name the entry
+    /// fail with `EBADF`, and the entry is not reused before they are submitted: it is
+    /// the socket's fd, which stays open until then (`closing`).
+    fn unfix(&mut self, i: usize, fd: RawFd) {
+        if self.states[i].take(Flag::FIXED)
+            && let Err(e) = self
+                .ring
+                .submitter()
+                .register_files_update(fd as u32, &[-1])
+        {
+            tracing::warn!(fd, error = %e, "cannot take a socket out of the file table");
+        }
     }
 
     /// Serves `stream` as `id` and starts receiving.
@@ -440,6 +538,7 @@ impl Uring {
             generation: id.generation,
         };
         self.states[index] = State::default();
+        self.fix(index);
         self.arm_recv(id);
     }
 
@@ -636,12 +735,20 @@ impl Uring {
         }
     }
 
-    /// The connection whose send `user_data` names, if it names a send in flight.
+    /// The connection whose send `user_data` names, if it names a send in flight (not a
+    /// released zero-copy send).
     fn send_conn(&self, user_data: u64) -> Option<ConnId> {
         if user_data & (1 << 63 | RECV) != 0 {
             return None;
         }
-        self.ops.get(user_data as usize).map(|buf| buf.conn)
+        let buf = self.ops.get(user_data as usize)?;
+        (!buf.released).then_some(buf.conn)
+    }
+
+    /// Whether the kernel may still read frames sent to `id`: a send in flight, or a
+    /// zero-copy send waiting for its notification. O(sends in flight).
+    fn frames_pinned(&self, id: ConnId) -> bool {
+        self.ops.iter().any(|(_, buf)| buf.conn == id)
     }
 
     /// The fd of `id` if `id` is live and sending: then the send in flight is the one
@@ -651,29 +758,74 @@ impl Uring {
         self.states[i].get(Flag::SENDING).then_some(fd)
     }
 
-    fn sent(&mut self, key: usize, cqe: Cqe, sink: &mut impl Sink) {
-        let Some(id) = self.ops.get(key).map(|buf| buf.conn) else {
-            return;
-        };
-        // `None`: closed (or detached) meanwhile.
-        let current = self.sending(id);
+    /// What `cqe` means for the send `key`, to be continued on `sock` if it was short
+    /// (`None`: its connection is gone). Frees the send's entry after its last CQE.
+    fn send_step(&mut self, key: usize, cqe: Cqe, sock: Option<Sock>) -> SendStep {
         let buf = &mut self.ops[key];
-        if let Some(fd) = current
-            && cqe.res > 0
-            && (cqe.res as usize) < buf.left()
+        if buf.released {
+            // A zero-copy send's notification: the kernel is done with the frames.
+            self.zc_sends += 1;
+            if cqueue::notif(cqe.flags) && cqe.res & send::NOTIF_USAGE_ZC_COPIED != 0 {
+                self.zc_copied += 1;
+                if self.zc_copied == 1 {
+                    tracing::info!(
+                        "THRONG_URING_SEND_ZC: the kernel copied a zero-copy send after all \
+                         (as it does over loopback): zero-copy cannot pay on this route"
+                    );
+                }
+            }
+            if !cqueue::more(cqe.flags) {
+                self.free_send(key);
+            }
+            return SendStep::Released;
+        }
+        let res = cqe.res;
+        // A zero-copy send is never short unless it failed (`MSG_WAITALL`, and the
+        // kernel holds its frames until the notification, so it cannot be re-sent).
+        if !buf.zc
+            && let Some(sock) = sock
+            && res > 0
+            && (res as usize) < buf.left()
         {
             // Short send: the rest goes out next, still owned by this op.
-            buf.advance(cqe.res as usize);
-            let sqe = buf.sqe(fd).user_data(key as u64);
+            buf.advance(res as usize);
+            let sqe = buf.sqe(sock).user_data(key as u64);
             self.push(sqe);
-            return;
+            return SendStep::Waiting;
         }
-        let all_sent = cqe.res >= 0 && cqe.res as usize == buf.left();
+        let all_sent = res >= 0 && res as usize == buf.left();
+        if cqueue::more(cqe.flags) {
+            // A zero-copy send's result: done for its connection; the frames stay until
+            // the notification.
+            buf.released = true;
+        } else {
+            self.free_send(key);
+        }
+        SendStep::Ended { all_sent }
+    }
+
+    /// Frees the send `key` after its last CQE (its buffer goes back to the pool).
+    fn free_send(&mut self, key: usize) {
         let mut buf = self.ops.remove(key);
         buf.clear();
         if self.send_pool.len() < SEND_POOL {
             self.send_pool.push(buf);
         }
+    }
+
+    fn sent(&mut self, key: usize, cqe: Cqe, sink: &mut impl Sink) {
+        let Some(id) = self.send_conn(key as u64) else {
+            if self.ops.contains(key) {
+                self.send_step(key, cqe, None); // a released zero-copy send's notification
+            }
+            return;
+        };
+        // `None`: closed (or detached) meanwhile.
+        let current = self.sending(id);
+        let sock = current.map(|fd| self.sock(id.slot as usize, fd));
+        let SendStep::Ended { all_sent } = self.send_step(key, cqe, sock) else {
+            return;
+        };
         if current.is_none() {
             return; // closed meanwhile: the frames were the driver's to drop
         }
@@ -778,8 +930,15 @@ impl Driver for Uring {
             state.set(Flag::WANT_WRITABLE, true);
             return Ok(0);
         }
+        let sock = self.sock(i, fd);
         let mut buf = self.send_pool.pop().unwrap_or_else(SendBuf::new);
         let taken = buf.fill(conn, bufs);
+        // Zero-copy only for large pieces: each piece becomes fragments of its own, so
+        // many small frames sent zero-copy make many small packets.
+        buf.zc = self
+            .tuning
+            .send_zc_min
+            .is_some_and(|min| taken / buf.pieces().max(1) >= min);
         if taken == 0 {
             self.send_pool.push(buf);
             return Ok(0);
@@ -791,7 +950,7 @@ impl Driver for Uring {
         }
         state.set(Flag::SENDING, true);
         let key = self.ops.vacant_key();
-        let sqe = buf.sqe(fd).user_data(key as u64);
+        let sqe = buf.sqe(sock).user_data(key as u64);
         // The box moves into `ops`; its heap address (what the SQE points at) does not.
         self.ops.insert(buf);
         self.push(sqe);
@@ -827,8 +986,20 @@ impl Driver for Uring {
         let send = state.take(Flag::SENDING);
         drop(self.held.take(conn.slot, state));
         if recv || send {
+            // By fd even for a registered socket: the kernel matches the file.
             self.cancel_fd(fd);
         }
+        if self.tuning.send_zc_min.is_some()
+            && (send || self.frames_pinned(conn))
+            && let Some(stream) = self.slots[i].stream.as_ref()
+        {
+            // A zero-copy send's frames stay pinned until the peer acknowledges them, which
+            // a peer that stopped reading never does, and the ring (with `SQPOLL`, the
+            // process) cannot end before they are released: reset the connection, which
+            // drops what it still queues, instead of closing it gracefully.
+            let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+        }
+        self.unfix(i, fd);
         self.closing.extend(self.slots[i].stream.take());
         debug_assert!(self.side_tables_hold_live_connections_only());
     }

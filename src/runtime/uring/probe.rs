@@ -5,12 +5,15 @@
 //!
 //! Multishot accept (5.19), multishot receive (6.0) and cancelling every operation on an
 //! fd (`IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL`, 5.19) have no opcode of their
-//! own to probe; `IORING_SETUP_DEFER_TASKRUN` (6.1) being accepted implies them.
+//! own to probe; `IORING_SETUP_SINGLE_ISSUER` (6.0), which every ring asks for, being
+//! accepted implies them. The options of `tuning.rs` add their own checks.
 
 use std::fmt;
 use std::io;
 
 use io_uring::{IoUring, Probe, opcode};
+
+use super::tuning::Tuning;
 
 /// The piece of io_uring the kernel lacks, and what it said.
 #[derive(Debug)]
@@ -37,6 +40,10 @@ impl From<Unsupported> for io::Error {
     }
 }
 
+/// What `THRONG_URING_FIXED_FILES` needs.
+pub const FIXED_FILES: &str =
+    "IORING_REGISTER_FILES2 with a sparse table (Linux 5.19; THRONG_URING_FIXED_FILES)";
+
 fn missing(what: &'static str, error: Option<io::Error>) -> Unsupported {
     Unsupported { what, error }
 }
@@ -51,27 +58,45 @@ const OPCODES: [(u8, &str); 6] = [
     (opcode::Read::CODE, "IORING_OP_READ"),
 ];
 
+/// Opcodes the driver submits with `THRONG_URING_SEND_ZC`.
+const ZC_OPCODES: [(u8, &str); 2] = [
+    (opcode::SendZc::CODE, "IORING_OP_SEND_ZC (Linux 6.0)"),
+    (opcode::SendMsgZc::CODE, "IORING_OP_SENDMSG_ZC (Linux 6.1)"),
+];
+
 /// Builds a ring of `entries` with the driver's flags (disabled until its worker thread
 /// enables it, see `IORING_SETUP_R_DISABLED`), and checks opcodes and features.
-pub fn build(entries: u32) -> Result<IoUring, Unsupported> {
-    let ring = IoUring::builder()
+///
+/// Task work (a receive's copy, a send's completion) runs when the worker enters the
+/// ring (`DEFER_TASKRUN`), except with `SQPOLL`, where the kernel's polling thread runs it.
+pub fn build(entries: u32, tuning: &Tuning) -> Result<IoUring, Unsupported> {
+    let mut builder = IoUring::builder();
+    builder
         .setup_cqsize(entries * 4)
         .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_r_disabled()
-        .build(entries)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOSYS) => missing("io_uring_setup (not built into this kernel)", Some(e)),
-            Some(libc::EPERM) => missing(
-                "permission to create rings (sysctl kernel.io_uring_disabled?)",
-                Some(e),
-            ),
-            Some(libc::EINVAL) => missing(
-                "IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN (Linux 6.1)",
-                Some(e),
-            ),
-            _ => missing("a ring (io_uring_setup failed)", Some(e)),
-        })?;
+        .setup_r_disabled();
+    let flags = match tuning.sqpoll_idle_ms {
+        Some(idle) => {
+            builder.setup_sqpoll(idle);
+            if let Some(cpu) = tuning.sqpoll_cpu {
+                builder.setup_sqpoll_cpu(cpu);
+            }
+            "IORING_SETUP_SQPOLL | IORING_SETUP_SINGLE_ISSUER (Linux 6.0; THRONG_URING_SQPOLL)"
+        }
+        None => {
+            builder.setup_defer_taskrun();
+            "IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN (Linux 6.1)"
+        }
+    };
+    let ring = builder.build(entries).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOSYS) => missing("io_uring_setup (not built into this kernel)", Some(e)),
+        Some(libc::EPERM) => missing(
+            "permission to create rings (sysctl kernel.io_uring_disabled?)",
+            Some(e),
+        ),
+        Some(libc::EINVAL) => missing(flags, Some(e)),
+        _ => missing("a ring (io_uring_setup failed)", Some(e)),
+    })?;
     let params = ring.params();
     if !params.is_feature_ext_arg() {
         return Err(missing("IORING_FEAT_EXT_ARG (Linux 5.11)", None));
@@ -86,18 +111,48 @@ pub fn build(entries: u32) -> Result<IoUring, Unsupported> {
     ring.submitter()
         .register_probe(&mut probe)
         .map_err(|e| missing("IORING_REGISTER_PROBE (Linux 5.6)", Some(e)))?;
-    for (code, name) in OPCODES {
+    let zc = tuning.send_zc_min.map_or(&[][..], |_| &ZC_OPCODES[..]);
+    for &(code, name) in OPCODES.iter().chain(zc) {
         if !probe.is_supported(code) {
             return Err(missing(name, None));
         }
     }
+    // The zero-copy sends ask whether the kernel copied after all, a flag with no probe.
+    if tuning.send_zc_min.is_some() && kernel_version().is_some_and(|v| v < (6, 2)) {
+        return Err(missing(
+            "IORING_SEND_ZC_REPORT_USAGE (Linux 6.2; THRONG_URING_SEND_ZC)",
+            None,
+        ));
+    }
     Ok(ring)
 }
 
-/// Whether this kernel runs the io_uring driver: everything `build` checks, plus a
-/// provided-buffer ring (registered and dropped again).
-pub fn probe() -> Result<(), Unsupported> {
-    let ring = build(8)?;
+/// The running kernel's (major, minor) version, if `uname` says.
+fn kernel_version() -> Option<(u32, u32)> {
+    // SAFETY: `utsname` is plain C data; `uname` fills it and NUL-terminates `release`.
+    let release = unsafe {
+        let mut uts: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut uts) != 0 {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(uts.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Whether this kernel runs the io_uring driver with `tuning`: everything `build` checks,
+/// plus a provided-buffer ring (registered and dropped again) and, if asked for, a
+/// registered file table.
+pub fn probe(tuning: &Tuning) -> Result<(), Unsupported> {
+    let ring = build(8, tuning)?;
+    if tuning.fixed_files {
+        ring.submitter()
+            .register_files_sparse(8)
+            .map_err(|e| missing(FIXED_FILES, Some(e)))?;
+    }
     let bufs = super::bufring::BufRing::new(&ring, 0, 8)
         .map_err(|e| missing("IORING_REGISTER_PBUF_RING (Linux 5.19)", Some(e)))?;
     // Unregister before the memory goes (`BufRing`'s invariant); closing the ring would do too.
@@ -111,8 +166,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_kernel_version_is_read() {
+        let (major, _) = kernel_version().expect("uname");
+        assert!(major >= 3, "{major}");
+    }
+
+    #[test]
     fn probe_passes_or_names_what_is_missing() {
-        match probe() {
+        match probe(&Tuning::default()) {
             Ok(()) => {}
             Err(u) => {
                 let text = u.to_string();

@@ -5,18 +5,29 @@
 //! last CQE arrives, even if the connection is closed meanwhile, so the memory the kernel
 //! reads (frames, iovecs, header) cannot be freed or moved under it. A `SendBuf` lives in
 //! a `Box` (a stable address); `iov` is not grown while a send is in flight.
-
-use std::os::fd::RawFd;
+//!
+//! A zero-copy send (`zc`) ends with two CQEs: its result (`IORING_CQE_F_MORE` set), which
+//! ends the send for its connection (the next may start), and then the kernel's
+//! notification that it no longer reads the frames (`IORING_CQE_F_NOTIF`, once the peer
+//! has acknowledged them), the last CQE. In between the `SendBuf` is `released`: it names
+//! its connection still, but is nobody's send in flight.
 
 use bytes::Bytes;
 use io_uring::opcode;
 use io_uring::squeue;
-use io_uring::types::Fd;
+use io_uring::types::{Fd, Fixed};
 
+use super::Sock;
 use crate::runtime::conn_id::ConnId;
 
 /// No SIGPIPE; the kernel finishes a short send on a stream socket itself.
 const FLAGS: i32 = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+
+/// `IORING_SEND_ZC_REPORT_USAGE` (kernel UAPI, 6.2): the notification says whether the
+/// kernel had to copy the data after all.
+const SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
+/// `IORING_NOTIF_USAGE_ZC_COPIED`: set in a notification's result when it did.
+pub const NOTIF_USAGE_ZC_COPIED: i32 = i32::MIN;
 
 /// Most iovecs one send carries (the kernel's limit is 1,024).
 pub const MAX_IOVECS: usize = 256;
@@ -33,6 +44,10 @@ pub struct SendBuf {
     first: usize,
     /// Bytes not yet sent.
     left: usize,
+    /// Sent zero-copy (`SEND_ZC`/`SENDMSG_ZC`).
+    pub zc: bool,
+    /// A zero-copy send whose result has come: it waits for its notification only.
+    pub released: bool,
 }
 
 // SAFETY: the raw pointers in `iov` and `msg` point into `frames` and `iov`, which this
@@ -52,6 +67,8 @@ impl SendBuf {
             msg: unsafe { std::mem::zeroed() },
             first: 0,
             left: 0,
+            zc: false,
+            released: false,
         })
     }
 
@@ -88,20 +105,57 @@ impl SendBuf {
         taken
     }
 
-    /// The SQE that sends what is left to `fd`: `SEND` for one piece (no header for the
-    /// kernel to copy), `SENDMSG` for several. It points into `self`, which must stay
-    /// where it is (boxed) and unchanged until the operation's last CQE.
-    pub fn sqe(&self, fd: RawFd) -> squeue::Entry {
-        let rest = &self.iov[self.first..];
-        if let [one] = rest {
-            opcode::Send::new(Fd(fd), one.iov_base.cast_const().cast(), one.iov_len as u32)
-                .flags(FLAGS)
-                .build()
-        } else {
-            opcode::SendMsg::new(Fd(fd), &self.msg)
-                .flags(FLAGS as u32)
-                .build()
+    /// The SQE that sends what is left to `sock`: `SEND` for one piece (no header for the
+    /// kernel to copy), `SENDMSG` for several, or their zero-copy forms if `zc`. It points
+    /// into `self`, which must stay where it is (boxed) and unchanged until the
+    /// operation's last CQE.
+    pub fn sqe(&self, sock: Sock) -> squeue::Entry {
+        /// Builds `$op` on the socket, plain or registered.
+        macro_rules! on {
+            ($sock:expr, |$target:ident| $op:expr) => {
+                match $sock {
+                    Sock::Fd(fd) => {
+                        let $target = Fd(fd);
+                        $op
+                    }
+                    Sock::Fixed(index) => {
+                        let $target = Fixed(index);
+                        $op
+                    }
+                }
+            };
         }
+        let rest = &self.iov[self.first..];
+        let zc_flags = SEND_ZC_REPORT_USAGE;
+        match (rest, self.zc) {
+            ([one], false) => on!(sock, |t| opcode::Send::new(
+                t,
+                one.iov_base.cast_const().cast(),
+                one.iov_len as u32
+            )
+            .flags(FLAGS)
+            .build()),
+            ([one], true) => on!(sock, |t| opcode::SendZc::new(
+                t,
+                one.iov_base.cast_const().cast(),
+                one.iov_len as u32
+            )
+            .flags(FLAGS)
+            .zc_flags(zc_flags)
+            .build()),
+            (_, false) => on!(sock, |t| opcode::SendMsg::new(t, &self.msg)
+                .flags(FLAGS as u32)
+                .build()),
+            (_, true) => on!(sock, |t| opcode::SendMsgZc::new(t, &self.msg)
+                .flags(FLAGS as u32)
+                .ioprio(zc_flags)
+                .build()),
+        }
+    }
+
+    /// The pieces (iovecs) this send carries.
+    pub fn pieces(&self) -> usize {
+        self.frames.len()
     }
 
     pub fn left(&self) -> usize {
@@ -133,6 +187,8 @@ impl SendBuf {
         self.iov.clear();
         self.first = 0;
         self.left = 0;
+        self.zc = false;
+        self.released = false;
         self.point();
     }
 

@@ -11,13 +11,13 @@
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::TcpStream;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::cqueue;
 use io_uring::types::{CancelBuilder, Timespec};
 
-use super::{ACCEPT, CANCEL, Cqe, Flag, GROUP, SETTLE, Uring, WAKE, recv_key, recv_of};
+use super::{ACCEPT, CANCEL, Cqe, Flag, GROUP, SETTLE, SendStep, Uring, WAKE, recv_key, recv_of};
 use crate::runtime::conn_id::ConnId;
 use crate::runtime::driver::Driver;
 
@@ -85,21 +85,16 @@ impl Uring {
         };
         // The send in flight is the `ops` entry that names `id`.
         let mine = |this: &Self, user_data| this.send_conn(user_data) == Some(id);
+        let sock = self.sock(id.slot as usize, fd);
         self.settle(mine, |this, cqe| {
             let key = cqe.user_data as usize;
-            let Some(buf) = this.ops.get_mut(key) else {
+            if !this.ops.contains(key) {
                 return true;
-            };
-            if cqe.res > 0 && (cqe.res as usize) < buf.left() {
-                buf.advance(cqe.res as usize);
-                let sqe = buf.sqe(fd).user_data(key as u64);
-                this.push(sqe);
-                return false;
             }
-            let ok = cqe.res >= 0 && cqe.res as usize == buf.left();
-            let mut buf = this.ops.remove(key);
-            buf.clear();
-            this.send_pool.push(buf);
+            let ok = match this.send_step(key, cqe, Some(sock)) {
+                SendStep::Ended { all_sent } => all_sent,
+                SendStep::Waiting | SendStep::Released => return false,
+            };
             let state = &mut this.states[id.slot as usize];
             state.set(Flag::SENDING, false);
             if !ok {
@@ -160,6 +155,9 @@ impl Uring {
         unread.append(&mut self.held.take(conn.slot, &mut self.states[i]));
         unread.append(&mut late);
         // An end of stream seen here is seen again by the new owner (a FIN stays).
+        if let Some(fd) = self.slots[i].stream.as_ref().map(AsRawFd::as_raw_fd) {
+            self.unfix(i, fd);
+        }
         let stream = self.slots[i].stream.take();
         debug_assert!(self.side_tables_hold_live_connections_only());
         stream
@@ -185,6 +183,33 @@ impl Drop for Uring {
                 .ring
                 .submitter()
                 .register_sync_cancel(Some(Timespec::from(SETTLE)), CancelBuilder::any());
+            // With SQPOLL the cancel does not always reach the eventfd read; a wake-up
+            // ends it in any case.
+            if self.wake_armed {
+                let _ = self.waker.wake();
+            }
+            // The sockets close as soon as every SQE naming them has been submitted (see
+            // `enter`), not after the wait: a zero-copy send's notification comes only once
+            // its socket has let go of the frames (reset, see `close`).
+            // The registered file table lets go of them too.
+            let zc = self.tuning.send_zc_min.is_some();
+            for i in 0..self.slots.len() {
+                let Some(stream) = self.slots[i].stream.as_ref() else {
+                    continue;
+                };
+                let id = ConnId {
+                    slot: i as u32,
+                    generation: self.slots[i].generation,
+                };
+                if zc && self.frames_pinned(id) {
+                    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+                }
+                let Some(stream) = self.slots[i].stream.take() else {
+                    continue;
+                };
+                self.unfix(i, stream.as_raw_fd());
+                self.closing.push(stream);
+            }
             let deadline = Instant::now() + SETTLE;
             while self.in_flight() && Instant::now() < deadline {
                 let _ = self.enter(Some(Duration::from_millis(10)));
@@ -216,9 +241,19 @@ impl Drop for Uring {
                     }
                 }
             }
+            if self.tuning.send_zc_min.is_some() {
+                tracing::info!(
+                    sends = self.zc_sends,
+                    copied = self.zc_copied,
+                    "THRONG_URING_SEND_ZC: zero-copy sends, and those the kernel copied after all"
+                );
+            }
             if self.in_flight() {
                 tracing::warn!(
-                    left = self.ops.len() + self.recvs_in_flight,
+                    sends = self.ops.len(),
+                    receives = self.recvs_in_flight,
+                    accept = self.accept_armed,
+                    wake = self.wake_armed,
                     "io_uring operations still in flight at exit: leaking their buffers"
                 );
                 // `bufs` is ManuallyDrop and is not dropped here: the kernel may use it.
