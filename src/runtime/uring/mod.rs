@@ -44,6 +44,13 @@
 //!
 //! The ring is set up `SINGLE_ISSUER | DEFER_TASKRUN` and disabled until the first
 //! `turn`, which runs on the worker thread that then owns it.
+//!
+//! Opt-in options (`tuning.rs`, off by default: they did not pay where measured, see
+//! `docs/uring.md`): SQPOLL (then without `DEFER_TASKRUN`); registered files (a socket sits
+//! in the table at its fd, `Flag::FIXED`, and SQEs name it by `Sock::Fixed`; cancels still
+//! go by fd, which matches the same file); zero-copy sends (see `send.rs`: such a send is
+//! *released* at its result CQE and its `ops` entry kept until the notification, so a
+//! connection may have released entries besides its one send in flight).
 
 mod bufring;
 mod probe;
