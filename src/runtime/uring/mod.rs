@@ -530,6 +530,21 @@ impl Uring {
         }
     }
 
+    /// Takes live `id`'s socket out of the ring's hands for closing: out of the file
+    /// table, and set to reset on close if the kernel may still read frames sent to it
+    /// zero-copy. Those stay pinned until the peer acknowledges them, which a peer that
+    /// stopped reading never does, and the ring (with `SQPOLL`, the process) cannot end
+    /// before they are released; a reset drops what the socket still queues.
+    fn let_go(&mut self, id: ConnId) -> Option<TcpStream> {
+        let i = id.slot as usize;
+        let stream = self.slots[i].stream.take()?;
+        if self.tuning.send_zc_min.is_some() && self.frames_pinned(id) {
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        }
+        self.unfix(i, stream.as_raw_fd());
+        Some(stream)
+    }
+
     /// Serves `stream` as `id` and starts receiving.
     fn register(&mut self, id: ConnId, stream: TcpStream) {
         let index = id.slot as usize;
@@ -940,16 +955,16 @@ impl Driver for Uring {
         let sock = self.sock(i, fd);
         let mut buf = self.send_pool.pop().unwrap_or_else(SendBuf::new);
         let taken = buf.fill(conn, bufs);
+        if taken == 0 {
+            self.send_pool.push(buf);
+            return Ok(0);
+        }
         // Zero-copy only for large pieces: each piece becomes fragments of its own, so
         // many small frames sent zero-copy make many small packets.
         buf.zc = self
             .tuning
             .send_zc_min
-            .is_some_and(|min| taken / buf.pieces().max(1) >= min);
-        if taken == 0 {
-            self.send_pool.push(buf);
-            return Ok(0);
-        }
+            .is_some_and(|min| taken / buf.pieces() >= min);
         let offered: usize = bufs.iter().map(|b| b.len()).sum();
         let state = &mut self.states[i];
         if taken < offered {
@@ -996,18 +1011,8 @@ impl Driver for Uring {
             // By fd even for a registered socket: the kernel matches the file.
             self.cancel_fd(fd);
         }
-        if self.tuning.send_zc_min.is_some()
-            && (send || self.frames_pinned(conn))
-            && let Some(stream) = self.slots[i].stream.as_ref()
-        {
-            // A zero-copy send's frames stay pinned until the peer acknowledges them, which
-            // a peer that stopped reading never does, and the ring (with `SQPOLL`, the
-            // process) cannot end before they are released: reset the connection, which
-            // drops what it still queues, instead of closing it gracefully.
-            let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
-        }
-        self.unfix(i, fd);
-        self.closing.extend(self.slots[i].stream.take());
+        let stream = self.let_go(conn);
+        self.closing.extend(stream);
         debug_assert!(self.side_tables_hold_live_connections_only());
     }
 

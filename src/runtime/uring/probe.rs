@@ -127,18 +127,9 @@ pub fn build(entries: u32, tuning: &Tuning) -> Result<IoUring, Unsupported> {
     Ok(ring)
 }
 
-/// The running kernel's (major, minor) version, if `uname` says.
+/// The running kernel's (major, minor) version, if `/proc` says.
 fn kernel_version() -> Option<(u32, u32)> {
-    // SAFETY: `utsname` is plain C data; `uname` fills it and NUL-terminates `release`.
-    let release = unsafe {
-        let mut uts: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut uts) != 0 {
-            return None;
-        }
-        std::ffi::CStr::from_ptr(uts.release.as_ptr())
-            .to_string_lossy()
-            .into_owned()
-    };
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }

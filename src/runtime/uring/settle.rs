@@ -190,25 +190,14 @@ impl Drop for Uring {
             }
             // The sockets close as soon as every SQE naming them has been submitted (see
             // `enter`), not after the wait: a zero-copy send's notification comes only once
-            // its socket has let go of the frames (reset, see `close`).
-            // The registered file table lets go of them too.
-            let zc = self.tuning.send_zc_min.is_some();
+            // its socket has let go of the frames (`let_go`).
             for i in 0..self.slots.len() {
-                let Some(stream) = self.slots[i].stream.as_ref() else {
-                    continue;
-                };
                 let id = ConnId {
                     slot: i as u32,
                     generation: self.slots[i].generation,
                 };
-                if zc && self.frames_pinned(id) {
-                    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
-                }
-                let Some(stream) = self.slots[i].stream.take() else {
-                    continue;
-                };
-                self.unfix(i, stream.as_raw_fd());
-                self.closing.push(stream);
+                let stream = self.let_go(id);
+                self.closing.extend(stream);
             }
             let deadline = Instant::now() + SETTLE;
             while self.in_flight() && Instant::now() < deadline {
